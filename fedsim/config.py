@@ -1,0 +1,282 @@
+"""Environment files (``environments/*.toml``) → typed, validated configuration.
+
+Configuration is data: every paper setting lives in a TOML file, and this module only checks
+it once, at load, so a typo fails in one line that names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedsim.errors import FedsimError
+
+ENVIRONMENTS_DIR = Path(__file__).resolve().parent.parent / "environments"
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _non_negative(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def _int_at_least(n: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= n
+
+
+def _fraction(v: Any) -> bool:
+    return _non_negative(v) and v < 1
+
+
+def _shape(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 3 and all(_int_at_least(4)(s) for s in v)
+
+
+def _int_list(v: Any) -> bool:
+    return isinstance(v, list) and len(v) >= 1 and all(_int_at_least(1)(s) for s in v)
+
+
+def _weights(v: Any) -> bool:
+    return v is None or (isinstance(v, list) and len(v) >= 1 and all(_positive(w) for w in v))
+
+
+def _matrix(v: Any) -> bool:
+    return v is None or (
+        isinstance(v, list) and len(v) >= 1 and all(isinstance(r, list) and all(_non_negative(w) for w in r) for r in v)
+    )
+
+
+def _one_of(*options: str):
+    check = lambda v: v in options  # noqa: E731
+    check.options = options  # type: ignore[attr-defined]
+    return check
+
+
+def _spec(check, expected: str, default: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field carrying its validator and a phrase for the error message."""
+    kw = {} if default is dataclasses.MISSING else {"default": default}
+    return field(metadata={"check": check, "expected": expected}, **kw)
+
+
+@dataclass(frozen=True)
+class CohortConfig:
+    """The embedded synthetic cohort, generated once and reused (ignored with ``--cohort``)."""
+
+    subjects: int = _spec(_int_at_least(8), "an integer of at least 8")
+    shape: list[int] = _spec(_shape, "three integers of at least 4, e.g. [36, 43, 36]")
+    seed: int = _spec(_int_at_least(0), "a non-negative integer", 0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Model input: volumes are resampled to ``shape`` and z-scored per scan."""
+
+    shape: list[int] = _spec(_shape, "three integers of at least 4, e.g. [36, 43, 36]")
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """Who holds which subjects (Stripelis et al. 2021); weights are relative and normalised on load."""
+
+    learners: int = _spec(_int_at_least(0), "a non-negative integer (0 = centralized)")
+    unseen_fraction: float = _spec(lambda v: _positive(v) and v < 1, "a number in (0, 1)")
+    age_bins: int = _spec(_int_at_least(1), "a positive integer", 20)
+    val_fraction: float = _spec(_fraction, "a number in [0, 1)", 0.0)
+    learner_weights: list[float] | None = _spec(_weights, "a list of positive numbers, one per learner", None)
+    age_bin_weights: list[list[float]] | None = _spec(
+        _matrix, "a list of per-learner lists of non-negative numbers, one per age bin", None
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture by registry name; the remaining keys go to its constructor."""
+
+    name: str = _spec(lambda v: isinstance(v, str) and bool(v), "a model name such as 'cnn3d'")
+    channels: list[int] = _spec(_int_list, "a list of positive integers, one per block")
+    head_channels: int = _spec(_int_at_least(1), "a positive integer")
+    dropout: float = _spec(_fraction, "a number in [0, 1)", 0.0)
+    target_scale: float = _spec(_positive, "a positive number (years per output unit)", 1.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training: the same loop serves centralized and federated learners."""
+
+    loss: str = _spec(_one_of("mse", "l1"), "one of 'mse', 'l1'")
+    optimizer: str = _spec(_one_of("adam", "sgd"), "one of 'adam', 'sgd'")
+    lr: float = _spec(_positive, "a positive number")
+    batch_size: int = _spec(_int_at_least(1), "a positive integer")
+    weight_decay: float = _spec(_non_negative, "a non-negative number", 0.0)
+    momentum: float = _spec(_fraction, "a number in [0, 1)", 0.0)
+    epochs: int = _spec(_int_at_least(1), "a positive integer", 1)
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Synchronous FedAvg rounds."""
+
+    rounds: int = _spec(_int_at_least(1), "a positive integer")
+    local_epochs: int = _spec(_int_at_least(1), "a positive integer")
+    snapshot_local: bool = _spec(lambda v: isinstance(v, bool), "true or false", False)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """One environment file, validated."""
+
+    name: str
+    path: Path
+    description: str
+    seed: int
+    cohort: CohortConfig
+    data: DataConfig
+    partition: PartitionConfig
+    model: ModelConfig
+    train: TrainConfig
+    federation: FederationConfig | None = None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of the model (everything in [model] but its name, plus the input shape)."""
+        kwargs = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "name"}
+        return {"in_shape": tuple(self.data.shape), **kwargs}
+
+    def to_dict(self, *, manifest: Path | None = None) -> dict[str, Any]:
+        """The resolved configuration as plain TOML data: what a run dir's ``config.toml`` holds.
+
+        ``manifest`` records which cohort was actually used (the user's or the synthetic one).
+        """
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "seed": self.seed,
+                               "source": str(self.path)}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                out[f.name] = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
+        if manifest is not None:
+            out["cohort"]["manifest"] = str(Path(manifest).resolve())
+        out["model"]["in_shape"] = list(self.data.shape)
+        return out
+
+
+_SECTIONS: dict[str, type] = {
+    "cohort": CohortConfig,
+    "data": DataConfig,
+    "partition": PartitionConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "federation": FederationConfig,
+}
+_OPTIONAL_SECTIONS = {"federation"}
+
+
+def _section(where: str, section: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise FedsimError(f"{where}: [{section}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise FedsimError(
+            f"{where}: unknown key {unknown[0]!r} in [{section}]; allowed keys: {', '.join(fields)}"
+        )
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING:
+                raise FedsimError(f"{where}: [{section}] lacks {name!r}, which must be {f.metadata['expected']}")
+            continue
+        if not f.metadata["check"](raw[name]):
+            raise FedsimError(
+                f"{where}: [{section}] {name} must be {f.metadata['expected']}, got {raw[name]!r}"
+            )
+        values[name] = raw[name]
+    return cls(**values)
+
+
+def _cross_checks(where: str, cfg: EnvConfig) -> None:
+    p = cfg.partition
+    if p.learner_weights is not None and p.age_bin_weights is not None:
+        raise FedsimError(
+            f"{where}: [partition] give learner_weights (IID) or age_bin_weights (non-IID), not both"
+        )
+    for key, rows in (("learner_weights", p.learner_weights), ("age_bin_weights", p.age_bin_weights)):
+        if rows is not None and len(rows) != p.learners:
+            raise FedsimError(f"{where}: [partition] {key} has {len(rows)} entries but learners = {p.learners}")
+    if p.age_bin_weights is not None:
+        for i, row in enumerate(p.age_bin_weights, start=1):
+            if len(row) != p.age_bins:
+                raise FedsimError(
+                    f"{where}: [partition] age_bin_weights row {i} has {len(row)} bins but age_bins = {p.age_bins}"
+                )
+            if sum(row) <= 0:
+                raise FedsimError(f"{where}: [partition] age_bin_weights row {i} sums to 0; every learner needs subjects")
+    if p.learners == 0 and p.val_fraction == 0:
+        raise FedsimError(f"{where}: [partition] a centralized environment (learners = 0) needs val_fraction > 0")
+    if p.learners > 0 and cfg.federation is None:
+        raise FedsimError(f"{where}: a federated environment (learners = {p.learners}) needs a [federation] table")
+
+
+def available_environments(directory: Path = ENVIRONMENTS_DIR) -> list[str]:
+    """Names of the environment files shipped with fedsim."""
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def env_path(name_or_path: str | Path) -> Path:
+    """Resolve ``skewed-noniid`` or ``path/to/file.toml`` to an existing file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        if not candidate.is_file():
+            raise FedsimError(f"environment file {str(candidate)!r} not found")
+        return candidate
+    path = ENVIRONMENTS_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise FedsimError(
+            f"unknown environment {str(name_or_path)!r}; choose one of: {', '.join(available_environments())}"
+            " (or give a path to a .toml file)"
+        )
+    return path
+
+
+def load_env(name_or_path: str | Path) -> EnvConfig:
+    """Load and validate an environment by name (``environments/<name>.toml``) or path."""
+    path = env_path(name_or_path)
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise FedsimError(f"{where}: not valid TOML ({err})") from None
+    top = {"description", "seed", *_SECTIONS}
+    unknown = sorted(set(raw) - top)
+    if unknown:
+        raise FedsimError(f"{where}: unknown key or table {unknown[0]!r}; allowed: {', '.join(sorted(top))}")
+    seed = raw.get("seed", 0)
+    if not _int_at_least(0)(seed):
+        raise FedsimError(f"{where}: seed must be a non-negative integer, got {seed!r}")
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        if section not in raw:
+            if section in _OPTIONAL_SECTIONS:
+                continue
+            raise FedsimError(f"{where}: missing table [{section}]")
+        sections[section] = _section(where, section, cls, raw[section])
+    cfg = EnvConfig(
+        name=path.stem, path=path, description=str(raw.get("description", "")), seed=seed, **sections
+    )
+    _cross_checks(where, cfg)
+    return cfg
+
+
+def with_overrides(cfg: EnvConfig, *, seed: int | None = None, **sections: dict[str, Any]) -> EnvConfig:
+    """A copy of ``cfg`` with the seed and some fields of some sections replaced (command-line
+    overrides); ``None`` values mean "keep"."""
+    changes: dict[str, Any] = {} if seed is None else {"seed": seed}
+    for section, values in sections.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            changes[section] = dataclasses.replace(getattr(cfg, section), **values)
+    return dataclasses.replace(cfg, **changes)

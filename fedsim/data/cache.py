@@ -1,0 +1,127 @@
+"""NIfTI → canonical orientation → target shape → per-scan z-score, cached as one memory map.
+
+Epochs, learners and attacks all read the same ``(N, X, Y, Z)`` float32 array from disk, so no
+NIfTI is decoded twice. The cache is keyed by a hash of the input files (path, size, mtime) and
+the preprocessing settings, so changing either builds a new one and nothing stale is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+from nibabel.filebasedimages import ImageFileError
+from rich.progress import track
+from scipy import ndimage as ndi
+from torch.utils.data import Dataset
+
+from fedsim.errors import FedsimError
+from fedsim.paths import fedsim_home
+
+# Bump when the preprocessing below changes, so old caches are not reused.
+PREPROCESS_VERSION = 1
+
+
+def resample_to_shape(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Resample over the same field of view to ``shape`` (anti-aliased linear interpolation)."""
+    if volume.shape == tuple(shape):
+        return volume
+    factors = np.asarray(volume.shape, dtype=float) / np.asarray(shape, dtype=float)
+    smoothed = ndi.gaussian_filter(volume, sigma=np.maximum(0.0, 0.4 * (factors - 1.0)))
+    # centre of target voxel j lies at (j + 0.5) * factor - 0.5 in source voxels
+    return ndi.affine_transform(
+        smoothed, factors, offset=0.5 * factors - 0.5, output_shape=tuple(shape), order=1, mode="nearest"
+    )
+
+
+def zscore(volume: np.ndarray) -> np.ndarray:
+    """Each scan on its own scale, as in the paper: ``(img - mean) / std`` over the whole volume."""
+    std = float(volume.std())
+    return (volume - volume.mean()) / (std if std > 0 else 1.0)
+
+
+def load_volume(path: str | Path, shape: tuple[int, int, int], *, where: str = "") -> np.ndarray:
+    """Load one T1 NIfTI and preprocess it to a float32 ``shape`` array."""
+    label = f"{where}: " if where else ""
+    try:
+        img = nib.as_closest_canonical(nib.load(str(path)))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
+        reason = " ".join(str(err).split())  # nibabel's messages span lines
+        raise FedsimError(f"{label}cannot read NIfTI {str(path)!r} ({type(err).__name__}: {reason})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise FedsimError(f"{label}{str(path)!r} has shape {data.shape}; expected one 3-D T1 volume per subject")
+    if not np.isfinite(data).all():
+        raise FedsimError(f"{label}{str(path)!r} contains NaN or infinite voxels")
+    return zscore(resample_to_shape(data, shape)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CohortArray:
+    """Preprocessed volumes (memory-mapped) with their subject ids and ages, in manifest order."""
+
+    volumes: np.ndarray
+    subject_ids: list[str]
+    ages: np.ndarray
+
+    def index_of(self, subject_ids: list[str]) -> np.ndarray:
+        position = {s: i for i, s in enumerate(self.subject_ids)}
+        return np.array([position[s] for s in subject_ids], dtype=np.int64)
+
+
+def _cache_key(manifest: pd.DataFrame, shape: tuple[int, int, int]) -> str:
+    h = hashlib.sha256(json.dumps({"version": PREPROCESS_VERSION, "shape": list(shape)}).encode())
+    for sid, path in zip(manifest["subject_id"], manifest["path"]):
+        st = os.stat(path)
+        h.update(f"{sid}\0{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def build_cache(
+    manifest: pd.DataFrame, shape: tuple[int, int, int], *, cache_dir: Path | None = None, progress: bool = True
+) -> CohortArray:
+    """Preprocess every subject of a validated manifest once; later calls just map the file."""
+    shape = tuple(int(s) for s in shape)
+    cache_dir = Path(cache_dir) if cache_dir is not None else fedsim_home() / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = _cache_key(manifest, shape)
+    array_path = cache_dir / f"{key}.npy"
+    ages = manifest["age"].to_numpy(dtype=np.float64)
+    ids = list(manifest["subject_id"])
+    if not array_path.is_file():
+        partial = cache_dir / f"{key}.partial.npy"
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(manifest), *shape))
+        rows = enumerate(manifest["path"])
+        for i, path in track(rows, total=len(manifest), description="preprocessing", disable=not progress):
+            out[i] = load_volume(path, shape, where=f"subject {ids[i]!r}")
+        out.flush()
+        del out
+        os.replace(partial, array_path)
+    volumes = np.load(array_path, mmap_mode="r")
+    return CohortArray(volumes=volumes, subject_ids=ids, ages=ages)
+
+
+class VolumeDataset(Dataset):
+    """``(volume[1, X, Y, Z], age)`` pairs for a subset of a cached cohort."""
+
+    def __init__(self, cohort: CohortArray, indices: np.ndarray) -> None:
+        self.cohort = cohort
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        j = self.indices[i]
+        x = torch.from_numpy(np.array(self.cohort.volumes[j], dtype=np.float32))[None]
+        return x, torch.tensor(self.cohort.ages[j], dtype=torch.float32)

@@ -1,0 +1,628 @@
+"""Split one cohort into federated learners plus a held-out "unseen" set.
+
+Why this module exists: the membership-inference attacks of Gupta et al. 2021 target the
+federated brain-age models of Stripelis et al. 2021, whose four environments differ only in how
+8356 training subjects are spread over 8 learners: equal ("Uniform") or geometric ("Skewed", each
+learner ~1.35x the next) sizes, and the cohort's own age histogram ("IID") or a learner-specific
+one ("non-IID"); see ``shared/paper-notes.md`` §5 and ``environments/*.toml``. The attack also
+needs subjects no model has seen. So the partitioner
+
+1. holds out the unseen set first, stratified by age bin, so that unseen and member subjects are
+   exchangeable apart from membership (like the paper's 2090-subject brain-age test set);
+2. gives every remaining ("pool") subject to exactly one learner, with learner sizes and
+   per-learner age-bin counts that equal the paper's tables when the cohort has the paper's size
+   and histogram, and that keep their proportions at any other size.
+
+Integer counts are made exact at both margins (each bin's pool count, each learner's size) by
+iterative proportional fitting followed by controlled rounding (largest remainder per bin, then
+a min-cost repair that moves single subjects between learners inside a bin). Which subject of a
+bin goes where is decided by ``np.random.default_rng(seed)`` alone, so the split is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedsim.errors import FedsimError
+
+UNSEEN = "unseen"
+TRAIN = "train"
+VAL = "val"
+PARTITIONS_FILENAME = "partitions.csv"
+PARTITION_COLUMNS = ("subject_id", "age", "age_bin", "group")
+
+# Penalties of the rounding repair (see _controlled_round), per subject: a cell leaving the
+# floor/ceiling of its fitted target costs _BOX_PENALTY; a subject placed in a bin its learner's
+# weights exclude costs _SUPPORT_PENALTY, far above any other cost, so exclusions are broken only
+# when the cohort leaves no alternative, and then as few times as possible. _COST_TOL absorbs
+# floating-point noise in path costs (zero-cost ties must not look like improvements).
+_BOX_PENALTY = 1e3
+_SUPPORT_PENALTY = 1e6
+_COST_TOL = 1e-6
+_IPF_MAX_ITER = 1000
+_IPF_TOL = 1e-10
+_SNAP = 1e-9
+
+
+def learner_label(k: int) -> str:
+    """Group label of learner ``k`` (1-based), as written to ``partitions.csv``: ``"L1"``, ``"L2"``, ..."""
+    return f"L{k}"
+
+
+def age_bins(ages: np.ndarray, n_bins: int, age_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Equal-width age-bin index (1..``n_bins``) of each subject.
+
+    The paper's per-learner histograms are stated over 20 equal-width bins spanning the cohort's
+    youngest to oldest subject, so by default the bins span ``[min(ages), max(ages)]``; the oldest
+    subject falls in the last bin (the right edge is closed).
+
+    Parameters
+    ----------
+    ages
+        Ages in years, one per subject; must be finite.
+    n_bins
+        Number of bins, at least 1.
+    age_range
+        ``(low, high)`` to bin over instead of the ages' own range, e.g. the range a synthetic
+        cohort was drawn from; every age must lie inside it.
+
+    Returns
+    -------
+    np.ndarray
+        Integer bin index per subject, 1-based.
+
+    Raises
+    ------
+    FedsimError
+        If ``n_bins`` < 1, an age is NaN or infinite, or ``age_range`` is empty or misses ages.
+    """
+    ages = np.asarray(ages, dtype=float)
+    if isinstance(n_bins, bool) or not isinstance(n_bins, Integral) or n_bins < 1:
+        raise FedsimError(f"n_bins={n_bins!r} is not a positive whole number; use e.g. n_bins=20")
+    bad = np.flatnonzero(~np.isfinite(ages))
+    if bad.size:
+        raise FedsimError(
+            f"ages has {bad.size} missing or non-finite value(s) (first at position {bad[0]}); "
+            "drop those subjects or fill in their ages"
+        )
+    if ages.size == 0:
+        return np.zeros(0, dtype=int)
+    if age_range is None:
+        low, high = float(ages.min()), float(ages.max())
+    else:
+        low, high = (float(a) for a in age_range)
+        if not high > low:
+            raise FedsimError(f"age_range={age_range!r} is empty; give (low, high) with low < high")
+        if ages.min() < low or ages.max() > high:
+            raise FedsimError(
+                f"age_range={age_range!r} does not contain the ages {ages.min():.2f}..{ages.max():.2f}; "
+                "widen it or pass age_range=None"
+            )
+    if high == low:
+        return np.ones(ages.size, dtype=int)
+    index = np.floor((ages - low) / (high - low) * n_bins).astype(int)
+    return np.clip(index, 0, n_bins - 1) + 1
+
+
+def _round_preserving_sum(quotas: np.ndarray, total: int) -> np.ndarray:
+    """Largest-remainder rounding of non-negative ``quotas`` that sum to ``total``.
+
+    Every entry becomes its floor or ceiling and the result sums to ``total`` exactly; ties go
+    to the lower index so the result is deterministic.
+    """
+    quotas = np.asarray(quotas, dtype=float)
+    snapped = np.round(quotas)
+    quotas = np.where(np.abs(quotas - snapped) < _SNAP, snapped, quotas)
+    counts = np.floor(quotas).astype(int)
+    short = int(total) - int(counts.sum())
+    order = np.argsort(-(quotas - counts), kind="stable")
+    counts[order[:short]] += 1
+    return counts
+
+
+def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
+    """Split ``total`` items in proportion to ``weights`` (largest-remainder method, exact sum)."""
+    weights = np.asarray(weights, dtype=float)
+    if total == 0:
+        return np.zeros(weights.size, dtype=int)
+    return _round_preserving_sum(total * weights / weights.sum(), total)
+
+
+def _count_from(value: float | int, of: int) -> int:
+    """A fraction ``value`` of ``of`` items, rounded up as scikit-learn's ``train_test_split`` does.
+
+    Rounding up is why the paper's 20% of 10446 subjects is 2090, not 2089. The product is
+    rounded to 9 decimals first so that e.g. 0.1 * 30 = 3.0000000000000004 stays 3.
+    """
+    return math.ceil(round(float(value) * of, 9))
+
+
+def _fit_proportions(seed: np.ndarray, row_totals: np.ndarray, col_totals: np.ndarray) -> np.ndarray:
+    """Iterative proportional fitting of ``seed`` to the given row and column totals.
+
+    Scales rows and columns alternately until the rows match (columns match after every sweep);
+    zeros stay zeros, so a learner never receives an age its histogram excludes unless the
+    rounding repair finds no other way. If the zero pattern makes the margins unreachable, the
+    last sweep is returned and :func:`_controlled_round` resolves the rest.
+    """
+    fitted = seed.astype(float)
+    rows = row_totals.astype(float)
+    cols = col_totals.astype(float)
+    for _ in range(_IPF_MAX_ITER):
+        row_sums = fitted.sum(axis=1)
+        fitted *= np.divide(rows, row_sums, out=np.zeros_like(rows), where=row_sums > 0)[:, None]
+        col_sums = fitted.sum(axis=0)
+        fitted *= np.divide(cols, col_sums, out=np.zeros_like(cols), where=col_sums > 0)[None, :]
+        if np.abs(fitted.sum(axis=1) - rows).max() <= _IPF_TOL * max(1.0, rows.max()):
+            break
+    return fitted
+
+
+def _marginal_costs(counts: np.ndarray, target: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Change in a cell's cost when it loses (``take``) or gains (``give``) one subject.
+
+    A cell's cost is ``(count - target)**2``, plus ``_BOX_PENALTY`` per subject outside
+    ``[floor(target), ceil(target)]``, plus ``_SUPPORT_PENALTY`` per subject if the learner's
+    weights exclude the bin: convex in the count, which the shortest-path repair relies on.
+    Computed in closed form so that large penalties do not cancel each other in floating point.
+    """
+    error = counts - target
+    low, high = np.floor(target), np.ceil(target)
+    excluded = _SUPPORT_PENALTY * ~support
+    take = 1 - 2 * error + _BOX_PENALTY * ((counts <= low).astype(float) - (counts > high)) - excluded
+    give = 1 + 2 * error + _BOX_PENALTY * ((counts >= high).astype(float) - (counts < low)) + excluded
+    take[counts == 0] = np.inf
+    return take, give
+
+
+def _controlled_round(
+    target: np.ndarray, row_totals: np.ndarray, col_totals: np.ndarray, support: np.ndarray
+) -> np.ndarray:
+    """Integer learner x bin counts with exact row and column totals, close to ``target``.
+
+    Each column (age bin) is first rounded by largest remainder, which fixes the column totals.
+    The row totals are then repaired by successive shortest paths (Bellman-Ford over learners):
+    a path moves one subject of some bin from a learner with too many subjects to another
+    learner, possibly through a chain of learners, choosing the chain that least increases the
+    convex cell cost of :func:`_marginal_costs`. Largest-remainder rounding leaves no
+    cost-reducing exchange, and augmenting along shortest paths keeps it so, so the result
+    minimises that cost; in particular when ``target`` already has the right margins every cell
+    ends at its floor or ceiling (a controlled rounding, which always exists for two-way
+    tables). Should floating-point error ever close a loop of predecessors, that loop is a
+    cost-reducing exchange between learners; it is applied and the search repeated.
+    """
+    n_learners = target.shape[0]
+    snapped = np.round(target)
+    target = np.where(np.abs(target - snapped) < _SNAP, snapped, target)
+    counts = np.column_stack(
+        [_round_preserving_sum(target[:, b], col_totals[b]) for b in range(target.shape[1])]
+    )
+    surplus = counts.sum(axis=1) - row_totals
+    while (surplus > 0).any():
+        take, give = _marginal_costs(counts, target, support)
+        move = take[:, None, :] + give[None, :, :]  # [from learner, to learner, bin]
+        move[np.arange(n_learners), np.arange(n_learners), :] = np.inf
+        best_bin = move.argmin(axis=2)
+        best = move.min(axis=2)
+
+        dist = np.where(surplus > 0, 0.0, np.inf)
+        pred = np.full(n_learners, -1)
+        for _ in range(n_learners):  # Bellman-Ford from every learner with a surplus
+            via = dist[:, None] + best
+            origin = via.argmin(axis=0)
+            reach = via[origin, np.arange(n_learners)]
+            better = reach < dist - _COST_TOL
+            if not better.any():
+                break
+            dist[better] = reach[better]
+            pred[better] = origin[better]
+        short = np.flatnonzero(surplus < 0)
+        node = int(short[np.argmin(dist[short])])
+        if not np.isfinite(dist[node]):
+            raise AssertionError("rounding repair found no path although every cell may receive subjects")
+        path = [node]
+        while pred[path[-1]] >= 0 and int(pred[path[-1]]) not in path:
+            path.append(int(pred[path[-1]]))
+        if pred[path[-1]] >= 0:  # a loop: keep only the cycle, closed
+            path = path[path.index(int(pred[path[-1]])) :] + [int(pred[path[-1]])]
+        for dst, src in zip(path[:-1], path[1:]):
+            b = best_bin[src, dst]
+            counts[src, b] -= 1
+            counts[dst, b] += 1
+        surplus = counts.sum(axis=1) - row_totals
+    return counts
+
+
+def _learner_bin_counts(
+    pool_counts: np.ndarray,
+    learner_sizes: np.ndarray,
+    age_bin_weights: np.ndarray | None,
+) -> np.ndarray:
+    """Learner x bin subject counts for the pool: rows sum to ``learner_sizes``, columns to ``pool_counts``.
+
+    IID (``age_bin_weights`` None): each learner's target in bin b is pool_b * size / pool size.
+    Non-IID: the weights fitted to both margins by IPF; a bin the weights never cover but the
+    pool does is seeded with the learner sizes (the IID column) before fitting.
+    """
+    if age_bin_weights is None:
+        target = np.outer(learner_sizes, pool_counts) / pool_counts.sum()
+        support = np.ones(target.shape, dtype=bool)
+    else:
+        seed = age_bin_weights.astype(float)
+        uncovered = (seed.sum(axis=0) == 0) & (pool_counts > 0)
+        seed[:, uncovered] = learner_sizes[:, None].astype(float)
+        support = seed > 0
+        target = _fit_proportions(seed, learner_sizes, pool_counts)
+    return _controlled_round(target, learner_sizes, pool_counts, support)
+
+
+def _check_unseen(unseen: float | int, n_subjects: int) -> int:
+    """Number of subjects to hold out, from a fraction in (0, 1) or a whole count."""
+    if isinstance(unseen, bool) or not isinstance(unseen, Real):
+        raise FedsimError(f"unseen={unseen!r} is not a number; give a fraction in (0, 1) or a count >= 1")
+    if isinstance(unseen, Integral) or (unseen >= 1 and float(unseen).is_integer()):
+        count = int(unseen)
+        if count < 1:
+            raise FedsimError(
+                f"unseen={unseen} must hold out at least 1 subject; give a count >= 1 or a fraction in (0, 1)"
+            )
+    elif 0 < unseen < 1:
+        count = _count_from(unseen, n_subjects)
+    else:
+        raise FedsimError(
+            f"unseen={unseen!r} is neither a fraction in (0, 1) nor a whole count >= 1; use e.g. unseen=0.2"
+        )
+    if count >= n_subjects:
+        raise FedsimError(
+            f"unseen={unseen!r} holds out {count} of the {n_subjects} subjects and leaves none for training; "
+            "use a smaller unseen fraction or count"
+        )
+    return count
+
+
+def _check_learner_weights(learner_weights: Sequence[float] | None, learners: int) -> np.ndarray:
+    """Relative learner sizes as an array (equal sizes when None)."""
+    if learner_weights is None:
+        return np.ones(learners)
+    try:
+        weights = np.asarray(learner_weights, dtype=float)
+    except (TypeError, ValueError):
+        raise FedsimError(
+            f"learner_weights={learner_weights!r} is not a list of numbers; give one weight per learner"
+        ) from None
+    if weights.shape != (learners,):
+        raise FedsimError(
+            f"learner_weights has {weights.size} entries but learners={learners}; give one weight per learner"
+        )
+    if not (np.isfinite(weights) & (weights > 0)).all():
+        raise FedsimError(
+            f"learner_weights={list(learner_weights)!r} has a non-positive or non-finite entry; "
+            "every learner needs a weight > 0"
+        )
+    return weights
+
+
+def _check_age_bin_weights(age_bin_weights: Sequence[Sequence[float]], learners: int, n_bins: int) -> np.ndarray:
+    """The non-IID histogram matrix as a ``learners x n_bins`` array of non-negative floats."""
+    try:
+        weights = np.asarray(age_bin_weights, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise FedsimError(
+            f"age_bin_weights is not a rectangular table of numbers ({err}); give {learners} rows of {n_bins} weights"
+        ) from None
+    if weights.shape != (learners, n_bins):
+        raise FedsimError(
+            f"age_bin_weights has shape {weights.shape} but learners={learners} and n_bins={n_bins}; "
+            f"give {learners} rows of {n_bins} weights"
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise FedsimError("age_bin_weights has a negative or non-finite entry; use counts or weights >= 0")
+    empty = np.flatnonzero(weights.sum(axis=1) == 0)
+    if empty.size:
+        raise FedsimError(
+            f"age_bin_weights row {empty[0] + 1} ({learner_label(empty[0] + 1)}) sums to 0; "
+            "give every learner at least one positive weight"
+        )
+    return weights
+
+
+def assign_groups(
+    ages: np.ndarray,
+    *,
+    learners: int,
+    unseen: float | int,
+    n_bins: int = 20,
+    learner_weights: Sequence[float] | None = None,
+    age_bin_weights: Sequence[Sequence[float]] | None = None,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Assign every subject to one group: a learner, the unseen set, or train/val.
+
+    Subjects are binned with :func:`age_bins` over the whole cohort's age range, so the bins are
+    the same for the unseen set and every learner.
+
+    1. Unseen hold-out, stratified by age bin: ``unseen`` subjects (a fraction is rounded up, as
+       scikit-learn's ``train_test_split`` does) are apportioned over the bins by largest
+       remainder, so the unseen set has the cohort's age histogram and an exact size.
+    2. ``learners == 0`` (centralized): the remaining pool is split into ``"train"`` and
+       ``"val"`` the same way, with ``val_fraction`` of the pool (rounded up) in ``"val"``.
+    3. ``learners == K >= 1`` (federated): every pool subject goes to one of ``"L1"``..``"LK"``.
+       Learner sizes are the pool size apportioned in proportion to ``learner_weights`` (IID)
+       or to the row sums of ``age_bin_weights`` (non-IID), by largest remainder, so they are
+       the weights themselves whenever the weights sum to the pool size.
+
+       * IID (``age_bin_weights`` None): each learner gets the pool's age histogram; each
+         learner's count in each bin is the floor or ceiling of its proportional share.
+       * Non-IID: the per-learner histograms are fitted to the learner sizes and the pool's bin
+         counts by iterative proportional fitting, then rounded keeping both exact, so weights
+         that already match the pool (the paper's tables) are reproduced count for count.
+         A bin the pool has but no learner's weights cover (a cohort with ages the histograms
+         never saw) is seeded with every learner's size instead, i.e. shared in proportion to
+         learner size as far as the sizes allow. If the cohort's ages make the sizes
+         unreachable within the weights' non-zero bins, the fewest possible subjects are placed
+         in bins their learner's weights exclude, so that nobody is dropped.
+
+    Within a bin, subjects are shuffled with ``np.random.default_rng(seed)`` and handed out in
+    group order (unseen, then L1..LK or val, train), so the same inputs and seed always give the
+    same labels.
+
+    Parameters
+    ----------
+    ages
+        Age in years per subject.
+    learners
+        Number of federated learners, or 0 for centralized training.
+    unseen
+        Fraction in (0, 1) of all subjects, or a whole number >= 1 of subjects, to hold out.
+    n_bins
+        Number of equal-width age bins used for stratification (the paper uses 20).
+    learner_weights
+        Relative learner sizes for IID environments; None means equal sizes.
+    age_bin_weights
+        ``learners x n_bins`` non-negative relative weights (the paper's per-learner histograms)
+        for non-IID environments; ``learner_weights`` must then be None.
+    val_fraction
+        Centralized only: fraction in [0, 1) of the pool used for validation.
+    seed
+        Seed of the generator that picks which subject of a bin goes where.
+
+    Returns
+    -------
+    np.ndarray
+        One ``str`` label per subject: ``"L1"``..``"LK"`` or ``"train"``/``"val"``, and ``"unseen"``.
+
+    Raises
+    ------
+    FedsimError
+        On NaN ages, a bad ``unseen``/``val_fraction``/``learners``/weights, or a cohort too
+        small to give every learner at least one subject.
+    """
+    ages = np.asarray(ages, dtype=float)
+    bins = age_bins(ages, n_bins)
+    if isinstance(learners, bool) or not isinstance(learners, Integral) or learners < 0:
+        raise FedsimError(f"learners={learners!r} is not a whole number >= 0; use 0 for centralized or e.g. 8")
+    if not 0 <= val_fraction < 1:
+        raise FedsimError(f"val_fraction={val_fraction!r} is outside [0, 1); use e.g. 0.1, or 0 for no validation set")
+    if learners > 0 and val_fraction > 0:
+        raise FedsimError(
+            f"val_fraction={val_fraction!r} applies only to centralized training (learners=0); "
+            "set it to 0 for a federated environment"
+        )
+    if age_bin_weights is not None and learner_weights is not None:
+        raise FedsimError(
+            "learner_weights was given together with age_bin_weights, whose row sums set the learner sizes; "
+            "drop learner_weights"
+        )
+    if learners == 0 and (learner_weights is not None or age_bin_weights is not None):
+        raise FedsimError(
+            "learner_weights/age_bin_weights apply only to federated environments (learners >= 1); "
+            "drop them for centralized training (learners=0)"
+        )
+    n_unseen = _check_unseen(unseen, ages.size)
+
+    bin_counts = np.bincount(bins, minlength=n_bins + 1)[1:]
+    unseen_counts = _apportion(n_unseen, bin_counts)
+    pool_counts = bin_counts - unseen_counts
+    n_pool = int(pool_counts.sum())
+
+    if learners == 0:
+        n_val = _count_from(val_fraction, n_pool)
+        if n_val >= n_pool:
+            raise FedsimError(
+                f"val_fraction={val_fraction!r} puts all {n_pool} pool subjects in validation and leaves none "
+                "for training; use a smaller val_fraction"
+            )
+        names = [VAL, TRAIN]
+        counts = np.vstack([_apportion(n_val, pool_counts), np.zeros(n_bins, dtype=int)])
+        counts[1] = pool_counts - counts[0]
+    else:
+        if age_bin_weights is None:
+            matrix = None
+            size_weights = _check_learner_weights(learner_weights, learners)
+        else:
+            matrix = _check_age_bin_weights(age_bin_weights, learners, n_bins)
+            size_weights = matrix.sum(axis=1)
+        if n_pool < learners:
+            raise FedsimError(
+                f"cannot split {n_pool} training subjects among {learners} learners; "
+                "use fewer learners or a larger cohort"
+            )
+        sizes = _apportion(n_pool, size_weights)
+        empty = np.flatnonzero(sizes == 0)
+        if empty.size:
+            raise FedsimError(
+                f"learner {learner_label(empty[0] + 1)} would get 0 of the {n_pool} training subjects; "
+                "use fewer learners, less skewed weights or a larger cohort"
+            )
+        names = [learner_label(k + 1) for k in range(learners)]
+        counts = _learner_bin_counts(pool_counts, sizes, matrix)
+
+    labels = np.empty(ages.size, dtype=object)
+    rng = np.random.default_rng(seed)
+    for b in range(n_bins):
+        members = rng.permutation(np.flatnonzero(bins == b + 1))
+        ends = np.cumsum(np.concatenate([[unseen_counts[b]], counts[:, b]]))
+        labels[members[: ends[0]]] = UNSEEN
+        for name, start, stop in zip(names, ends[:-1], ends[1:]):
+            labels[members[start:stop]] = name
+    return labels.astype(str)
+
+
+def partition_table(subject_ids: Sequence[str], ages: np.ndarray, groups: np.ndarray, n_bins: int) -> pd.DataFrame:
+    """The partition as a table, one row per subject, for ``partitions.csv`` and the plot.
+
+    Parameters
+    ----------
+    subject_ids
+        Unique subject identifiers.
+    ages
+        Age in years per subject (the same ages given to :func:`assign_groups`).
+    groups
+        Labels from :func:`assign_groups`.
+    n_bins
+        Number of age bins (the same as given to :func:`assign_groups`).
+
+    Returns
+    -------
+    pd.DataFrame
+        Columns ``subject_id, age, age_bin, group``.
+
+    Raises
+    ------
+    FedsimError
+        If the three sequences differ in length or a subject id repeats.
+    """
+    ids = [str(s) for s in subject_ids]
+    ages = np.asarray(ages, dtype=float)
+    groups = np.asarray(groups, dtype=str)
+    if not len(ids) == ages.size == groups.size:
+        raise FedsimError(
+            f"partition_table got {len(ids)} subject_ids, {ages.size} ages and {groups.size} groups; "
+            "pass one of each per subject"
+        )
+    duplicated = pd.Index(ids)[pd.Index(ids).duplicated()]
+    if len(duplicated):
+        raise FedsimError(f"subject_id {duplicated[0]!r} appears more than once; give every subject a unique id")
+    return pd.DataFrame(
+        {"subject_id": ids, "age": ages, "age_bin": age_bins(ages, n_bins), "group": groups},
+        columns=list(PARTITION_COLUMNS),
+    )
+
+
+def write_partitions(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a :func:`partition_table` to CSV (conventionally ``PARTITIONS_FILENAME`` in the run folder).
+
+    Creates the folder if needed.
+
+    Returns the path written, so callers can log it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.loc[:, list(PARTITION_COLUMNS)].to_csv(path, index=False)
+    return path
+
+
+def read_partitions(path: str | Path) -> pd.DataFrame:
+    """Read a ``partitions.csv`` written by :func:`write_partitions`, checking its columns.
+
+    Raises
+    ------
+    FedsimError
+        If the file is missing, empty, lacks a column, or has a non-numeric age or age bin.
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"subject_id": str, "group": str}, keep_default_na=False)
+    except FileNotFoundError:
+        raise FedsimError(f"{path} does not exist; run the partition step first or check the path") from None
+    except pd.errors.EmptyDataError:
+        raise FedsimError(f"{path} is empty; regenerate it with the partition step") from None
+    missing = [c for c in PARTITION_COLUMNS if c not in df.columns]
+    if missing:
+        raise FedsimError(
+            f"{path} lacks column(s) {', '.join(missing)}; a partitions file needs {', '.join(PARTITION_COLUMNS)}"
+        )
+    for column in ("age", "age_bin"):
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy())
+        if bad.size:
+            raise FedsimError(
+                f"{path} row {bad[0] + 2} has {column}={df[column].iloc[bad[0]]!r}, not a number; "
+                "fix or regenerate the file"
+            )
+        df[column] = values
+    df["age_bin"] = df["age_bin"].astype(int)
+    return df.loc[:, list(PARTITION_COLUMNS)]
+
+
+def _group_order(groups: Sequence[str]) -> list[str]:
+    """Learners by number, then train, val, and unseen last, the order used in tables and plots."""
+    present = set(groups)
+    learners = sorted((g for g in present if g.startswith("L") and g[1:].isdigit()), key=lambda g: int(g[1:]))
+    rest = [g for g in (TRAIN, VAL, UNSEEN) if g in present]
+    others = sorted(present - set(learners) - set(rest))
+    return learners + others + rest
+
+
+def plot_partitions(df: pd.DataFrame, path: str | Path) -> None:
+    """Save a PNG of the partition in the style of Stripelis et al. 2021's environment figure.
+
+    Left: subjects per group (bars). Right: one small age histogram per group over the same bins,
+    with its size and mean age, so size skew and age skew can be read off together.
+    Uses matplotlib's object-oriented ``Figure`` (Agg canvas), so no GUI backend or global
+    pyplot state is touched.
+    """
+    from matplotlib.figure import Figure
+
+    order = _group_order(df["group"].astype(str).tolist())
+    n_bins = int(df["age_bin"].max())
+    low, high = float(df["age"].min()), float(df["age"].max())
+    high = max(high, low + 1.0)  # a single-age cohort still gets a visible bin
+    edges = np.linspace(low, high, n_bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
+               "#9c755f", "#86bcb6"]
+    colours = {g: ("#7f7f7f" if g == UNSEEN else palette[i % len(palette)]) for i, g in enumerate(order)}
+
+    height = max(4.0, 0.85 * len(order) + 1.0)
+    fig = Figure(figsize=(11, height))
+    # fixed margins (in inches) instead of constrained layout, which doubles the drawing time
+    grid = fig.add_gridspec(len(order), 2, width_ratios=[1, 1.5], left=0.07, right=0.985, wspace=0.1,
+                            top=1 - 0.35 / height, bottom=0.5 / height, hspace=0.18)
+    sizes = df["group"].value_counts()
+    ax_sizes = fig.add_subplot(grid[:, 0])
+    counts = [int(sizes.get(g, 0)) for g in order]
+    bars = ax_sizes.bar(order, counts, color=[colours[g] for g in order])
+    ax_sizes.bar_label(bars, fontsize=8)
+    ax_sizes.set_ylabel("subjects")
+    ax_sizes.set_title("Subjects per group")
+    ax_sizes.tick_params(axis="x", labelrotation=45 if len(order) > 10 else 0)
+
+    first = None
+    for row, group in enumerate(order):
+        ax = fig.add_subplot(grid[row, 1], sharex=first)
+        first = first or ax
+        part = df[df["group"] == group]
+        hist = np.bincount(part["age_bin"].astype(int), minlength=n_bins + 1)[1 : n_bins + 1]
+        ax.bar(centres, hist, width=width * 0.95, color=colours[group])
+        ax.text(0.01, 0.92, f"{group}  n={len(part)}  mean {part['age'].mean():.1f} y", transform=ax.transAxes,
+                fontsize=8, va="top")
+        ax.set_yticks([])
+        ax.margins(y=0.35)
+        if row < len(order) - 1:
+            ax.tick_params(axis="x", labelbottom=False)
+        if row == 0:
+            ax.set_title(f"Age histogram per group ({n_bins} bins, {low:.1f}-{high:.1f} y)")
+    first.set_xlim(low, high)
+    ax.set_xlabel("age (years)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)

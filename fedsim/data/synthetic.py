@@ -1,0 +1,176 @@
+"""Synthetic T1 brains from nilearn's packaged MNI152 2009 template: the embedded default cohort.
+
+Why this design: membership inference needs a model that can fit a training subject's label
+only by memorising that subject. Each synthetic subject therefore has
+
+* a *biological* age (chronological age + N(0, ``bio_age_sd``)) that drives its atrophy —
+  ventricles grow, grey matter thins — while the label stays the chronological age, so part of
+  the error is irreducible for unseen subjects (the "brain-age gap");
+* its own anatomy: a smooth random displacement field, tissue contrasts, a multiplicative
+  bias field and noise, which a network can memorise.
+
+Everything is drawn from ``np.random.default_rng([seed, index])``, so subject ``i`` is the same
+whatever the cohort size, and the same seed gives the same files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage as ndi
+
+# The FSL MNI152 field of view (182 x 218 x 182 mm, RAS world coordinates of its corner):
+# the box UK Biobank's preprocessed T1s live in (Lam et al. 2020).
+MNI_BOX_ORIGIN_MM = np.array([-90.0, -126.0, -72.0])
+MNI_BOX_EXTENT_MM = np.array([182.0, 218.0, 182.0])
+
+
+@dataclass(frozen=True)
+class AgeDistribution:
+    """Ages drawn from a binned histogram, uniform inside each bin."""
+
+    age_range: tuple[float, float]
+    bin_weights: tuple[float, ...]
+
+    def sample(self, rng: np.random.Generator) -> float:
+        weights = np.asarray(self.bin_weights, dtype=float)
+        edges = np.linspace(*self.age_range, len(weights) + 1)
+        b = rng.choice(len(weights), p=weights / weights.sum())
+        return float(rng.uniform(edges[b], edges[b + 1]))
+
+
+@dataclass(frozen=True)
+class AnatomyParams:
+    """How strongly age and identity shape a synthetic brain (millimetres, years, intensity units)."""
+
+    bio_age_sd: float = 5.0            # spread of biological around chronological age (years)
+    ventricle_mm_per_year: float = 0.25  # ventricle wall moves outward this far per year of biological age
+    gm_loss_per_year: float = 0.008     # fraction of grey matter lost per year
+    deform_mm: float = 6.0              # RMS of the subject's smooth displacement field
+    deform_smooth_mm: float = 15.0      # its smoothness (Gaussian sigma)
+    bias_strength: float = 0.08         # std of the log bias field
+    noise_sd: float = 0.03              # Gaussian noise, relative to white-matter intensity
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One synthetic scan and the facts that produced it."""
+
+    age: float
+    bio_age: float
+    sex: str
+    image: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Atlas:
+    """Template maps resampled to one target grid, shared by every subject of that shape."""
+
+    gm: np.ndarray
+    wm: np.ndarray
+    mask: np.ndarray
+    ventricle_dist_mm: np.ndarray
+    voxel_mm: np.ndarray
+    affine: np.ndarray
+
+
+def grid_affine(shape: tuple[int, int, int]) -> np.ndarray:
+    """RAS affine of a ``shape`` grid spanning the MNI152 FSL box."""
+    voxel = MNI_BOX_EXTENT_MM / np.asarray(shape, dtype=float)
+    affine = np.diag([*voxel, 1.0])
+    affine[:3, 3] = MNI_BOX_ORIGIN_MM + voxel / 2 - 0.5
+    return affine
+
+
+def _resample_to_grid(volume_1mm: np.ndarray, affine_1mm: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Anti-aliased linear resampling of a 1 mm template onto the target grid."""
+    target = grid_affine(shape)
+    voxel = np.diag(target)[:3]
+    smoothed = ndi.gaussian_filter(volume_1mm, sigma=np.maximum(0.0, 0.4 * voxel - 0.4))
+    # target voxel index -> world -> template voxel index
+    to_template = np.linalg.inv(affine_1mm) @ target
+    return ndi.affine_transform(
+        smoothed, to_template[:3, :3], offset=to_template[:3, 3], output_shape=shape, order=1, mode="constant"
+    ).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _template_maps() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The 1 mm maps every grid is resampled from (grey/white matter, mask, ventricle distance)."""
+    from nilearn import datasets  # package data only: these loaders never download
+
+    gm_img = datasets.load_mni152_gm_template(resolution=1)
+    gm = gm_img.get_fdata(dtype=np.float32)
+    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
+    mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32) > 0.5
+    # Ventricles: CSF deep inside the brain (more than 15 mm from its surface), large components only.
+    csf = np.clip(mask - gm - wm, 0.0, 1.0)
+    deep_csf = (csf > 0.5) & (ndi.distance_transform_edt(mask) > 15)
+    labels, n = ndi.label(deep_csf)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    ventricles = np.isin(labels, np.flatnonzero(sizes > 1000)) & (labels > 0)
+    maps = {
+        "gm": gm,
+        "wm": wm,
+        "mask": mask.astype(np.float32),
+        "ventricle_dist_mm": ndi.distance_transform_edt(~ventricles).astype(np.float32),
+    }
+    return maps, gm_img.affine
+
+
+@lru_cache(maxsize=8)
+def _atlas(shape: tuple[int, int, int]) -> _Atlas:
+    maps, affine = _template_maps()
+    resampled = {k: _resample_to_grid(v, affine, shape) for k, v in maps.items()}
+    return _Atlas(**resampled, voxel_mm=np.diag(grid_affine(shape))[:3].copy(), affine=grid_affine(shape))
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: np.ndarray) -> np.ndarray:
+    """Gaussian-smoothed white noise scaled to unit RMS."""
+    f = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=sigma_vox, mode="wrap")
+    return f / np.sqrt(np.mean(f**2))
+
+
+def make_subject(
+    index: int,
+    *,
+    shape: tuple[int, int, int],
+    seed: int,
+    ages: AgeDistribution,
+    anatomy: AnatomyParams = AnatomyParams(),
+) -> Subject:
+    """Generate subject ``index`` of the cohort ``seed`` on a ``shape`` grid over the MNI box."""
+    atlas = _atlas(tuple(int(s) for s in shape))
+    rng = np.random.default_rng([seed, index])
+    age = ages.sample(rng)
+    bio_age = age + rng.normal(0.0, anatomy.bio_age_sd)
+    sex = "F" if rng.random() < 0.5 else "M"
+    years = bio_age - ages.age_range[0]
+
+    # Age: ventricles expand into the surrounding tissue, grey matter thins; the lost tissue becomes CSF.
+    wall_mm = max(0.0, anatomy.ventricle_mm_per_year * years + rng.normal(0.0, 1.0))
+    ventricle = 1.0 / (1.0 + np.exp((atlas.ventricle_dist_mm - wall_mm) / 1.5))
+    gm = atlas.gm * np.clip(1.0 - anatomy.gm_loss_per_year * years, 0.2, 1.0) * (1.0 - ventricle)
+    wm = atlas.wm * (1.0 - ventricle)
+    csf = np.clip(atlas.mask - gm - wm, 0.0, 1.0)
+    contrast = rng.normal([0.25, 0.65, 0.86], [0.03, 0.03, 0.02])
+    t1 = contrast[0] * csf + contrast[1] * gm + contrast[2] * wm
+
+    # Identity: a smooth displacement field plus a sex-dependent head size, then bias field and noise.
+    sigma_vox = anatomy.deform_smooth_mm / atlas.voxel_mm
+    grid = np.indices(shape, dtype=np.float32)
+    centre = (np.asarray(shape, dtype=np.float32) - 1) / 2
+    scale = rng.normal(1.0 if sex == "M" else 0.96, 0.02)
+    coords = np.stack(
+        [
+            centre[k] + (grid[k] - centre[k]) / scale
+            + _smooth_field(rng, shape, sigma_vox) * anatomy.deform_mm / atlas.voxel_mm[k]
+            for k in range(3)
+        ]
+    )
+    warped = ndi.map_coordinates(t1, coords, order=1, mode="constant")
+    bias = np.exp(anatomy.bias_strength * _smooth_field(rng, shape, 40.0 / atlas.voxel_mm))
+    image = warped * bias + rng.normal(0.0, anatomy.noise_sd, size=shape)
+    return Subject(age=age, bio_age=float(bio_age), sex=sex, image=np.clip(image, 0.0, None).astype(np.float32))

@@ -1,0 +1,149 @@
+"""Run-directory layout and round snapshots: the contract between training and attacks.
+
+::
+
+    runs/<env>-<name>/
+      config.toml          resolved configuration (model kwargs, partition, training)
+      partitions.csv       subject_id, age, age_bin, group (L1..LK | train | val | unseen)
+      metrics.jsonl        one JSON object per round
+      rounds/0003/model.safetensors   community (or centralized) model after round 3; 0000 = initial
+      rounds/0003/meta.json           round, environment, sample counts, metrics
+      rounds/0003/L2.safetensors      learner L2's local model (only with snapshot_local)
+      DONE                 written last: the run finished
+
+Weights are safetensors, so a snapshot loads without pickle. Every file is written to a
+temporary name and renamed, so a crash never leaves a half-written round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import torch
+from safetensors.torch import load_file, save_file
+
+from fedsim.errors import FedsimError
+
+ROUNDS_DIR = "rounds"
+MODEL_FILE = "model.safetensors"
+META_FILE = "meta.json"
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+PARTITIONS_FILE = "partitions.csv"
+DONE_FILE = "DONE"
+
+
+def new_run_dir(out: Path | None, env_name: str) -> Path:
+    """``out`` if given (must not hold a finished run), else ``runs/<env>-<timestamp>``."""
+    if out is None:
+        out = Path("runs") / f"{env_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(out)
+    if is_done(out):
+        raise FedsimError(f"{str(out)!r} already holds a finished run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def round_dir(run_dir: Path, rnd: int) -> Path:
+    return Path(run_dir) / ROUNDS_DIR / f"{rnd:04d}"
+
+
+def save_round(
+    run_dir: Path,
+    rnd: int,
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    name: str = "model",
+) -> Path:
+    """Write one model of round ``rnd`` (``name`` = ``model`` or a learner id) plus, for the
+    community model, its metadata. The metadata is written last: a round counts as complete
+    once its ``meta.json`` exists."""
+    d = round_dir(run_dir, rnd)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    _atomic_write(d / f"{name}.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"round": str(rnd)}))
+    if name == "model":
+        write_text(d / META_FILE, json.dumps({"round": rnd, **meta}, indent=2))
+    return d / f"{name}.safetensors"
+
+
+def complete_rounds(run_dir: Path) -> list[int]:
+    """Rounds whose community model and metadata are both on disk, ascending."""
+    root = Path(run_dir) / ROUNDS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(
+        int(d.name) for d in root.iterdir()
+        if d.name.isdigit() and (d / MODEL_FILE).is_file() and (d / META_FILE).is_file()
+    )
+
+
+def load_round(run_dir: Path, rnd: int, *, name: str = "model") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and metadata of one round; a clear error if that round is not on disk."""
+    d = round_dir(run_dir, rnd)
+    path = d / f"{name}.safetensors"
+    if not path.is_file() or not (d / META_FILE).is_file():
+        have = complete_rounds(run_dir)
+        listed = f"rounds on disk: {have[0]}..{have[-1]}" if have else "it has no snapshots"
+        raise FedsimError(f"run {str(run_dir)!r} has no {name} for round {rnd}; {listed}")
+    return load_file(path), json.loads((d / META_FILE).read_text())
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """The fully resolved configuration, so a run can be rebuilt and attacked later."""
+    write_text(Path(run_dir) / CONFIG_FILE, tomli_w.dumps(config))
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    import tomllib
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FedsimError(f"{str(run_dir)!r} is not a fedsim run directory (no {CONFIG_FILE})")
+    return tomllib.loads(path.read_text())
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """One JSON line per round; appended and flushed so a crash keeps every finished round."""
+    with open(Path(run_dir) / METRICS_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mark_done(run_dir: Path, summary: dict[str, Any]) -> None:
+    write_text(Path(run_dir) / DONE_FILE, json.dumps(summary, indent=2))
+
+
+def is_done(run_dir: Path) -> bool:
+    return (Path(run_dir) / DONE_FILE).is_file()

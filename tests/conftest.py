@@ -1,0 +1,27 @@
+"""Shared fixtures: an isolated FEDSIM_HOME and one tiny synthetic cohort per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedsim.data.cohort import CohortSpec, write_cohort
+
+TINY_SHAPE = (16, 20, 16)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fedsim_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep generated cohorts and caches out of the user's ~/.cache."""
+    home = tmp_path_factory.mktemp("fedsim-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FEDSIM_HOME", str(home))
+    yield home
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 synthetic subjects at 16x20x16, written as real NIfTI files."""
+    return write_cohort(CohortSpec(48, TINY_SHAPE, seed=0), tmp_path_factory.mktemp("cohort") / "tiny", progress=False)

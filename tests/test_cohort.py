@@ -1,0 +1,70 @@
+"""Synthetic cohort: determinism, the age signal a model must learn, real NIfTI on disk, reuse."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedsim.data.cohort import DEFAULT_AGES, CohortSpec, default_cohort, write_cohort
+from fedsim.data.synthetic import _atlas, make_subject
+from fedsim.errors import FedsimError
+
+SHAPE = (24, 29, 24)
+
+
+def test_same_seed_same_subject_and_index_independent_of_cohort_size():
+    a = make_subject(3, shape=SHAPE, seed=7, ages=DEFAULT_AGES)
+    b = make_subject(3, shape=SHAPE, seed=7, ages=DEFAULT_AGES)
+    c = make_subject(3, shape=SHAPE, seed=8, ages=DEFAULT_AGES)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert (a.age, a.bio_age, a.sex) == (b.age, b.bio_age, b.sex)
+    assert not np.allclose(a.image, c.image)
+
+
+def test_ventricles_grow_with_biological_age():
+    subjects = [make_subject(i, shape=SHAPE, seed=0, ages=DEFAULT_AGES) for i in range(40)]
+    mask = _atlas(SHAPE).mask > 0.5
+    # CSF is dark on T1: count dark voxels inside the (template) brain mask.
+    dark = np.array([((s.image < 0.45) & mask).sum() for s in subjects])
+    bio = np.array([s.bio_age for s in subjects])
+    age = np.array([s.age for s in subjects])
+    assert np.corrcoef(bio, dark)[0, 1] > 0.5
+    assert np.corrcoef(age, dark)[0, 1] > 0.3
+    # the label is chronological age; biological age scatters around it
+    assert 3.0 < np.std(bio - age) < 7.0
+
+
+def test_ages_follow_the_uk_biobank_like_histogram():
+    ages = np.array([make_subject(i, shape=(12, 12, 12), seed=1, ages=DEFAULT_AGES).age for i in range(300)])
+    assert 44.5 <= ages.min() and ages.max() <= 80.7
+    assert 61 < ages.mean() < 64.5 and 6 < ages.std() < 9
+
+
+def test_written_cohort_is_real_nifti_with_manifest(tiny_manifest):
+    df = pd.read_csv(tiny_manifest)
+    assert list(df.columns[:5]) == ["subject_id", "path", "age", "sex", "site"]
+    assert len(df) == 48 and df["subject_id"].is_unique
+    img = nib.load(tiny_manifest.parent / df["path"][0])
+    assert img.shape == (16, 20, 16)
+    assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(img.header.get_zooms(), (182 / 16, 218 / 20, 182 / 16))
+    assert (tiny_manifest.parent / "preview.png").stat().st_size > 1000
+    assert not tiny_manifest.parent.with_name("tiny.partial").exists()
+
+
+def test_same_spec_is_reused_and_a_different_one_refused(tmp_path):
+    spec = CohortSpec(4, (12, 12, 12), seed=0)
+    manifest = write_cohort(spec, tmp_path / "c", progress=False)
+    mtime = manifest.stat().st_mtime_ns
+    assert write_cohort(spec, tmp_path / "c", progress=False) == manifest
+    assert manifest.stat().st_mtime_ns == mtime
+    with pytest.raises(FedsimError, match="already holds a different cohort"):
+        write_cohort(CohortSpec(5, (12, 12, 12), seed=0), tmp_path / "c", progress=False)
+
+
+def test_default_cohort_lives_under_fedsim_home(fedsim_home):
+    manifest = default_cohort(CohortSpec(4, (12, 12, 12), seed=3), progress=False)
+    assert manifest.is_relative_to(fedsim_home)
+    assert default_cohort(CohortSpec(4, (12, 12, 12), seed=3), progress=False) == manifest
