@@ -45,7 +45,7 @@ class AgeDistribution:
 class AnatomyParams:
     """How strongly age and identity shape a synthetic brain (millimetres, years, intensity units)."""
 
-    bio_age_sd: float = 5.0            # spread of biological around chronological age (years)
+    bio_age_sd: float = 4.0            # spread of biological around chronological age (years)
     ventricle_mm_per_year: float = 0.25  # ventricle wall moves outward this far per year of biological age
     gm_loss_per_year: float = 0.008     # fraction of grey matter lost per year
     deform_mm: float = 6.0              # RMS of the subject's smooth displacement field
