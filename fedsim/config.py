@@ -125,6 +125,8 @@ class FederationConfig:
     rounds: int = _spec(_int_at_least(1), "a positive integer")
     local_epochs: int = _spec(_int_at_least(1), "a positive integer")
     snapshot_local: bool = _spec(lambda v: isinstance(v, bool), "true or false", False)
+    max_failures: int = _spec(_int_at_least(0), "a non-negative integer (0 = stop at the first failure)", 0)
+    round_timeout: float = _spec(_positive, "a positive number of seconds", 3600.0)
 
 
 @dataclass(frozen=True)
@@ -242,14 +244,7 @@ def env_path(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_env(name_or_path: str | Path) -> EnvConfig:
-    """Load and validate an environment by name (``environments/<name>.toml``) or path."""
-    path = env_path(name_or_path)
-    where = str(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise FedsimError(f"{where}: not valid TOML ({err})") from None
+def _from_raw(where: str, raw: dict[str, Any], *, name: str, path: Path) -> EnvConfig:
     top = {"description", "seed", *_SECTIONS}
     unknown = sorted(set(raw) - top)
     if unknown:
@@ -265,10 +260,40 @@ def load_env(name_or_path: str | Path) -> EnvConfig:
             raise FedsimError(f"{where}: missing table [{section}]")
         sections[section] = _section(where, section, cls, raw[section])
     cfg = EnvConfig(
-        name=path.stem, path=path, description=str(raw.get("description", "")), seed=seed, **sections
+        name=name, path=path, description=str(raw.get("description", "")), seed=seed, **sections
     )
     _cross_checks(where, cfg)
     return cfg
+
+
+def load_env(name_or_path: str | Path) -> EnvConfig:
+    """Load and validate an environment by name (``environments/<name>.toml``) or path."""
+    path = env_path(name_or_path)
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise FedsimError(f"{where}: not valid TOML ({err})") from None
+    return _from_raw(where, raw, name=path.stem, path=path)
+
+
+# Keys that EnvConfig.to_dict (and the launcher) add to a run's config.toml; no environment file has them.
+_RESOLVED_ONLY = {"": ("name", "source", "run"), "cohort": ("manifest",), "model": ("in_shape",)}
+
+
+def from_resolved(raw: dict[str, Any], *, where: str = "config.toml") -> EnvConfig:
+    """Rebuild the :class:`EnvConfig` of a run from its ``config.toml`` (``EnvConfig.to_dict``).
+
+    It is validated like an environment file, so learners and resumed runs train with exactly
+    the configuration the run started with, even if the environment file changed since.
+    """
+    if "name" not in raw:
+        raise FedsimError(f"{where}: lacks 'name'; it was not written by fedsim")
+    clean = {k: v for k, v in raw.items() if k not in _RESOLVED_ONLY[""]}
+    for section, keys in _RESOLVED_ONLY.items():
+        if section and isinstance(clean.get(section), dict):
+            clean[section] = {k: v for k, v in clean[section].items() if k not in keys}
+    return _from_raw(where, clean, name=str(raw["name"]), path=Path(str(raw.get("source", where))))
 
 
 def with_overrides(cfg: EnvConfig, *, seed: int | None = None, **sections: dict[str, Any]) -> EnvConfig:

@@ -1,0 +1,104 @@
+"""The learner: a Flower ``ClientApp`` that trains the community model on its own subjects.
+
+Partition id ``i`` (injected by the simulation as ``node_config["partition-id"]``) is learner
+``L{i+1}`` of ``partitions.csv``. Everything else comes from the run directory named in the
+train message, so the same app runs under ``run_simulation``, ``flwr run`` and a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedsim.data.cache import VolumeDataset
+from fedsim.data.partition import learner_label
+from fedsim.federation import keys
+from fedsim.federation.run_setup import RunSetup, learner_seed
+from fedsim.models import build_model
+from fedsim.train import make_loader, make_optimizer, train_epochs
+
+# Flower's code for "the ClientApp raised" (flwr.common.constant.ErrorCode, not public API).
+CLIENT_APP_RAISED_EXCEPTION = 2
+
+# Ray reuses one actor for many learners, so data is cached per (run dir, learner).
+_SETUPS: dict[str, RunSetup] = {}
+_DATASETS: dict[tuple[str, str], VolumeDataset] = {}
+
+
+def _learner(context: Context) -> str:
+    return learner_label(int(context.node_config["partition-id"]) + 1)
+
+
+def _dataset(run_dir: str, learner: str) -> tuple[RunSetup, VolumeDataset]:
+    if run_dir not in _SETUPS:
+        _SETUPS[run_dir] = RunSetup.load(run_dir)
+    if (run_dir, learner) not in _DATASETS:
+        _DATASETS[run_dir, learner] = _SETUPS[run_dir].dataset(learner)
+    return _SETUPS[run_dir], _DATASETS[run_dir, learner]
+
+
+def _injected_failure(learner: str, rnd: int) -> None:
+    """Test/fault-injection hook: ``FEDSIM_FAIL_LEARNER="L2"`` makes L2 raise in every round,
+    ``"L2@3"`` only in round 3 (comma-separated for several). Never set it in real runs."""
+    for item in filter(None, os.environ.get(keys.ENV_FAIL_LEARNER, "").split(",")):
+        who, _, when = item.strip().partition("@")
+        if who == learner and (not when or int(when) == rnd):
+            raise RuntimeError(f"injected failure ({keys.ENV_FAIL_LEARNER}={item.strip()})")
+
+
+def report_failures(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+    """Mod: turn a learner's exception into an error reply that names the learner.
+
+    Failures are data: the controller sees ``"L2: RuntimeError: …"`` instead of an anonymous
+    node id, decides by ``[federation] max_failures`` and the actor survives for other learners.
+    """
+    try:
+        return call_next(msg, context)
+    except Exception as err:  # noqa: BLE001 - any learner failure is reported, never raised
+        reason = f"{_learner(context)}: {type(err).__name__}: {err}"
+        return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+
+
+app = ClientApp()
+
+
+@app.train(mods=[report_failures])
+def train(msg: Message, context: Context) -> Message:
+    """Load the community model, train ``local_epochs`` on this learner's subjects, reply."""
+    learner = _learner(context)
+    config = msg.content[keys.CONFIG]
+    rnd = int(config[keys.SERVER_ROUND])
+    _injected_failure(learner, rnd)
+    setup, dataset = _dataset(str(config[keys.RUN_DIR]), learner)
+    cfg = setup.cfg
+    threads = int(config.get(keys.NUM_THREADS, 0))
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    device = torch.device(str(config.get(keys.DEVICE, "cpu")))
+
+    seed = learner_seed(cfg.seed, rnd, learner)
+    torch.manual_seed(seed)
+    model = build_model(cfg.model.name, **cfg.model_kwargs())
+    model.load_state_dict(msg.content[keys.ARRAYS].to_torch_state_dict())
+    model.to(device)
+    mae = train_epochs(
+        model,
+        make_loader(dataset, cfg.train.batch_size, shuffle=True, seed=seed),
+        make_optimizer(model.parameters(), cfg.train),  # fresh every round: learners keep no state
+        loss=cfg.train.loss,
+        target_scale=cfg.model.target_scale,
+        epochs=cfg.federation.local_epochs,
+        device=device,
+    )
+    return Message(
+        RecordDict({
+            keys.ARRAYS: ArrayRecord(model.cpu().state_dict()),
+            keys.METRICS: MetricRecord({keys.TRAIN_MAE: mae, keys.NUM_EXAMPLES: len(dataset)}),
+            keys.INFO: ConfigRecord({keys.LEARNER: learner}),
+        }),
+        reply_to=msg,
+    )

@@ -1,0 +1,127 @@
+"""The federation controller: a Flower ``ServerApp`` running FedAvg and snapshotting every round.
+
+The round loop is Flower's (``Strategy.start``); fedsim adds two things through its hooks:
+:class:`~fedsim.federation.strategy.SnapshotFedAvg` (absolute rounds, failures, local models)
+and :class:`RoundRecorder`, the ``evaluate_fn`` that Flower calls with the initial model (round
+0) and after every round — it scores the community model on the unseen subjects and writes it
+to the run directory. A run directory that already holds rounds is continued, not restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from rich.console import Console
+
+from fedsim import snapshots
+from fedsim.federation import keys
+from fedsim.federation.run_setup import RunSetup, resolve_run_dir
+from fedsim.federation.strategy import SnapshotFedAvg
+from fedsim.models import build_model
+from fedsim.train import evaluate, make_loader
+
+console = Console(highlight=False)
+
+
+class RoundRecorder:
+    """``evaluate_fn`` of the strategy: unseen MAE, snapshot, ``metrics.jsonl`` line, progress line.
+
+    The metrics line is appended before the snapshot, whose ``meta.json`` marks the round
+    complete; a crash in between leaves a line that a resume drops (:func:`_forget_after`).
+    """
+
+    def __init__(self, setup: RunSetup, strategy: SnapshotFedAvg, rounds: int) -> None:
+        cfg = setup.cfg
+        self.setup, self.strategy, self.rounds = setup, strategy, rounds
+        self.model = build_model(cfg.model.name, **cfg.model_kwargs())
+        self.unseen = make_loader(setup.dataset("unseen"), max(cfg.train.batch_size, 16), shuffle=False)
+        self.counts = setup.sample_counts()
+        self.started = time.perf_counter()
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        rnd = server_round + self.strategy.done_rounds
+        if server_round == 0 and self.strategy.done_rounds:
+            return None  # resumed: this model is the last snapshot on disk already
+        state = arrays.to_torch_state_dict()
+        self.model.load_state_dict(state)
+        unseen = evaluate(self.model, self.unseen)
+        report = self.strategy.reports.get(rnd, {"learners": {}, "failed": {}})
+        seconds = 0.0 if server_round == 0 else time.perf_counter() - self.started
+        metrics = {"round": rnd, "seconds": round(seconds, 2), **unseen.as_dict("unseen")}
+        metrics.update({f"{k}_train_mae": v["train_mae"] for k, v in report["learners"].items()})
+        if report["failed"]:
+            metrics["failed"] = sorted(report["failed"])
+        run_dir = self.setup.run_dir
+        snapshots.append_metrics(run_dir, metrics)
+        meta = {"env": self.setup.cfg.name, "sample_counts": self.counts, "metrics": metrics, **report}
+        snapshots.save_round(run_dir, rnd, state, meta)
+        self._progress(rnd, metrics, report)
+        self.started = time.perf_counter()
+        return MetricRecord({"unseen-mae": unseen.mae})
+
+    def _progress(self, rnd: int, metrics: dict, report: dict) -> None:
+        train = " ".join(f"{k} {v['train_mae']:.1f}" for k, v in report["learners"].items())
+        line = f"round {rnd:3d}/{self.rounds}  community unseen MAE [bold]{metrics['unseen_mae']:5.2f}[/]"
+        if train:
+            line += f"  train MAE {train}"
+        if report["failed"]:
+            line += f"  [red]failed: {', '.join(sorted(report['failed']))}[/]"
+        console.print(line + f"  ({metrics['seconds']:.1f}s)")
+
+
+def _forget_after(run_dir: Path, last: int) -> None:
+    """Drop metric lines of rounds after ``last`` (an interrupted round is replayed on resume)."""
+    lines = [m for m in snapshots.read_metrics(run_dir) if m["round"] <= last]
+    snapshots.write_text(run_dir / snapshots.METRICS_FILE, "".join(json.dumps(m) + "\n" for m in lines))
+
+
+def initial_arrays(setup: RunSetup, last: int | None) -> ArrayRecord:
+    """The last complete round's community model, or a fresh one seeded by the environment."""
+    if last is not None:
+        state, _ = snapshots.load_round(setup.run_dir, last)
+        return ArrayRecord(state)
+    torch.manual_seed(setup.cfg.seed)
+    return ArrayRecord(build_model(setup.cfg.model.name, **setup.cfg.model_kwargs()).state_dict())
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run (or continue) the federation of the run directory up to its final round."""
+    setup = RunSetup.load(resolve_run_dir(context.run_config))
+    fed = setup.cfg.federation
+    rounds = int(context.run_config.get(keys.NUM_SERVER_ROUNDS) or fed.rounds)
+    done = snapshots.complete_rounds(setup.run_dir)
+    last = done[-1] if done else None
+    if last is not None:
+        _forget_after(setup.run_dir, last)
+        if last >= rounds:
+            return
+    strategy = SnapshotFedAvg(
+        run_dir=setup.run_dir,
+        learners=len(setup.learners),
+        done_rounds=last or 0,
+        snapshot_local=fed.snapshot_local,
+        max_failures=fed.max_failures,
+    )
+    gpus = float(setup.run.get("gpus_per_learner", 0.0))
+    train_config = ConfigRecord({
+        keys.RUN_DIR: str(setup.run_dir.resolve()),
+        keys.DEVICE: "cuda" if gpus > 0 else "cpu",
+        keys.NUM_THREADS: max(1, int(setup.run.get("cpus_per_learner", 1))),
+    })
+    strategy.start(
+        grid=grid,
+        initial_arrays=initial_arrays(setup, last),
+        num_rounds=rounds - (last or 0),
+        timeout=fed.round_timeout,
+        train_config=train_config,
+        evaluate_fn=RoundRecorder(setup, strategy, rounds),
+    )
