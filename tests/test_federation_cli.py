@@ -1,0 +1,62 @@
+"""python -m fedsim.run: bad input ends in one ``error: …`` line (exit 2), never a traceback.
+
+All of these fail before Ray starts, so they take milliseconds.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedsim import snapshots
+from fedsim.cli import run_cli
+from fedsim.config import load_env
+from fedsim.run import main
+
+
+def one_error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    code = run_cli(main, argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys):
+    line = one_error_line(capsys, ["--resume", str(tmp_path)])
+    assert "is not a fedsim run directory (no config.toml)" in line
+
+
+def test_zero_rounds(capsys):
+    assert "--rounds must be at least 1, got 0" in one_error_line(capsys, ["--env", "tiny", "--rounds", "0"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_gpus_without_cuda(capsys):
+    line = one_error_line(capsys, ["--env", "tiny", "--gpus-per-learner", "0.5"])
+    assert "asks for GPUs but torch sees no CUDA device" in line
+
+
+def test_resume_takes_no_environment(tmp_path, capsys):
+    assert "drop --env" in one_error_line(capsys, ["--resume", str(tmp_path), "--env", "tiny"])
+
+
+def test_centralized_environment_is_refused(capsys):
+    assert "use python -m fedsim.centralized" in one_error_line(capsys, ["--env", "tiny-centralized"])
+
+
+def test_unknown_environment_and_missing_env(capsys):
+    assert "unknown environment 'nope'" in one_error_line(capsys, ["--env", "nope"])
+    assert "give --env NAME" in one_error_line(capsys, [])
+
+
+def test_negative_cpus(capsys):
+    assert "--cpus-per-learner must be a positive number" in one_error_line(
+        capsys, ["--env", "tiny", "--cpus-per-learner", "0"])
+
+
+def test_resume_of_a_centralized_run(tmp_path, capsys):
+    snapshots.write_config(tmp_path, load_env("tiny-centralized").to_dict())
+    assert "not a federated run" in one_error_line(capsys, ["--resume", str(tmp_path)])

@@ -1,0 +1,96 @@
+"""The real thing: python -m fedsim.run on Flower + Ray (each Ray start costs ~15 s, hence slow)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fedsim import snapshots
+from fedsim.federation import keys
+
+from test_federation import federate
+
+pytestmark = pytest.mark.slow
+
+
+def fedsim_run(*args: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", keys.ENV_FAIL_LEARNER)}
+    return subprocess.run([sys.executable, "-m", "fedsim.run", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**environ, **env})
+
+
+def final_model(run_dir: Path, rnd: int) -> dict[str, torch.Tensor]:
+    return load_file(snapshots.round_dir(run_dir, rnd) / snapshots.MODEL_FILE)
+
+
+def test_failure_then_resume_on_ray_matches_an_uninterrupted_run(tmp_path, tiny_manifest):
+    run = tmp_path / "ray-run"
+    failed = fedsim_run("--env", "tiny", "--cohort", str(tiny_manifest), "--out", str(run),
+                        **{keys.ENV_FAIL_LEARNER: "L2@2"})
+    assert failed.returncode == 2, failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith(
+        "error: 1 learner(s) failed in round 2 (L2; first: L2: RuntimeError: injected failure")
+    assert snapshots.complete_rounds(run) == [0, 1] and not snapshots.is_done(run)
+
+    resumed = fedsim_run("--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "community unseen MAE by round" in resumed.stdout
+    assert snapshots.complete_rounds(run) == [0, 1, 2] and snapshots.is_done(run)
+    assert (run / "learning_curve.png").is_file() and (run / "partitions.png").is_file()
+
+    # Ray actors (1 thread each, any order) and the in-process LocalGrid give the same bits
+    reference = federate(tmp_path / "local", tiny_manifest)
+    for key, value in final_model(reference, 2).items():
+        assert torch.equal(value, final_model(run, 2)[key]), key
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("ray", path=str(Path(sys.executable).parent)) is None, reason="no ray CLI")
+def test_ray_address_of_a_running_head(tmp_path, tiny_manifest):
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are length-limited
+    ray = str(Path(sys.executable).parent / "ray")
+    # `ray stop` would end every Ray process on the machine; this head is stopped by its own process group
+    head = subprocess.Popen(
+        [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false", "--disable-usage-stats",
+         "--temp-dir", temp_dir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the head is up once its GCS port accepts connections
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline and head.poll() is None, "ray head did not start"
+            time.sleep(0.5)
+        result = fedsim_run("--env", "tiny", "--cohort", str(tiny_manifest), "--out", str(tmp_path / "run"),
+                            "--rounds", "1", "--ray-address", f"127.0.0.1:{port}")
+        assert result.returncode == 0, result.stderr
+        assert f"on Ray (127.0.0.1:{port})" in result.stdout
+        assert snapshots.complete_rounds(tmp_path / "run") == [0, 1]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
