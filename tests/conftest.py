@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedsim.data.cohort import CohortSpec, write_cohort
 
 TINY_SHAPE = (16, 20, 16)
+
+# Tiny models gain nothing from intra-op threads, and two spinning OpenMP pools on a 2-core box
+# (tests + Ray actors) slow everything down many times over.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
