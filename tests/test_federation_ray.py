@@ -94,3 +94,25 @@ def test_ray_address_of_a_running_head(tmp_path, tiny_manifest):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+_EMPTY_ACTOR_POOL = """
+import sys
+from fedsim.cli import run_cli
+from fedsim.federation.simulation import run_federation
+from fedsim.run import _exit
+_exit(run_cli(lambda argv: run_federation(sys.argv[1], 3, cpus=1.0, gpus=0.5)))
+"""
+
+
+def test_a_crashed_simulation_ends_the_process_with_one_line(tmp_path, tiny_manifest):
+    # GPUs requested where there are none: Ray starts no actor, Flower's ServerApp thread would
+    # wait for replies for an hour (flower-notes §5); the launcher must report and exit instead
+    run = federate(tmp_path / "run", tiny_manifest, rounds=1)  # rounds 0..1 on disk, 2 to go
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-c", _EMPTY_ACTOR_POOL, str(run)], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: the Flower/Ray simulation failed (ValueError: ActorPool is empty")

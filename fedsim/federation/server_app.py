@@ -65,13 +65,13 @@ class RoundRecorder:
         return MetricRecord({"unseen-mae": unseen.mae})
 
     def _progress(self, rnd: int, metrics: dict, report: dict) -> None:
-        train = " ".join(f"{k} {v['train_mae']:.1f}" for k, v in report["learners"].items())
         line = f"round {rnd:3d}/{self.rounds}  community unseen MAE [bold]{metrics['unseen_mae']:5.2f}[/]"
+        train = [v["train_mae"] for v in report["learners"].values()]
         if train:
-            line += f"  train MAE {train}"
+            line += f"  learners' train MAE {min(train):.1f}–{max(train):.1f}"
         if report["failed"]:
             line += f"  [red]failed: {', '.join(sorted(report['failed']))}[/]"
-        console.print(line + f"  ({metrics['seconds']:.1f}s)")
+        console.print(line + f"  {metrics['seconds']:.1f}s")
 
 
 def _forget_after(run_dir: Path, last: int) -> None:

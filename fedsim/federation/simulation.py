@@ -76,7 +76,9 @@ def run_federation(
     os.environ[keys.ENV_RUN_DIR] = str(Path(run_dir).resolve())
     os.environ["RAY_ADDRESS"] = address
     if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+        # Flower logs its deprecation banner, warnings and the tracebacks of Ray failures itself;
+        # fedsim reports progress, learner failures and a one-line error instead (--verbose: all)
+        logging.getLogger("flwr").setLevel(logging.CRITICAL)
         warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
     backend_config = {
         "client_resources": {"num_cpus": cpus, "num_gpus": gpus},
@@ -95,7 +97,9 @@ def run_federation(
     except FedsimError:
         raise
     except Exception as err:  # noqa: BLE001 - Ray/Flower internals: report in one line
-        cause = err.__cause__ or err
+        cause = err
+        while cause.__cause__ is not None:  # Flower wraps the root cause twice
+            cause = cause.__cause__
         raise SimulationFailed(
             f"the Flower/Ray simulation failed ({type(cause).__name__}: {cause}); "
             f"Ray address {address!r}, {cpus:g} CPU and {gpus:g} GPU per learner; rerun with --verbose for details"
