@@ -118,6 +118,8 @@ def _run_dir(args: argparse.Namespace, console: Console) -> Path:
         rounds = args.rounds or setup.cfg.federation.rounds
         if snapshots.is_done(args.resume) and done and done[-1] >= rounds:
             raise FedsimError(f"{str(args.resume)!r} finished all {done[-1]} rounds; pass --rounds N > {done[-1]} to extend it")
+        if done and rounds < done[-1]:
+            raise FedsimError(f"--rounds {rounds} is below the {done[-1]} rounds already in {str(args.resume)!r}")
         if args.rounds is not None:
             update_config(args.resume, "federation", rounds=args.rounds)
         (args.resume / snapshots.DONE_FILE).unlink(missing_ok=True)

@@ -60,3 +60,14 @@ def test_negative_cpus(capsys):
 def test_resume_of_a_centralized_run(tmp_path, capsys):
     snapshots.write_config(tmp_path, load_env("tiny-centralized").to_dict())
     assert "not a federated run" in one_error_line(capsys, ["--resume", str(tmp_path)])
+
+
+def test_resume_of_a_finished_run(tmp_path, tiny_manifest, capsys):
+    from test_federation import federate
+
+    threads = torch.get_num_threads()
+    run = federate(tmp_path / "run", tiny_manifest)
+    torch.set_num_threads(threads)
+    snapshots.mark_done(run, {})
+    capsys.readouterr()  # Flower's own log of that run
+    assert "finished all 2 rounds; pass --rounds N > 2 to extend it" in one_error_line(capsys, ["--resume", str(run)])

@@ -12,6 +12,7 @@ INFO = "info"  # ConfigRecord learner → server: facts that must not be average
 # Keys inside those records.
 NUM_EXAMPLES = "num-examples"  # FedAvg's weighting key: the learner's sample count
 TRAIN_MAE = "train-mae"
+UNSEEN_MAE = "unseen-mae"  # the controller's own evaluation of the community model
 SERVER_ROUND = "server-round"  # injected by FedAvg.configure_train; absolute round in fedsim
 RUN_DIR = "run-dir"  # also the [tool.flwr.app.config] key under `flwr run`
 DEVICE = "device"

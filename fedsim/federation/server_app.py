@@ -62,7 +62,7 @@ class RoundRecorder:
         snapshots.save_round(run_dir, rnd, state, meta)
         self._progress(rnd, metrics, report)
         self.started = time.perf_counter()
-        return MetricRecord({"unseen-mae": unseen.mae})
+        return MetricRecord({keys.UNSEEN_MAE: unseen.mae})
 
     def _progress(self, rnd: int, metrics: dict, report: dict) -> None:
         line = f"round {rnd:3d}/{self.rounds}  community unseen MAE [bold]{metrics['unseen_mae']:5.2f}[/]"
