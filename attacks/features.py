@@ -1,0 +1,348 @@
+"""Membership-inference features of (model, subject) pairs, by name, combinable like Table 1.
+
+A feature set is a spec string such as ``"pred+label+grad:conv6+grad:output"``: the
+rows of the paper's Table 1 are :data:`TABLE1`. Each basic feature (``prediction``,
+``label``, ``error``, ``grad_norm``, ``activation:<layer>``, ``grad:<layer>``) is
+registered in :data:`FEATURES`. :func:`compute_features` computes any number of
+basic features for a subject set in one pass and returns them by name, so a caller
+can cache them per (snapshot, subject set, feature) and :func:`assemble` every
+combination without recomputing a gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks.gradients import Method, choose_method, per_sample_gradients
+from fedsim import snapshots
+from fedsim.data.cache import CohortArray
+from fedsim.errors import FedsimError
+from fedsim.models import build_model, get_layer, layer_parameters
+
+__all__ = [
+    "FEATURES", "TABLE1", "Batch", "Feature", "Snapshot", "assemble", "compute_features",
+    "extract", "load_snapshot", "parse_features", "register_feature",
+]
+
+#: Loss names of ``fedsim.train.regression_loss``; gradient features use the run's loss.
+LOSSES = ("mse", "l1")
+
+#: Table 1 of Gupta et al. (2021): row name -> feature spec (``activation`` = conv6 output, our choice).
+TABLE1: dict[str, str] = {
+    "activation": "activation:conv6",
+    "error": "error",
+    "gradient magnitude": "grad_norm",
+    "gradient (conv 1)": "grad:conv1",
+    "gradient (output)": "grad:output",
+    "gradient (conv 6)": "grad:conv6",
+    "prediction + label": "pred+label",
+    "prediction + label + gradient (conv 6 + output)": "pred+label+grad:conv6+grad:output",
+}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one pass over a chunk of subjects produced; features are read off it."""
+
+    prediction: torch.Tensor  # (B,) years
+    label: torch.Tensor  # (B,) years
+    activations: dict[str, torch.Tensor]  # layer -> (B, d)
+    gradients: dict[str, torch.Tensor]  # layer -> (B, n_params), in module order
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A registered basic feature.
+
+    ``layers`` says whether the name takes a ``:<layer>`` suffix and which layers
+    are valid: ``None`` (no suffix), ``"children"`` (any top-level layer) or
+    ``"parameters"`` (layers that own parameters). ``gradients`` is ``"none"``,
+    ``"layer"`` (the suffix layer's) or ``"all"`` (every layer's).
+    """
+
+    name: str
+    read: Callable[[Batch, str | None], torch.Tensor]
+    layers: str | None = None
+    gradients: str = "none"
+    alias: str | None = None
+
+
+#: Basic features by name.
+FEATURES: dict[str, Feature] = {}
+
+
+def register_feature(
+    name: str, *, layers: str | None = None, gradients: str = "none", alias: str | None = None
+) -> Callable[[Callable[[Batch, str | None], torch.Tensor]], Callable[[Batch, str | None], torch.Tensor]]:
+    """Register ``read(batch, layer) -> (B, d) tensor`` as the feature ``name``."""
+
+    def register(read: Callable[[Batch, str | None], torch.Tensor]) -> Callable[[Batch, str | None], torch.Tensor]:
+        if name in FEATURES:
+            raise ValueError(f"feature name {name!r} is already registered")
+        FEATURES[name] = Feature(name, read, layers, gradients, alias)
+        return read
+
+    return register
+
+
+@register_feature("prediction", alias="pred")
+def _prediction(batch: Batch, layer: str | None) -> torch.Tensor:
+    return batch.prediction[:, None]
+
+
+@register_feature("label")
+def _label(batch: Batch, layer: str | None) -> torch.Tensor:
+    return batch.label[:, None]
+
+
+@register_feature("error")
+def _error(batch: Batch, layer: str | None) -> torch.Tensor:
+    """Prediction minus label in years (the sign tells over- from under-estimation)."""
+    return (batch.prediction - batch.label)[:, None]
+
+
+@register_feature("grad_norm", gradients="all")
+def _grad_norm(batch: Batch, layer: str | None) -> torch.Tensor:
+    """L2 norm of each parameterised layer's gradient (weights and bias together), in module order."""
+    return torch.stack([g.norm(dim=1) for g in batch.gradients.values()], dim=1)
+
+
+@register_feature("activation", layers="children")
+def _activation(batch: Batch, layer: str | None) -> torch.Tensor:
+    """A layer's output, flattened (for the slice net, before the slice mean: every slice's)."""
+    return batch.activations[layer]
+
+
+@register_feature("grad", layers="parameters", gradients="layer")
+def _grad(batch: Batch, layer: str | None) -> torch.Tensor:
+    return batch.gradients[layer]
+
+
+def _split(spec: str | Sequence[str]) -> list[str]:
+    """Canonical names (aliases resolved) of a ``+``-joined spec, checked syntactically."""
+    parts = spec.split("+") if isinstance(spec, str) else list(spec)
+    parts = [p.strip() for p in parts]
+    if not parts or any(not p for p in parts):
+        raise FedsimError(f"feature spec {spec!r} has an empty part; write features joined by '+', e.g. 'pred+label'")
+    aliases = {f.alias: f.name for f in FEATURES.values() if f.alias}
+    names = []
+    for part in parts:
+        base, _, layer = part.partition(":")
+        base = aliases.get(base, base)
+        if base not in FEATURES:
+            raise FedsimError(f"unknown feature {part!r} in {spec!r}; choose from: {_listing()}")
+        if FEATURES[base].layers is None and layer:
+            raise FedsimError(f"feature {base!r} takes no layer, got {part!r}")
+        if FEATURES[base].layers is not None and not layer:
+            raise FedsimError(f"feature {base!r} needs a layer, e.g. '{base}:conv6'")
+        name = f"{base}:{layer}" if layer else base
+        if name in names:
+            raise FedsimError(f"feature {name!r} appears twice in {spec!r}")
+        names.append(name)
+    return names
+
+
+def _listing() -> str:
+    def one(f: Feature) -> str:
+        shown = f"{f.name}:<layer>" if f.layers else f.name
+        return f"{shown} ({f.alias})" if f.alias else shown
+
+    return ", ".join(one(f) for f in FEATURES.values())
+
+
+def _valid_layers(model: nn.Module, kind: str) -> list[str]:
+    if kind == "parameters":
+        return list(layer_parameters(model))
+    return [name for name, _ in model.named_children()]
+
+
+def parse_features(spec: str | Sequence[str], model: nn.Module) -> tuple[str, ...]:
+    """Check a spec against ``model`` and return its canonical basic feature names, in order.
+
+    Errors list the valid features or layers, so a typo in a config names the fix.
+    """
+    names = _split(spec)
+    for name in names:
+        base, _, layer = name.partition(":")
+        kind = FEATURES[base].layers
+        if kind is not None and layer not in _valid_layers(model, kind):
+            raise FedsimError(
+                f"{type(model).__name__} has no layer {layer!r} for feature {base!r}; "
+                f"choose from: {', '.join(_valid_layers(model, kind))}"
+            )
+    return tuple(names)
+
+
+def assemble(features: Mapping[str, np.ndarray], spec: str | Sequence[str]) -> np.ndarray:
+    """Concatenate cached basic features into the (N, d) matrix of a spec, in spec order."""
+    names = _split(spec)
+    missing = [n for n in names if n not in features]
+    if missing:
+        raise FedsimError(
+            f"feature(s) {', '.join(missing)} of {spec!r} were not computed; have: {', '.join(features) or 'none'}"
+        )
+    return np.concatenate([features[n] for n in names], axis=1)
+
+
+def _needs(model: nn.Module, names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Layers whose gradients, and layers whose activations, the features need."""
+    grad_layers: set[str] = set()
+    act_layers = []
+    for name in names:
+        base, _, layer = name.partition(":")
+        if FEATURES[base].gradients == "all":
+            grad_layers.update(layer_parameters(model))
+        elif FEATURES[base].gradients == "layer":
+            grad_layers.add(layer)
+        if FEATURES[base].layers == "children":
+            act_layers.append(layer)
+    return [layer for layer in layer_parameters(model) if layer in grad_layers], act_layers
+
+
+@torch.no_grad()
+def _forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eval-mode predictions and the flattened outputs of ``layers``."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        return lambda _m, _i, out: captured.__setitem__(name, out.reshape(len(x), -1))
+
+    handles = [get_layer(model, name).register_forward_hook(hook(name)) for name in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        pred = model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return pred, captured
+
+
+def _subjects(
+    model: nn.Module, subjects: torch.Tensor | np.ndarray | CohortArray, ages: Any, indices: Any
+) -> tuple[Callable[[np.ndarray], torch.Tensor], np.ndarray]:
+    """A loader of volume chunks (B, 1, D, H, W) by row, and the ages, for any subject source."""
+    if isinstance(subjects, CohortArray):
+        rows = np.arange(len(subjects.ages)) if indices is None else np.asarray(indices, dtype=np.int64)
+        volumes = subjects.volumes
+        if ages is None:
+            ages = subjects.ages[rows]
+    else:
+        if ages is None:
+            raise FedsimError("ages are required unless subjects is a CohortArray")
+        volumes = subjects
+        rows = np.arange(len(volumes)) if indices is None else np.asarray(indices, dtype=np.int64)
+    shape = tuple(volumes.shape[1:])
+    expected = tuple(model.in_shape)
+    if shape not in (expected, (1, *expected)):
+        raise FedsimError(f"volumes have shape {shape} per subject but the model expects in_shape {expected}")
+    ages = np.asarray(ages, dtype=np.float32).reshape(-1)
+    if len(ages) != len(rows):
+        raise FedsimError(f"got {len(ages)} ages for {len(rows)} subjects")
+
+    def load(chunk: np.ndarray) -> torch.Tensor:
+        x = volumes[rows[chunk]]
+        x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x, dtype=np.float32))
+        return x.float().reshape(len(chunk), 1, *expected)
+
+    return load, ages
+
+
+def compute_features(
+    model: nn.Module,
+    subjects: torch.Tensor | np.ndarray | CohortArray,
+    features: str | Sequence[str],
+    *,
+    ages: Sequence[float] | np.ndarray | None = None,
+    indices: Sequence[int] | np.ndarray | None = None,
+    loss: str = "mse",
+    method: Method = "auto",
+    max_grad_bytes: int = 2**30,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """Compute basic features of a subject set in one batched pass; returns name -> (N, d) float32.
+
+    Parameters
+    ----------
+    model
+        The target model; its train/eval mode is restored afterwards, dropout is off meanwhile.
+    subjects
+        Volumes (N, 1, D, H, W) or (N, D, H, W) as a tensor or array, or a CohortArray
+        (memory-mapped; only the chunk in use is read).
+    features
+        A spec (``"pred+label+grad:conv6"``) or a list of basic feature names.
+    ages
+        Ages in years, one per selected subject; taken from the CohortArray if omitted.
+    indices
+        Rows of ``subjects`` to use (default: all), in output order.
+    loss
+        The target's training loss (``mse`` or ``l1``) that gradients differentiate.
+    method
+        Per-sample gradient method (:func:`attacks.gradients.per_sample_gradients`).
+    max_grad_bytes
+        Subjects are processed in chunks small enough that the per-sample gradients of one
+        chunk fit this budget (and at most ``batch_size`` subjects, which bounds activations).
+    """
+    names = parse_features(features, model)
+    if loss not in LOSSES:
+        raise FedsimError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    load, y_all = _subjects(model, subjects, ages, indices)
+    grad_layers, act_layers = _needs(model, names)
+    params = dict(model.named_parameters())
+    table = layer_parameters(model)
+    per_subject = 4 * sum(params[p].numel() for layer in grad_layers for p in table[layer])
+    chunk = max(1, min(batch_size, max_grad_bytes // max(per_subject, 1)))
+    device = next(model.parameters()).device
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for start in range(0, len(y_all), chunk):
+        rows = np.arange(start, min(start + chunk, len(y_all)))
+        x, y = load(rows).to(device), torch.from_numpy(y_all[rows]).to(device)
+        gradients: dict[str, torch.Tensor] = {}
+        activations: dict[str, torch.Tensor] = {}
+        if grad_layers:
+            if method == "auto":  # timed on the first chunk, then fixed for the rest
+                method = choose_method(model, x, y, grad_layers, loss=loss)
+            pred, gradients = per_sample_gradients(model, x, y, grad_layers, loss=loss, method=method)
+        if act_layers or not grad_layers:
+            pred, activations = _forward(model, x, act_layers)
+        batch = Batch(pred.float(), y, activations, gradients)
+        for name in names:
+            base, _, layer = name.partition(":")
+            out[name].append(FEATURES[base].read(batch, layer or None).float().cpu().numpy())
+    return {n: np.concatenate(parts).astype(np.float32, copy=False) for n, parts in out.items()}
+
+
+def extract(
+    model: nn.Module, subjects: torch.Tensor | np.ndarray | CohortArray, spec: str, **kwargs: Any
+) -> np.ndarray:
+    """The (N, d) feature matrix of ``spec``: :func:`compute_features` then :func:`assemble`."""
+    return assemble(compute_features(model, subjects, spec, **kwargs), spec)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A target model from a run directory, with the loss it was trained on."""
+
+    model: nn.Module
+    loss: str
+    round: int
+    meta: dict[str, Any]
+
+
+def load_snapshot(run_dir: str | Path, rnd: int, *, name: str = "model") -> Snapshot:
+    """Rebuild the model of round ``rnd`` (``name`` = ``model`` or a learner id) in eval mode."""
+    config = snapshots.read_config(Path(run_dir))
+    kwargs = {k: v for k, v in config["model"].items() if k != "name"}
+    kwargs["in_shape"] = tuple(kwargs["in_shape"])
+    model = build_model(config["model"]["name"], **kwargs)
+    state, meta = snapshots.load_round(Path(run_dir), rnd, name=name)
+    model.load_state_dict(state)
+    return Snapshot(model.eval(), config.get("train", {}).get("loss", "mse"), rnd, meta)
