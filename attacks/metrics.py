@@ -1,0 +1,199 @@
+"""Membership-inference metrics: pure functions of (y_true, y_score), members = 1.
+
+``y_score`` is any score that is higher for members (a probability, a decision
+value, minus a loss). TPR at low FPR is read from the full ROC curve and always
+comes with the counts behind it: with n non-members the smallest non-zero FPR is
+1/n, so "TPR at 0.1% FPR" from 500 non-members is really TPR at FPR 0, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import binomtest
+from sklearn.metrics import roc_auc_score, roc_curve
+
+__all__ = [
+    "MEMBER", "NON_MEMBER", "TprAtFpr", "accuracy_at", "aggregate", "attack_metrics",
+    "best_threshold", "roc_auc", "tpr_at_fpr",
+]
+
+#: The positive class of every attack metric and classifier: members of the training set.
+MEMBER = 1
+NON_MEMBER = 0
+
+#: Low false-positive rates reported by :func:`attack_metrics` (1% and 0.1%).
+LOW_FPRS = (0.01, 0.001)
+
+
+def _check(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays of equal length with labels in {0, 1} and both classes present."""
+    y_true, y_score = np.asarray(y_true).reshape(-1), np.asarray(y_score, dtype=np.float64).reshape(-1)
+    if len(y_true) != len(y_score):
+        raise ValueError(f"y_true has {len(y_true)} entries but y_score has {len(y_score)}")
+    if not np.isin(y_true, (NON_MEMBER, MEMBER)).all():
+        raise ValueError(f"y_true must hold 1 (member) and 0 (non-member), got values {np.unique(y_true)}")
+    if len(np.unique(y_true)) < 2:
+        raise ValueError("y_true must contain both members (1) and non-members (0)")
+    return y_true.astype(int), y_score
+
+
+def accuracy_at(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.ndarray, *, threshold: float) -> float:
+    """Fraction correct when subjects with ``y_score >= threshold`` are called members.
+
+    The paper's measure. Use 0.5 for probabilities, or a threshold chosen on the
+    attack's *training* data (:func:`best_threshold`), never on the test data.
+    """
+    y_true, y_score = _check(y_true, y_score)
+    return float(np.mean((y_score >= threshold) == (y_true == MEMBER)))
+
+
+def best_threshold(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
+    """The threshold that maximises accuracy on these (training) data.
+
+    Every ROC point is a cut between two adjacent distinct scores; accuracy there is
+    (TP + TN) / n. The threshold returned is the midpoint of the best cut, so it
+    generalises symmetrically and no training score sits exactly on it. Ties go to
+    the highest threshold (fewest subjects called members).
+    """
+    y_true, y_score = _check(y_true, y_score)
+    fpr, tpr, thresholds = roc_curve(y_true, y_score, drop_intermediate=False)
+    n_pos = int(np.sum(y_true == MEMBER))
+    correct = tpr * n_pos + (1 - fpr) * (len(y_true) - n_pos)
+    i = int(np.argmax(correct))
+    if i == 0:  # roc_curve's +inf: nobody is a member
+        return float(np.nextafter(thresholds[1], np.inf))
+    if i == len(thresholds) - 1:  # the lowest score: everybody is a member
+        return float(np.nextafter(thresholds[i], -np.inf))
+    return float((thresholds[i] + thresholds[i + 1]) / 2)
+
+
+def roc_auc(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve: the chance a random member outscores a random non-member."""
+    y_true, y_score = _check(y_true, y_score)
+    return float(roc_auc_score(y_true, y_score))
+
+
+@dataclass(frozen=True)
+class TprAtFpr:
+    """TPR at a target FPR, with the counts it comes from.
+
+    ``fpr`` is the FPR actually reached (the largest empirical FPR <= the target);
+    ``tpr_low``/``tpr_high`` are a Clopper–Pearson interval over the members;
+    ``note`` is set when the target is below 1/n_nonmembers, the smallest non-zero FPR.
+    """
+
+    target_fpr: float
+    tpr: float
+    fpr: float
+    threshold: float
+    true_positives: int
+    false_positives: int
+    n_members: int
+    n_nonmembers: int
+    tpr_low: float
+    tpr_high: float
+    confidence: float
+    note: str | None
+
+    def __str__(self) -> str:
+        text = (
+            f"TPR {self.tpr:.3f} [{self.tpr_low:.3f}, {self.tpr_high:.3f}] at FPR {self.fpr:.4g} "
+            f"(target {self.target_fpr:.4g}; {self.true_positives}/{self.n_members} members, "
+            f"{self.false_positives}/{self.n_nonmembers} non-members)"
+        )
+        return f"{text}; {self.note}" if self.note else text
+
+    def as_dict(self) -> dict[str, float | int | str | None]:
+        return asdict(self)
+
+
+def tpr_at_fpr(
+    y_true: Sequence[int] | np.ndarray,
+    y_score: Sequence[float] | np.ndarray,
+    *,
+    fpr: float,
+    confidence: float = 0.95,
+) -> TprAtFpr:
+    """TPR at the largest empirical FPR not above ``fpr``, read from the full ROC curve.
+
+    ``roc_curve(..., drop_intermediate=False)`` keeps every threshold, so no point
+    at low FPR is dropped. The Clopper–Pearson interval (``scipy.stats.binomtest``,
+    ``method="exact"``) shows how little a TPR from few members pins down.
+    """
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr must be in (0, 1), got {fpr!r}")
+    y_true, y_score = _check(y_true, y_score)
+    n_members = int(np.sum(y_true == MEMBER))
+    n_nonmembers = len(y_true) - n_members
+    fprs, tprs, thresholds = roc_curve(y_true, y_score, drop_intermediate=False)
+    i = int(np.flatnonzero(fprs <= fpr)[-1])  # fprs ascend; fprs[0] == 0
+    true_positives = int(round(tprs[i] * n_members))
+    interval = binomtest(true_positives, n_members).proportion_ci(confidence, method="exact")
+    note = None
+    if 1 / n_nonmembers > fpr:
+        note = (
+            f"with {n_nonmembers} non-members the smallest non-zero FPR is 1/{n_nonmembers} = "
+            f"{1 / n_nonmembers:.2g} > {fpr:.2g}, so this is the TPR at FPR 0; "
+            f"use at least {math.ceil(1 / fpr)} non-members"
+        )
+    return TprAtFpr(
+        target_fpr=fpr,
+        tpr=float(tprs[i]),
+        fpr=float(fprs[i]),
+        threshold=float(thresholds[i]),
+        true_positives=true_positives,
+        false_positives=int(round(fprs[i] * n_nonmembers)),
+        n_members=n_members,
+        n_nonmembers=n_nonmembers,
+        tpr_low=float(interval.low),
+        tpr_high=float(interval.high),
+        confidence=confidence,
+        note=note,
+    )
+
+
+def attack_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    y_score: Sequence[float] | np.ndarray,
+    *,
+    threshold: float,
+    fprs: Sequence[float] = LOW_FPRS,
+) -> dict[str, float | int | TprAtFpr]:
+    """Accuracy at ``threshold``, ROC AUC, TPR at each of ``fprs``, and the counts.
+
+    Keys: ``accuracy``, ``auc``, ``n_members``, ``n_nonmembers``, and ``tpr@<fpr>``
+    (e.g. ``tpr@0.01``) holding a :class:`TprAtFpr`.
+    """
+    y_true, y_score = _check(y_true, y_score)
+    out: dict[str, float | int | TprAtFpr] = {
+        "accuracy": accuracy_at(y_true, y_score, threshold=threshold),
+        "auc": roc_auc(y_true, y_score),
+        "n_members": int(np.sum(y_true == MEMBER)),
+        "n_nonmembers": int(np.sum(y_true == NON_MEMBER)),
+    }
+    for fpr in fprs:
+        out[f"tpr@{fpr:g}"] = tpr_at_fpr(y_true, y_score, fpr=fpr)
+    return out
+
+
+def aggregate(runs: Sequence[Mapping[str, float]], *, ddof: int = 1) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each numeric metric over repeated attacks.
+
+    ``ddof=1`` (sample std) by default: repeats are a sample of possible attacks.
+    With one run the std is nan. A :class:`TprAtFpr` value contributes its ``tpr``.
+    """
+    if not runs:
+        raise ValueError("aggregate needs at least one run")
+    keys = [k for k in runs[0] if all(k in run for run in runs)]
+    out = {}
+    for key in keys:
+        values = [run[key].tpr if isinstance(run[key], TprAtFpr) else run[key] for run in runs]
+        if all(isinstance(v, (int, float, np.number)) for v in values):
+            arr = np.asarray(values, dtype=np.float64)
+            std = float(arr.std(ddof=ddof)) if len(arr) > ddof else float("nan")
+            out[key] = (float(arr.mean()), std)
+    return out
