@@ -6,8 +6,12 @@ import pytest
 
 from fedsim.config import available_environments, load_env
 from fedsim.errors import FedsimError
+from fedsim.models import build_model
 
-SHIPPED = ["centralized", "skewed-iid", "skewed-noniid", "tiny", "tiny-centralized", "uniform-iid", "uniform-noniid"]
+SHIPPED = [
+    "centralized", "skewed-iid", "skewed-noniid", "tiny", "tiny-centralized", "uniform-iid", "uniform-noniid",
+    "paper-centralized", "paper-skewed-noniid",
+]
 
 
 def test_every_shipped_environment_loads():
@@ -22,6 +26,14 @@ def test_paper_partition_numbers_are_in_the_files():
     assert load_env("skewed-iid").partition.learner_weights == [2401, 1765, 1303, 964, 714, 528, 391, 290]
     rows = load_env("uniform-noniid").partition.age_bin_weights
     assert [sum(r) for r in rows] == [1045] * 4 + [1044] * 4
+
+
+@pytest.mark.parametrize("name", ["paper-centralized", "paper-skewed-noniid"])
+def test_paper_profiles_build_the_paper_model(name):
+    cfg = load_env(name)
+    model = build_model(cfg.model.name, **cfg.model_kwargs())
+    assert sum(p.numel() for p in model.parameters()) == 2_948_801
+    assert cfg.data.shape == [91, 109, 91] and cfg.model.target_scale == 1.0
 
 
 def test_resolved_config_records_the_cohort_and_model_shape(tmp_path):
