@@ -57,6 +57,10 @@ class Batch:
     gradients: dict[str, torch.Tensor]  # layer -> (B, n_params), in module order
 
 
+#: How a feature is read off a pass: ``read(batch, layer) -> (B, d)``.
+Reader = Callable[[Batch, "str | None"], torch.Tensor]
+
+
 @dataclass(frozen=True)
 class Feature:
     """A registered basic feature.
@@ -68,7 +72,7 @@ class Feature:
     """
 
     name: str
-    read: Callable[[Batch, str | None], torch.Tensor]
+    read: Reader
     layers: str | None = None
     gradients: str = "none"
     alias: str | None = None
@@ -80,10 +84,10 @@ FEATURES: dict[str, Feature] = {}
 
 def register_feature(
     name: str, *, layers: str | None = None, gradients: str = "none", alias: str | None = None
-) -> Callable[[Callable[[Batch, str | None], torch.Tensor]], Callable[[Batch, str | None], torch.Tensor]]:
+) -> Callable[[Reader], Reader]:
     """Register ``read(batch, layer) -> (B, d) tensor`` as the feature ``name``."""
 
-    def register(read: Callable[[Batch, str | None], torch.Tensor]) -> Callable[[Batch, str | None], torch.Tensor]:
+    def register(read: Reader) -> Reader:
         if name in FEATURES:
             raise ValueError(f"feature name {name!r} is already registered")
         FEATURES[name] = Feature(name, read, layers, gradients, alias)

@@ -1,0 +1,145 @@
+"""What do white-box attack features cost? ``python benchmarks/per_sample_gradients.py [--subjects 64]``.
+
+Times :func:`attacks.features.compute_features` for ``grad:conv6+grad:output+grad_norm``
+(gradient norms need every layer's per-sample gradient) with each per-sample gradient
+method on the CPU-profile 3D CNN, against the floor: one plain batched forward+backward
+over the same subjects in the same chunks, which any per-sample method must at least pay.
+Each figure is the best of ``--repeats`` timed runs after one untimed warm-up chunk.
+Writes ``benchmarks/results/per_sample_gradients.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import opacus
+import torch
+
+from attacks.features import compute_features
+from attacks.gradients import GRAD_METHODS, benchmark_methods, choose_method
+from fedsim.models import build_model, layer_parameters
+from fedsim.train import regression_loss
+
+RESULTS = Path(__file__).resolve().parent / "results" / "per_sample_gradients.md"
+SPEC = "grad:conv6+grad:output+grad_norm"
+# The CPU profile of environments/*.toml.
+MODEL = {"in_shape": (36, 43, 36), "channels": (8, 16, 32, 64), "head_channels": 32, "target_scale": 7.4}
+
+
+def floor(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Seconds for one eval-mode batched forward+backward per chunk of subjects."""
+    model.eval()
+    start = time.perf_counter()
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        model.zero_grad(set_to_none=True)
+        regression_loss("mse", model(xb), yb, model.target_scale).backward()
+    elapsed = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return elapsed
+
+
+def best_of(repeats: int, run):
+    """Best wall time of ``repeats`` calls, and the last call's result."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32, help="subjects per chunk (compute_features' batch_size)")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = build_model("cnn3d", **MODEL)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.subjects, 1, *MODEL["in_shape"], generator=g)
+    y = 45 + 35 * torch.rand(args.subjects, generator=g)
+    n = args.subjects
+    load_before = os.getloadavg()
+
+    floor(model, x[:2], y[:2], args.batch_size)  # warm-up
+    floor_s, _ = best_of(args.repeats, lambda: floor(model, x, y, args.batch_size))
+    rows, reference = [], None
+    for method in GRAD_METHODS:
+        compute_features(model, x[:2], SPEC, ages=y[:2], method=method)  # warm-up
+        seconds, features = best_of(
+            args.repeats,
+            lambda: compute_features(model, x, SPEC, ages=y, method=method, batch_size=args.batch_size),
+        )
+        # Same numbers from every method: largest difference from the loop, relative to its largest entry.
+        reference = reference or features
+        error = max(float(np.abs(features[k] - reference[k]).max() / np.abs(reference[k]).max()) for k in features)
+        rows.append((method, seconds, error))
+        print(f"{method:>7}: {1000 * seconds / n:7.1f} ms/subject = {seconds / floor_s:4.2f}x the floor "
+              f"(max rel. difference from loop {error:.1e})", flush=True)
+    # auto's first call in a process includes its probe (three methods on 8 subjects).
+    auto_s, _ = best_of(1, lambda: compute_features(model, x, SPEC, ages=y, batch_size=args.batch_size))
+    layers = list(layer_parameters(model))
+    picked = choose_method(model, x, y, layers)  # remembered from the call above
+    probe = benchmark_methods(model, x[:8], y[:8], layers)  # a second probe, to show what it sees
+    load_after = os.getloadavg()
+    print(f"   auto: {1000 * auto_s / n:7.1f} ms/subject = {auto_s / floor_s:4.2f}x the floor, incl. its probe; "
+          f"picks {picked!r}")
+    print(f"  floor: {1000 * floor_s / n:7.1f} ms/subject (batched forward+backward)")
+
+    shared = max(load_before[0], load_after[0]) > 2
+    lines = [
+        "# Per-sample gradient features: cost per subject",
+        "",
+        f"`python benchmarks/per_sample_gradients.py --subjects {n} --batch-size {args.batch_size} "
+        f"--repeats {args.repeats}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        f"Features `{SPEC}` of {n} random volumes through `attacks.features.compute_features` on the",
+        f"CPU-profile 3D CNN (`cnn3d`, {MODEL}), best of {args.repeats} runs after a warm-up. The floor is",
+        "one eval-mode batched forward+backward over the same subjects in the same chunks.",
+        "",
+        "| method | ms / subject | × floor | max rel. difference from loop |",
+        "|---|---:|---:|---:|",
+        f"| floor (batched forward+backward) | {1000 * floor_s / n:.1f} | 1.00 | |",
+        *(f"| {m} | {1000 * s / n:.1f} | {s / floor_s:.2f} | {e:.1e} |" for m, s, e in rows),
+        f"| auto (first call: probe + {picked}) | {1000 * auto_s / n:.1f} | {auto_s / floor_s:.2f} | |",
+        "",
+        f"`method=\"auto\"` picks **{picked}** here. A second probe on 8 subjects saw (ms/subject) "
+        + ", ".join(f"{k} {1000 * v:.1f}" for k, v in probe.items()) + ".",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {cpu_name()}; `nproc` = {len(os.sched_getaffinity(0))}",
+        f"- torch {torch.__version__}, opacus {opacus.__version__}, python {platform.python_version()}",
+        f"- threads: torch.get_num_threads() = {torch.get_num_threads()}, "
+        f"OMP_NUM_THREADS = {os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        f"- 1-minute load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after",
+    ]
+    if shared:
+        lines.append(
+            "- **The machine was shared** (load > 2 on 2 cores: other jobs were training), "
+            "so absolute times are inflated and ratios noisy; rerun on an idle machine for figures to quote."
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
