@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from attacks.metrics import MEMBER, NON_MEMBER
 from fedsim.errors import FedsimError
 
-MEMBER, NON_MEMBER = 1, 0
 # Gupta et al. 2021 §3.2: 1500 + 1500 subjects to train the attack, the remaining 694 + 694 to test it.
 PAPER_TRAIN_PER_CLASS, PAPER_TEST_PER_CLASS = 1500, 694
 # Malicious learner: at most this many of its own subjects (and as many unseen ones) to train on.

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Callable
+
 import tomli_w
 import torch
 from safetensors.torch import load_file, save_file
@@ -50,7 +52,8 @@ def new_run_dir(out: Path | None, env_name: str) -> Path:
     return out
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp_path)`` and rename the result to ``path``: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
@@ -64,7 +67,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Write a small text file atomically."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def round_dir(run_dir: Path, rnd: int) -> Path:
@@ -84,7 +87,7 @@ def save_round(
     once its ``meta.json`` exists."""
     d = round_dir(run_dir, rnd)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    _atomic_write(d / f"{name}.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"round": str(rnd)}))
+    atomic_write(d / f"{name}.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"round": str(rnd)}))
     if name == "model":
         write_text(d / META_FILE, json.dumps({"round": rnd, **meta}, indent=2))
     return d / f"{name}.safetensors"
@@ -143,6 +146,11 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def mark_done(run_dir: Path, summary: dict[str, Any]) -> None:
     write_text(Path(run_dir) / DONE_FILE, json.dumps(summary, indent=2))
+
+
+def read_done(run_dir: Path) -> dict[str, Any]:
+    """The summary a finished run wrote last (e.g. ``best_round`` of a centralized run)."""
+    return json.loads((Path(run_dir) / DONE_FILE).read_text())
 
 
 def is_done(run_dir: Path) -> bool:

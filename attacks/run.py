@@ -1,0 +1,110 @@
+"""Attack a run: ``python -m attacks.run RUN_DIR [--threat centralized|learner] [--features …]``.
+
+Writes ``RUN_DIR/attacks/results.csv`` and ``results.json`` (one row per attacker, victim,
+round, feature set and repeat) and prints mean ± std per feature set. Beside the attack on the
+chosen rounds it runs two controls (``--no-controls`` skips them): the same attack on the
+round-0 (untrained) model, and a variant whose non-members are age-matched to the members —
+what survives both is membership signal, not distribution shift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from attacks.classifiers import CLASSIFIERS
+from attacks.features import TABLE1
+from attacks.threats import THREATS, Target, open_run, run_attacks
+from fedsim.cli import run_cli
+from fedsim.errors import FedsimError
+
+
+def _rounds(spec: str, target: Target, threat: str) -> list[int]:
+    if spec == "default":
+        spec = "best" if threat == "centralized" and target.best_round is not None else "last"
+    if spec == "last":
+        return [target.rounds[-1]]
+    if spec == "best":
+        if target.best_round is None:
+            raise FedsimError("--rounds best needs a finished centralized run (its DONE names the best epoch)")
+        return [target.best_round]
+    if spec == "all":
+        return list(target.rounds)
+    try:
+        wanted = [int(r) for r in spec.split(",")]
+    except ValueError:
+        raise FedsimError(f"--rounds must be last, best, all or a comma-separated list of integers, got {spec!r}") from None
+    absent = [r for r in wanted if r not in target.rounds]
+    if absent:
+        raise FedsimError(
+            f"round {absent[0]} does not exist in {str(target.run_dir)!r}; rounds on disk: {target.rounds[0]}..{target.rounds[-1]}"
+        )
+    return wanted
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over repeats and victims, per control, round and feature set."""
+    keys = ["control", "round", "features"]
+    return results.groupby(keys, sort=False).agg(
+        accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), auc=("auc", "mean"),
+        tpr_at_1pct=("tpr@0.01", "mean"), attacks=("accuracy", "size"),
+    ).reset_index()
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m attacks.run", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path, help="a run directory written by fedsim.run or fedsim.centralized")
+    p.add_argument("--threat", choices=THREATS, help="default: centralized for a centralized run, else learner")
+    p.add_argument("--features", default="table1", help="'table1' (the paper's rows) or comma-separated specs, e.g. 'error,pred+label'")
+    p.add_argument("--rounds", default="default", help="last | best | all | 3,10 (default: best for centralized, else last)")
+    p.add_argument("--classifier", default="mlp", help=f"one of: {', '.join(CLASSIFIERS)} (default: mlp)")
+    p.add_argument("--repeats", type=int, default=5, help="independent draws of the attack sets (default: 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-controls", action="store_true", help="skip the round-0 and age-matched controls")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.repeats < 1:
+        raise FedsimError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.classifier not in CLASSIFIERS:
+        raise FedsimError(f"unknown attack classifier {args.classifier!r}; choose one of: {', '.join(CLASSIFIERS)}")
+    target = open_run(args.run_dir)
+    threat = args.threat or ("centralized" if "train" in set(target.partitions["group"]) else "learner")
+    rounds = _rounds(args.rounds, target, threat)
+    feature_sets = list(TABLE1.values()) if args.features == "table1" else [f.strip() for f in args.features.split(",")]
+    if args.classifier == "loss_threshold" and feature_sets != ["error"]:
+        raise FedsimError("the loss_threshold attack scores the error alone; use it with --features error")
+    common = dict(threat=threat, feature_sets=feature_sets, classifier=args.classifier, repeats=args.repeats, seed=args.seed)
+    console = Console()
+    console.print(f"[bold]{threat}[/] attack on {args.run_dir}, rounds {rounds}, {len(feature_sets)} feature sets")
+    rows = run_attacks(target, rounds=rounds, **common)
+    if not args.no_controls:
+        if 0 not in rounds:
+            rows += [dict(r, control="round-0") for r in run_attacks(target, rounds=[0], **common)]
+        rows += run_attacks(target, rounds=rounds, age_matched=True, **common)
+    results = pd.DataFrame(rows)
+    out = args.run_dir / "attacks"
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(out / "results.csv", index=False)
+    (out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    table = Table(title=f"{threat} attack, {args.classifier}, mean over {args.repeats} repeats" + ("" if threat == "centralized" else " and all victims"))
+    for col in ("control", "round", "features", "accuracy %", "AUC", "TPR@1%FPR"):
+        table.add_column(col)
+    for r in summarise(results).itertuples():
+        table.add_row(r.control, str(r.round), r.features, f"{100 * r.accuracy:.1f} ± {100 * (r.accuracy_std or 0):.1f}",
+                      f"{r.auc:.3f}", f"{r.tpr_at_1pct:.3f}")
+    console.print(table)
+    console.print(f"results: {out / 'results.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,157 @@
+"""Run membership-inference attacks on a run directory's snapshots: one row per attack.
+
+A threat model is a list of (attacker, victim, split) triples from :mod:`attacks.splits`; this
+module turns each into features of a snapshot (cached per run, round and feature, so a second
+classifier or feature combination never recomputes a gradient), fits an attack classifier on
+the attack-train set and scores the attack-test set with :mod:`attacks.metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from attacks.classifiers import attack_scores, make_classifier
+from attacks.features import Snapshot, assemble, compute_features, load_snapshot, parse_features
+from attacks.metrics import TprAtFpr, attack_metrics
+from attacks.splits import AttackSplit, centralized_splits, learner_splits
+from fedsim import snapshots
+from fedsim.data.cache import CohortArray, build_cache
+from fedsim.data.manifest import load_manifest
+from fedsim.data.partition import read_partitions
+from fedsim.errors import FedsimError
+
+THREATS = ("centralized", "learner")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an attack needs from a run directory: its cohort, partitions and snapshots."""
+
+    run_dir: Path
+    cohort: CohortArray
+    partitions: pd.DataFrame
+    rounds: list[int]
+    best_round: int | None
+
+
+def open_run(run_dir: str | Path) -> Target:
+    """Load a run directory's cohort cache, partitions and list of snapshots; clear errors if not one."""
+    run_dir = Path(run_dir)
+    config = snapshots.read_config(run_dir)
+    rounds = snapshots.complete_rounds(run_dir)
+    if not rounds:
+        raise FedsimError(f"run {str(run_dir)!r} has no snapshots under {snapshots.ROUNDS_DIR}/")
+    manifest = config.get("cohort", {}).get("manifest")
+    if manifest is None:
+        raise FedsimError(f"{str(run_dir)!r}: config.toml does not record the cohort manifest")
+    cohort = build_cache(load_manifest(manifest), tuple(config["data"]["shape"]))
+    partitions = read_partitions(run_dir / snapshots.PARTITIONS_FILE)
+    done = snapshots.read_done(run_dir) if snapshots.is_done(run_dir) else {}
+    return Target(run_dir, cohort, partitions, rounds, done.get("best_round"))
+
+
+def _save_npy(path: str, values: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, values)
+
+
+class FeatureCache:
+    """Basic features of every subject of a run, per (model name, round, feature), on disk.
+
+    Files: ``<run>/attacks/features/<name>-r<round>/<feature>.npy``, rows in cohort order.
+    """
+
+    def __init__(self, target: Target, *, method: str = "auto") -> None:
+        self.target = target
+        self.method = method
+        self.root = target.run_dir / "attacks" / "features"
+
+    def get(self, snapshot: Snapshot, name: str, basic: Sequence[str]) -> dict[str, np.ndarray]:
+        folder = self.root / f"{name}-r{snapshot.round:04d}"
+        missing = [f for f in basic if not (folder / f"{f.replace(':', '_')}.npy").is_file()]
+        if missing:
+            fresh = compute_features(snapshot.model, self.target.cohort, missing, loss=snapshot.loss, method=self.method)
+            folder.mkdir(parents=True, exist_ok=True)
+            for feature, values in fresh.items():
+                path = folder / f"{feature.replace(':', '_')}.npy"
+                snapshots.atomic_write(path, lambda tmp, v=values: _save_npy(tmp, v))
+        return {f: np.load(folder / f"{f.replace(':', '_')}.npy") for f in basic}
+
+
+def plan(threat: str, partitions: pd.DataFrame, *, repeats: int, seed: int, age_matched: bool) -> Iterator[tuple[str, str, AttackSplit]]:
+    """(attacker, victim, split) triples of a threat model, every repeat."""
+    if threat == "centralized":
+        for split in centralized_splits(partitions, repeats=repeats, seed=seed, age_matched=age_matched):
+            yield "adversary", "centralized", split
+        return
+    if threat != "learner":
+        raise FedsimError(f"unknown threat {threat!r}; choose one of: {', '.join(THREATS)}")
+    learners = sorted((g for g in partitions["group"].unique() if g.startswith("L")), key=lambda g: int(g[1:]))
+    if len(learners) < 2:
+        raise FedsimError("the malicious-learner threat needs a federated run with at least 2 learners")
+    for attacker in learners:
+        for victim in learners:
+            if attacker != victim:
+                for split in learner_splits(partitions, attacker, victim, repeats=repeats, seed=seed, age_matched=age_matched):
+                    yield attacker, victim, split
+
+
+def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
+    row = {}
+    for key, value in metrics.items():
+        if isinstance(value, TprAtFpr):
+            row[key] = value.tpr
+            row[f"{key}_low"], row[f"{key}_high"] = value.tpr_low, value.tpr_high
+            row[f"{key}_fpr"] = value.fpr
+            if value.note:
+                row[f"{key}_note"] = value.note
+        else:
+            row[key] = value
+    return row
+
+
+def run_attacks(
+    target: Target,
+    *,
+    threat: str,
+    rounds: Sequence[int],
+    feature_sets: Sequence[str],
+    classifier: str = "mlp",
+    repeats: int = 5,
+    seed: int = 0,
+    age_matched: bool = False,
+    cache: FeatureCache | None = None,
+) -> list[dict[str, Any]]:
+    """Every attack of a threat model on every round and feature set; one dict per attack."""
+    cache = cache or FeatureCache(target)
+    triples = list(plan(threat, target.partitions, repeats=repeats, seed=seed, age_matched=age_matched))
+    row_of = {sid: i for i, sid in enumerate(target.cohort.subject_ids)}
+    rows: list[dict[str, Any]] = []
+    for rnd in rounds:
+        snapshot = load_snapshot(target.run_dir, rnd)
+        basic = sorted({f for spec in feature_sets for f in parse_features(spec, snapshot.model)})
+        features = cache.get(snapshot, "model", basic)
+        repeat_of: dict[tuple[str, str], int] = {}
+        for attacker, victim, split in triples:
+            repeat = repeat_of[(attacker, victim)] = repeat_of.get((attacker, victim), -1) + 1
+            (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
+            train_rows = np.array([row_of[s] for s in train_ids])
+            test_rows = np.array([row_of[s] for s in test_ids])
+            for spec in feature_sets:
+                X = assemble(features, spec)
+                model = make_classifier(classifier, random_state=seed + repeat).fit(X[train_rows], y_train)
+                scores, threshold = attack_scores(model, X[test_rows])
+                rows.append({
+                    "threat": threat, "attacker": attacker, "victim": victim, "round": rnd,
+                    "features": spec, "classifier": classifier, "repeat": repeat,
+                    "control": "age-matched" if age_matched else "none",
+                    "n_train": len(train_ids),
+                    **_flat(attack_metrics(y_test, scores, threshold=threshold)),
+                })
+    return rows

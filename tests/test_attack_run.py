@@ -1,0 +1,66 @@
+"""The attack command on a tiny centralized run: results layout, cached features, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from attacks.run import main
+from fedsim import centralized
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_manifest):
+    out = tmp_path_factory.mktemp("attack") / "run"
+    centralized.main(["--env", "tiny-centralized", "--cohort", str(tiny_manifest), "--out", str(out), "--epochs", "2"])
+    return out
+
+
+def test_attack_writes_one_row_per_attack_and_reuses_features(tiny_run):
+    args = [str(tiny_run), "--features", "error,pred+label", "--classifier", "logreg", "--repeats", "2"]
+    assert main(args) == 0
+    results = pd.read_csv(tiny_run / "attacks" / "results.csv")
+    # 2 feature sets x 2 repeats, for the attack itself and each of its two controls
+    assert len(results) == 2 * 2 * 3
+    assert set(results["control"]) == {"none", "round-0", "age-matched"}
+    assert set(results.loc[results.control == "round-0", "round"]) == {0}
+    assert set(results.loc[results.control == "none", "round"]) == {results["round"].max()}
+    assert results["accuracy"].between(0, 1).all() and results["auc"].between(0, 1).all()
+    assert {"tpr@0.01", "tpr@0.01_low", "tpr@0.01_high", "n_members", "n_nonmembers"} <= set(results.columns)
+    assert (results["n_members"] == results["n_nonmembers"]).all()
+    cached = sorted((tiny_run / "attacks" / "features").rglob("*.npy"))
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    assert main(args) == 0
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # no feature recomputed
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "attacks.run", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--rounds", "99"], "error: round 99 does not exist in"),
+        (["--features", "error,grad:conv9"], "error: BrainAgeCNN3D has no layer 'conv9'"),
+        (["--features", "pred+wobble"], "error: unknown feature"),
+        (["--threat", "learner"], "error: the malicious-learner threat needs a federated run"),
+        (["--classifier", "loss_threshold", "--features", "pred"], "error: the loss_threshold attack scores the error alone"),
+    ],
+)
+def test_bad_input_is_one_line(tiny_run, extra, message):
+    result = _cli(str(tiny_run), "--repeats", "1", "--no-controls", *extra)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_not_a_run_dir_and_no_snapshots(tmp_path, tiny_run):
+    result = _cli(str(tmp_path))
+    assert result.returncode == 2 and "is not a fedsim run directory" in result.stderr
+    (tmp_path / "config.toml").write_text((tiny_run / "config.toml").read_text())
+    result = _cli(str(tmp_path))
+    assert result.returncode == 2 and "has no snapshots" in result.stderr
