@@ -29,7 +29,7 @@ from fedsim.data.prepare import prepare_data
 from fedsim.errors import FedsimError
 from fedsim.federation import keys
 from fedsim.federation.run_setup import RUN_TABLE, RunSetup, update_config, write_run_setup
-from fedsim.federation.simulation import learner_resources, ray_address, run_federation
+from fedsim.federation.simulation import PRIVATE_RAY, learner_resources, ray_address, run_federation
 from fedsim.models import build_model
 from fedsim.plots import plot_learning_curve
 from fedsim.train import evaluate, make_loader
@@ -145,12 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     address = ray_address(args.ray_address)
     if args.gpus_per_learner is not None or args.cpus_per_learner != 1.0:  # fail before any data work
-        learner_resources(1, cpus=args.cpus_per_learner, gpus=args.gpus_per_learner, cluster=address != "local")
+        learner_resources(1, cpus=args.cpus_per_learner, gpus=args.gpus_per_learner, cluster=address != PRIVATE_RAY)
     run_dir = _run_dir(args, console)
     setup = RunSetup.load(run_dir)
     learners = len(setup.learners)
     cpus, gpus = learner_resources(learners, cpus=args.cpus_per_learner, gpus=args.gpus_per_learner,
-                                   cluster=address != "local")
+                                   cluster=address != PRIVATE_RAY)
     update_config(run_dir, RUN_TABLE, cpus_per_learner=cpus, gpus_per_learner=gpus)
     if args.prepare_only:
         console.print(f"prepared; run it with: flwr run . --stream --run-config \"{keys.RUN_DIR}='{run_dir.resolve()}'\" "
@@ -176,7 +176,8 @@ def _stop_on_signal(run_dir: Path):
     """Ctrl-C / SIGTERM end the run at once, keeping every complete round.
 
     Flower's simulation loop does not stop on KeyboardInterrupt (the ServerApp thread keeps
-    waiting for replies), so the process reports, shuts Ray down and exits here. A snapshot is never half-written (atomic renames), so ``--resume`` picks up cleanly.
+    waiting for replies), so the process reports, shuts Ray down and exits here. Snapshots are
+    never half-written (atomic renames), so ``--resume`` picks up cleanly.
     """
     def stop(signum: int, frame: object) -> None:
         done = snapshots.complete_rounds(run_dir)
