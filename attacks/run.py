@@ -20,6 +20,7 @@ from rich.table import Table
 
 from attacks.classifiers import CLASSIFIERS
 from attacks.features import TABLE1
+from attacks.report import write_report
 from attacks.threats import THREATS, Target, open_run, run_attacks
 from fedsim.cli import run_cli
 from fedsim.errors import FedsimError
@@ -95,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
     (out / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    report = write_report(args.run_dir, results, target, seed=args.seed)
     table = Table(title=f"{threat} attack, {args.classifier}, mean over {args.repeats} repeats" + ("" if threat == "centralized" else " and all victims"))
     for col in ("control", "round", "features", "accuracy %", "AUC", "TPR@1%FPR"):
         table.add_column(col)
@@ -103,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{r.auc:.3f}", f"{r.tpr_at_1pct:.3f}")
     console.print(table)
     console.print(f"results: {out / 'results.csv'}")
+    console.print(f"report: {report}")
     return 0
 
 
