@@ -75,6 +75,10 @@ def run_federation(
     # The ServerApp runs in this process; run_simulation leaves its run_config empty.
     os.environ[keys.ENV_RUN_DIR] = str(Path(run_dir).resolve())
     os.environ["RAY_ADDRESS"] = address
+    if address == PRIVATE_RAY:
+        # Ray runs workers at nice 15 by default: on a shared machine the learners, which are the
+        # whole job, then starve behind any other process. Be as nice as the launching command.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     if not verbose:
         # Flower logs its deprecation banner, warnings and the tracebacks of Ray failures itself;
         # fedsim reports progress, learner failures and a one-line error instead (--verbose: all)
