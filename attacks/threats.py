@@ -138,6 +138,8 @@ def run_attacks(
         basic = sorted({f for spec in feature_sets for f in parse_features(spec, snapshot.model)})
         features = cache.get(snapshot, "model", basic)
         repeat_of: dict[tuple[str, str], int] = {}
+        # A malicious learner's attack-train set does not depend on the victim: fit once, attack all.
+        fitted: dict[tuple[str, int, bytes], Any] = {}
         for attacker, victim, split in triples:
             repeat = repeat_of[(attacker, victim)] = repeat_of.get((attacker, victim), -1) + 1
             (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
@@ -145,7 +147,10 @@ def run_attacks(
             test_rows = np.array([row_of[s] for s in test_ids])
             for spec in feature_sets:
                 X = assemble(features, spec)
-                model = make_classifier(classifier, random_state=seed + repeat).fit(X[train_rows], y_train)
+                key = (spec, repeat, train_rows.tobytes() + y_train.tobytes())
+                if key not in fitted:
+                    fitted[key] = make_classifier(classifier, random_state=seed + repeat).fit(X[train_rows], y_train)
+                model = fitted[key]
                 scores, threshold = attack_scores(model, X[test_rows])
                 rows.append({
                     "threat": threat, "attacker": attacker, "victim": victim, "round": rnd,
