@@ -8,6 +8,7 @@ the attack-train set and scores the attack-test set with :mod:`attacks.metrics`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attacks.classifiers import attack_scores, make_classifier
-from attacks.features import Snapshot, assemble, compute_features, load_snapshot, parse_features
+from attacks.classifiers import attack_scores, classifier_parameters, make_classifier
+from attacks.features import Snapshot, assemble, compute_features, feature_layout, load_snapshot, parse_features
 from attacks.metrics import TprAtFpr, attack_metrics
 from attacks.splits import AttackSplit, centralized_splits, learner_splits
 from fedsim import snapshots
@@ -27,6 +28,10 @@ from fedsim.data.partition import read_partitions
 from fedsim.errors import FedsimError
 
 THREATS = ("centralized", "learner")
+
+
+class SkippedPairsWarning(UserWarning):
+    """Some attacker/victim pairs had too few subjects to attack; the others were attacked."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +100,22 @@ def plan(threat: str, partitions: pd.DataFrame, *, repeats: int, seed: int, age_
     learners = sorted((g for g in partitions["group"].unique() if g.startswith("L")), key=lambda g: int(g[1:]))
     if len(learners) < 2:
         raise FedsimError("the malicious-learner threat needs a federated run with at least 2 learners")
+    skipped = []
     for attacker in learners:
         for victim in learners:
-            if attacker != victim:
-                for split in learner_splits(partitions, attacker, victim, repeats=repeats, seed=seed, age_matched=age_matched):
-                    yield attacker, victim, split
+            if attacker == victim:
+                continue
+            try:
+                splits = learner_splits(partitions, attacker, victim, repeats=repeats, seed=seed, age_matched=age_matched)
+            except FedsimError as e:  # e.g. too few age-matched non-members for one small learner
+                skipped.append(f"{attacker}→{victim}: {e}")
+                continue
+            for split in splits:
+                yield attacker, victim, split
+    if skipped:
+        if len(skipped) == len(learners) * (len(learners) - 1):
+            raise FedsimError(f"no attacker/victim pair can be attacked; {skipped[0]}")
+        warnings.warn(f"{len(skipped)} attacker/victim pairs skipped: " + "; ".join(skipped), SkippedPairsWarning, stacklevel=2)
 
 
 def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -132,11 +148,13 @@ def run_attacks(
     cache = cache or FeatureCache(target)
     triples = list(plan(threat, target.partitions, repeats=repeats, seed=seed, age_matched=age_matched))
     row_of = {sid: i for i, sid in enumerate(target.cohort.subject_ids)}
+    takes_layout = "layout" in classifier_parameters(classifier)  # only then is a layout worth a forward pass
     rows: list[dict[str, Any]] = []
     for rnd in rounds:
         snapshot = load_snapshot(target.run_dir, rnd)
         basic = sorted({f for spec in feature_sets for f in parse_features(spec, snapshot.model)})
         features = cache.get(snapshot, "model", basic)
+        layouts = {spec: feature_layout(spec, snapshot.model) for spec in feature_sets} if takes_layout else {}
         repeat_of: dict[tuple[str, str], int] = {}
         # A malicious learner's attack-train set does not depend on the victim: fit once, attack all.
         fitted: dict[tuple[str, int, bytes], Any] = {}
@@ -149,7 +167,8 @@ def run_attacks(
                 X = assemble(features, spec)
                 key = (spec, repeat, train_rows.tobytes() + y_train.tobytes())
                 if key not in fitted:
-                    fitted[key] = make_classifier(classifier, random_state=seed + repeat).fit(X[train_rows], y_train)
+                    clf = make_classifier(classifier, random_state=seed + repeat, layout=layouts.get(spec))
+                    fitted[key] = clf.fit(X[train_rows], y_train)
                 model = fitted[key]
                 scores, threshold = attack_scores(model, X[test_rows])
                 rows.append({

@@ -82,3 +82,16 @@ def test_errors_are_one_sentence():
     tiny = _partitions(40, learners=2, unseen=0.1)
     with pytest.raises(FedsimError, match="only .* pairs available; an attack needs at least 8"):
         learner_splits(tiny, "L1", "L2")
+
+
+def test_pairs_too_small_to_attack_are_skipped_with_a_warning_not_an_error():
+    from attacks.threats import SkippedPairsWarning, plan
+
+    parts = _partitions(400, learners=3, unseen=0.3, learner_weights=[30, 30, 1])  # L3: a handful of subjects
+    with pytest.warns(SkippedPairsWarning, match="L3"):
+        triples = list(plan("learner", parts, repeats=1, seed=0, age_matched=False))
+    pairs = {(a, v) for a, v, _ in triples}
+    assert pairs == {("L1", "L2"), ("L2", "L1")}
+    tiny = _partitions(60, learners=2, unseen=0.2)
+    with pytest.raises(FedsimError, match="no attacker/victim pair can be attacked"):
+        list(plan("learner", tiny, repeats=1, seed=0, age_matched=False))
