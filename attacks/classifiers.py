@@ -8,7 +8,7 @@ and a threat model can swap them by name through :func:`make_classifier`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,12 +24,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from attacks.features import Block
 from attacks.metrics import MEMBER, best_threshold
 from fedsim.errors import FedsimError
 
 __all__ = [
-    "CLASSIFIERS", "LossThresholdAttack", "MLPAttack", "attack_scores", "gradient_boosting",
-    "logistic_regression", "make_classifier",
+    "CLASSIFIERS", "GradientConvAttack", "LossThresholdAttack", "MLPAttack", "attack_scores",
+    "classifier_parameters", "gradient_boosting", "logistic_regression", "make_classifier",
 ]
 
 
@@ -45,53 +46,30 @@ def _binary_targets(estimator: BaseEstimator, y: np.ndarray) -> np.ndarray:
     return (y == estimator.classes_[1]).astype(np.float32)
 
 
-class MLPAttack(ClassifierMixin, BaseEstimator):
-    """The paper's deep binary classifier: a small MLP on standardised features, trained in torch.
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """ReLU layers of ``sizes`` (inputs first), then one logit."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], 1))
 
-    The paper's architecture (its Appendix C) is lost; this follows Shokri/Nasr-style
-    attack nets: ReLU hidden layers, Adam, binary cross-entropy, early stopping on a
-    stratified held-out slice of the training data (the attack must not peek at its test set).
 
-    Parameters
-    ----------
-    hidden_sizes : tuple of int, default=(64,)
-    lr, weight_decay : float
-        Adam settings.
-    batch_size, max_epochs, patience : int
-        Training stops ``patience`` epochs after the best validation loss; the best weights are kept.
-    validation_fraction : float, default=0.2
-        Held-out share of the training data for early stopping (0 disables it).
-    random_state : int, RandomState or None
-        Seeds the split, the initial weights and the shuffling; global RNGs are untouched.
+class _TorchAttack(ClassifierMixin, BaseEstimator):
+    """Training and scoring shared by the torch attack nets; a subclass only builds its net.
+
+    Subclasses store ``lr``, ``weight_decay``, ``batch_size``, ``max_epochs``, ``patience``,
+    ``validation_fraction`` and ``random_state`` (see :class:`MLPAttack`) and define ``_build_net``.
     """
-
-    def __init__(
-        self,
-        *,
-        hidden_sizes: tuple[int, ...] = (64,),
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = 64,
-        max_epochs: int = 200,
-        patience: int = 10,
-        validation_fraction: float = 0.2,
-        random_state: int | np.random.RandomState | None = None,
-    ):
-        self.hidden_sizes = hidden_sizes
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
         return tags
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> MLPAttack:
+    def _build_net(self, n_features: int) -> nn.Module:
+        raise NotImplementedError
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _TorchAttack:
         """Standardise, split off a validation slice, train with early stopping; returns self."""
         X, y = validate_data(self, X, y, dtype=np.float32)
         target = _binary_targets(self, y)
@@ -107,11 +85,7 @@ class MLPAttack(ClassifierMixin, BaseEstimator):
         yt = torch.from_numpy(target)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            sizes = [X.shape[1], *self.hidden_sizes]
-            layers: list[nn.Module] = []
-            for a, b in zip(sizes[:-1], sizes[1:]):
-                layers += [nn.Linear(a, b), nn.ReLU()]
-            self.net_ = nn.Sequential(*layers, nn.Linear(sizes[-1], 1))
+            self.net_ = self._build_net(X.shape[1])
         optimizer = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = nn.BCEWithLogitsLoss()
         generator = torch.Generator().manual_seed(seed)
@@ -156,6 +130,161 @@ class MLPAttack(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         member = self.decision_function(X) >= 0
         return self.classes_[member.astype(int)]
+
+
+class MLPAttack(_TorchAttack):
+    """The paper's deep binary classifier: a small MLP on standardised features, trained in torch.
+
+    The paper's architecture (its Appendix C) is lost; this follows Shokri/Nasr-style
+    attack nets: ReLU hidden layers, Adam, binary cross-entropy, early stopping on a
+    stratified held-out slice of the training data (the attack must not peek at its test set).
+
+    Parameters
+    ----------
+    hidden_sizes : tuple of int, default=(64,)
+    lr, weight_decay : float
+        Adam settings.
+    batch_size, max_epochs, patience : int
+        Training stops ``patience`` epochs after the best validation loss; the best weights are kept.
+    validation_fraction : float, default=0.2
+        Held-out share of the training data for early stopping (0 disables it).
+    random_state : int, RandomState or None
+        Seeds the split, the initial weights and the shuffling; global RNGs are untouched.
+    """
+
+    def __init__(
+        self,
+        *,
+        hidden_sizes: tuple[int, ...] = (64,),
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 64,
+        max_epochs: int = 200,
+        patience: int = 10,
+        validation_fraction: float = 0.2,
+        random_state: int | np.random.RandomState | None = None,
+    ):
+        self.hidden_sizes = hidden_sizes
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def _build_net(self, n_features: int) -> nn.Module:
+        return _mlp([n_features, *self.hidden_sizes])
+
+
+class _FilterEncoder(nn.Module):
+    """One gradient block: the same small MLP on every output filter's row, then mean and max over filters."""
+
+    def __init__(self, block: Block, sizes: Sequence[int]):
+        super().__init__()
+        self.block = block
+        layers: list[nn.Module] = []
+        width = block.per_filter
+        for size in sizes:  # a kernel-1 Conv1d over filters = one Linear shared by all filters
+            layers += [nn.Conv1d(width, size, kernel_size=1), nn.ReLU()]
+            width = size
+        self.encoder = nn.Sequential(*layers)
+        self.out_features = 2 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(self.block.filter_rows(x).transpose(1, 2))  # (N, width, filters)
+        return torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+
+
+class _GradientNet(nn.Module):
+    """Pooled filter encodings of the gradient blocks and a dense layer on the rest, into an MLP."""
+
+    def __init__(
+        self, layout: Sequence[Block], filter_sizes: Sequence[int], vector_size: int, hidden_sizes: Sequence[int]
+    ):
+        super().__init__()
+        self.widths = [block.width for block in layout]
+        self.is_gradient = [block.filters > 0 for block in layout]
+        self.encoders = nn.ModuleList(_FilterEncoder(b, filter_sizes) for b in layout if b.filters)
+        n_vector = sum(block.width for block in layout if not block.filters)
+        self.vector = nn.Sequential(nn.Linear(n_vector, vector_size), nn.ReLU()) if n_vector else None
+        n_joint = sum(e.out_features for e in self.encoders) + (vector_size if n_vector else 0)
+        self.head = _mlp([n_joint, *hidden_sizes])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = x.split(self.widths, dim=1)
+        encoders = iter(self.encoders)
+        joint = [next(encoders)(part) for part, grad in zip(parts, self.is_gradient) if grad]
+        vector = [part for part, grad in zip(parts, self.is_gradient) if not grad]
+        if vector:
+            joint.append(self.vector(torch.cat(vector, dim=1)))
+        return self.head(torch.cat(joint, dim=1))
+
+
+class GradientConvAttack(_TorchAttack):
+    """The paper's deep classifier for gradient tensors: a shared per-filter encoder, pooled over filters.
+
+    A layer's per-sample gradient is a set of rows, one per output filter (its weights and bias),
+    in an arbitrary order. Each row goes through the same small MLP (a kernel-1 Conv1d over the
+    filters) and the results are mean- and max-pooled over filters, so the head does not depend on
+    filter order and has far fewer weights than an MLP on the flattened gradient (``conv6`` of
+    the paper's net has 16,448 columns). Vector parts (prediction, label, error, grad_norm,
+    activations) go through one dense layer; all are concatenated into an MLP giving the logit.
+    Standardisation and training are :class:`MLPAttack`'s. Without gradient blocks this *is*
+    ``MLPAttack(hidden_sizes=...)``, weights and all.
+
+    Parameters
+    ----------
+    layout : tuple of Block or None, default=None
+        :func:`attacks.features.feature_layout` of the spec ``X`` was assembled from;
+        None treats every column as a vector feature.
+    filter_sizes : tuple of int, default=(32, 32)
+        Widths of the per-filter encoder.
+    vector_size : int, default=16
+        Width of the dense layer on the vector columns (when there are gradient blocks).
+    hidden_sizes : tuple of int, default=(64,)
+        Hidden widths of the MLP on the concatenation.
+    lr, weight_decay, batch_size, max_epochs, patience, validation_fraction, random_state
+        As in :class:`MLPAttack`.
+    """
+
+    def __init__(
+        self,
+        *,
+        layout: tuple[Block, ...] | None = None,
+        filter_sizes: tuple[int, ...] = (32, 32),
+        vector_size: int = 16,
+        hidden_sizes: tuple[int, ...] = (64,),
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 64,
+        max_epochs: int = 200,
+        patience: int = 10,
+        validation_fraction: float = 0.2,
+        random_state: int | np.random.RandomState | None = None,
+    ):
+        self.layout = layout
+        self.filter_sizes = filter_sizes
+        self.vector_size = vector_size
+        self.hidden_sizes = hidden_sizes
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def _build_net(self, n_features: int) -> nn.Module:
+        covered = n_features if self.layout is None else sum(block.width for block in self.layout)
+        if covered != n_features:
+            raise ValueError(
+                f"The layout of GradientConvAttack covers {covered} columns but X has {n_features}; build it "
+                "with attacks.features.feature_layout from the spec that X was assembled from."
+            )
+        if self.layout is None or not any(block.filters for block in self.layout):
+            return _mlp([n_features, *self.hidden_sizes])
+        return _GradientNet(self.layout, self.filter_sizes, self.vector_size, self.hidden_sizes)
 
 
 class LossThresholdAttack(ClassifierMixin, BaseEstimator):
@@ -221,18 +350,29 @@ def gradient_boosting(*, max_iter: int = 200, random_state: int | None = None) -
 #: Attack classifiers by name: estimator classes or factories taking keyword parameters.
 CLASSIFIERS: dict[str, Callable[..., Any]] = {
     "mlp": MLPAttack,
+    "conv": GradientConvAttack,
     "logreg": logistic_regression,
     "hgb": gradient_boosting,
     "loss_threshold": LossThresholdAttack,
 }
 
 
-def make_classifier(name: str, *, random_state: int | None = None, **params: Any) -> Any:
-    """A fresh attack classifier by name; ``random_state`` goes to those that take one."""
+def classifier_parameters(name: str) -> list[str]:
+    """The keyword parameters of the classifier ``name``; an unknown name lists the registered ones."""
     if name not in CLASSIFIERS:
         raise FedsimError(f"unknown attack classifier {name!r}; choose one of: {', '.join(CLASSIFIERS)}")
-    factory = CLASSIFIERS[name]
-    allowed = list(inspect.signature(factory).parameters)
+    return list(inspect.signature(CLASSIFIERS[name]).parameters)
+
+
+def make_classifier(
+    name: str, *, random_state: int | None = None, layout: Sequence[Block] | None = None, **params: Any
+) -> Any:
+    """A fresh attack classifier by name; ``random_state`` and ``layout`` go to those that take them.
+
+    A caller can thus pass the feature layout whatever the classifier: only the ones that
+    look inside gradient tensors (``conv``) use it.
+    """
+    allowed = classifier_parameters(name)
     unexpected = [key for key in params if key not in allowed]
     if unexpected:
         raise FedsimError(
@@ -241,7 +381,9 @@ def make_classifier(name: str, *, random_state: int | None = None, **params: Any
         )
     if "random_state" in allowed:
         params["random_state"] = random_state
-    return factory(**params)
+    if "layout" in allowed:
+        params["layout"] = layout
+    return CLASSIFIERS[name](**params)
 
 
 def attack_scores(estimator: Any, X: np.ndarray) -> tuple[np.ndarray, float]:

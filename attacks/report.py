@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from attacks.classifiers import attack_scores, make_classifier
-from attacks.features import FEATURES, TABLE1, assemble
+from attacks.classifiers import attack_scores, classifier_parameters, make_classifier
+from attacks.features import FEATURES, TABLE1, assemble, feature_layout, load_snapshot
 from attacks.figures import (
     plot_accuracy_vs_round, plot_attack_heatmap, plot_member_distributions, plot_roc_loglog, to_png_base64,
 )
@@ -184,12 +184,15 @@ def _roc(target: Target, results: pd.DataFrame, spec: str, rnd: int, seed: int) 
     plain = results[(results["control"] == "none") & (results["round"] == rnd) & (results["features"] == spec)]
     recorded = plain.set_index("repeat")["accuracy"]
     classifier = str(plain["classifier"].iloc[0])
+    layout = None
+    if "layout" in classifier_parameters(classifier):
+        layout = feature_layout(spec, load_snapshot(target.run_dir, rnd).model)
     row_of = {s: i for i, s in enumerate(target.cohort.subject_ids)}
     curves, gaps, n_nonmembers = [], [], 1
     splits = plan("centralized", target.partitions, repeats=len(recorded), seed=seed, age_matched=False)
     for repeat, (_, _, split) in enumerate(splits):
         (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
-        model = make_classifier(classifier, random_state=seed + repeat)
+        model = make_classifier(classifier, random_state=seed + repeat, layout=layout)
         model.fit(X[[row_of[s] for s in train_ids]], y_train)
         scores, threshold = attack_scores(model, X[[row_of[s] for s in test_ids]])
         fpr, tpr, _ = roc_curve(y_test, scores, drop_intermediate=False)

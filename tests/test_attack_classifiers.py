@@ -9,17 +9,19 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from attacks.classifiers import (
-    CLASSIFIERS, LossThresholdAttack, MLPAttack, attack_scores, make_classifier,
+    CLASSIFIERS, GradientConvAttack, LossThresholdAttack, MLPAttack, attack_scores, make_classifier,
 )
-from attacks.features import assemble, compute_features
+from attacks.features import Block, assemble, compute_features, feature_layout
 from attacks.metrics import attack_metrics
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 from fedsim.train import regression_loss
 
 
-@parametrize_with_checks([MLPAttack(max_epochs=10, lr=1e-2, random_state=0)])
-def test_mlp_follows_the_sklearn_estimator_contract(estimator, check):
+@parametrize_with_checks([
+    MLPAttack(max_epochs=10, lr=1e-2, random_state=0), GradientConvAttack(max_epochs=10, lr=1e-2, random_state=0),
+])
+def test_torch_attacks_follow_the_sklearn_estimator_contract(estimator, check):
     check(estimator)
 
 
@@ -44,7 +46,7 @@ def test_every_registered_classifier_fits_and_scores(name):
 
 
 def test_registry_errors_list_the_choices():
-    with pytest.raises(FedsimError, match="unknown attack classifier 'svm'; choose one of: mlp, logreg, hgb, loss_threshold"):
+    with pytest.raises(FedsimError, match="unknown attack classifier 'svm'; choose one of: mlp, conv, logreg, hgb, loss_threshold"):
         make_classifier("svm")
     with pytest.raises(FedsimError, match="'mlp' got unexpected parameter.s. 'hidden'; allowed: hidden_sizes"):
         make_classifier("mlp", hidden=(8,))
@@ -60,6 +62,58 @@ def test_mlp_is_deterministic_by_random_state_and_leaves_global_rngs_alone():
     c = MLPAttack(max_epochs=20, random_state=2).fit(X, y).predict_proba(X)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def gradient_toy(n: int = 200, spike: float = 4.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[Block, ...]]:
+    """Two noise columns and a 12-filter gradient block of noise where, for members, one random
+    filter's row is ``spike`` times larger: a set-level signal (1 = pure noise).
+
+    Columns are flattened as the gradient code does: every filter's weights, then every bias.
+    """
+    rng = np.random.default_rng(seed)
+    filters, per_filter = 12, 6
+    layout = (Block("prediction", 1), Block("label", 1), Block("grad:conv", filters * per_filter, filters, (5, 1)))
+    y = np.r_[np.ones(n // 2), np.zeros(n // 2)].astype(int)
+    rows = rng.normal(size=(n, filters, per_filter))
+    rows[np.arange(n), rng.integers(filters, size=n)] *= np.where(y == 1, spike, 1.0)[:, None]
+    grad = np.c_[rows[:, :, :5].reshape(n, -1), rows[:, :, 5]]
+    return np.c_[rng.normal(size=(n, 2)), grad], y, layout
+
+
+def toy_attack(spike: float) -> dict:
+    X, y, layout = gradient_toy(spike=spike)
+    train = np.r_[0:50, 100:150]
+    test = np.setdiff1d(np.arange(200), train)
+    clf = make_classifier("conv", random_state=0, layout=layout).fit(X[train], y[train])
+    scores, threshold = attack_scores(clf, X[test])
+    return attack_metrics(y[test], scores, threshold=threshold)
+
+
+def test_conv_head_finds_a_per_filter_signal_and_nothing_in_noise():
+    result = toy_attack(spike=4.0)  # an MLP on the flat columns stays near chance here (100 training rows)
+    assert result["accuracy"] >= 0.8 and result["auc"] >= 0.9
+    noise = toy_attack(spike=1.0)
+    # 50 + 50 test subjects: chance accuracy has a standard deviation of 0.05.
+    assert 0.3 <= noise["accuracy"] <= 0.7 and 0.3 <= noise["auc"] <= 0.7
+
+
+def test_conv_head_clones_is_deterministic_and_without_gradients_is_the_mlp():
+    X, y, layout = gradient_toy(n=80)
+    a = GradientConvAttack(layout=layout, max_epochs=20, random_state=1)
+    b = clone(a)
+    assert b.get_params()["layout"] == layout
+    np.testing.assert_array_equal(a.fit(X, y).predict_proba(X), b.fit(X, y).predict_proba(X))
+    c = GradientConvAttack(layout=layout, max_epochs=20, random_state=2).fit(X, y).predict_proba(X)
+    assert not np.array_equal(a.predict_proba(X), c)
+    # Vector blocks only: the same net, weights and training as MLPAttack.
+    vectors = (Block("prediction", 1), Block("label", 1), Block("grad_norm", 72))
+    mlp = MLPAttack(max_epochs=20, random_state=1).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(GradientConvAttack(layout=vectors, max_epochs=20, random_state=1).fit(X, y).predict_proba(X), mlp)
+    with pytest.raises(ValueError, match="layout of GradientConvAttack covers 74 columns but X has 3; build it with"):
+        GradientConvAttack(layout=layout).fit(X[:, :3], y)
+    # make_classifier hands the layout only to classifiers that take one.
+    assert make_classifier("conv", layout=layout).layout is layout
+    assert "layout" not in make_classifier("mlp", layout=layout).get_params()
 
 
 def test_loss_threshold_picks_the_training_accuracy_optimum():
@@ -81,8 +135,11 @@ def test_loss_threshold_picks_the_training_accuracy_optimum():
 # chance is pinned down). Each attack trains on half of each class and is tested on the rest.
 MEMBERS, N = 16, 128
 SHAPE = (8, 10, 8)  # small enough to memorise in a second or two
-SPEC = "error+pred+label+grad_norm+grad:output"
-ATTACKS = [("loss_threshold", "error"), ("mlp", "grad_norm"), ("mlp", "pred+label+grad:output")]
+SPEC = "error+pred+label+grad_norm+grad:conv6+grad:output"
+ATTACKS = [
+    ("loss_threshold", "error"), ("mlp", "grad_norm"), ("mlp", "pred+label+grad:output"),
+    ("conv", "pred+label+grad:conv6+grad:output"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +172,8 @@ def attack(features: dict[str, np.ndarray], name: str, spec: str) -> dict:
     train = np.r_[0 : n // 2, n : n + n // 2]
     test = np.setdiff1d(np.arange(2 * n), train)
     X = assemble(features, spec)
-    clf = make_classifier(name, random_state=0).fit(X[train], member[train])
+    clf = make_classifier(name, random_state=0, layout=feature_layout(spec, tiny_net()))
+    clf.fit(X[train], member[train])
     scores, threshold = attack_scores(clf, X[test])
     return attack_metrics(member[test], scores, threshold=threshold)
 

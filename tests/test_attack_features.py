@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from attacks.features import (
-    FEATURES, TABLE1, assemble, compute_features, extract, load_snapshot, parse_features,
+    FEATURES, TABLE1, assemble, compute_features, extract, feature_layout, load_snapshot, parse_features,
 )
 from attacks.gradients import GRAD_METHODS, choose_method, per_sample_gradients
 from fedsim import snapshots
 from fedsim.data.cache import CohortArray
 from fedsim.errors import FedsimError
 from fedsim.models import build_model, layer_parameters
+from fedsim.train import regression_loss
 
 SHAPE = (16, 20, 16)
 # Dropout is on in the configs so that the tests see it switched off.
@@ -130,6 +131,40 @@ def test_chunking_cohort_input_and_auto_method_give_the_same_features(batch):
     assert choose_method(net, x, y, ["conv1", "conv2", "conv6", "output"]) in GRAD_METHODS
     for name in whole:
         np.testing.assert_allclose(chunked[name], whole[name][rows], rtol=1e-4, atol=1e-6)
+
+
+def test_layout_widths_are_the_assembled_columns(net, batch):
+    x, y = batch
+    spec = "pred+label+error+grad_norm+activation:conv6+grad:conv1+grad:conv6+grad:output"
+    features = compute_features(net, x, spec, ages=y, method="vmap")
+    layout = feature_layout(spec, net)
+    assert tuple(b.name for b in layout) == parse_features(spec, net)
+    assert [b.width for b in layout] == [features[b.name].shape[1] for b in layout]
+    assert sum(b.width for b in layout) == assemble(features, spec).shape[1]
+    assert [b.filters > 0 for b in layout] == [False] * 5 + [True] * 3
+    with pytest.raises(ValueError, match="feature 'grad_norm' is not a per-filter gradient"):
+        layout[3].filter_rows(torch.zeros(1, layout[3].width))
+
+
+def test_filter_rows_are_each_filters_weight_and_bias_gradient(net, batch):
+    """Every parameterised layer, conv (out, in, *kernel) or linear (out, in), against a plain backward."""
+    x, y = batch
+    table = layer_parameters(net)
+    spec = "pred+" + "+".join(f"grad:{layer}" for layer in table)
+    X = torch.from_numpy(extract(net, x, spec, ages=y, method="loop"))
+    layout = feature_layout(spec, net)
+    parts = dict(zip([b.name for b in layout], X.split([b.width for b in layout], dim=1)))
+    net.eval()
+    net.zero_grad()
+    regression_loss("mse", net(x[2:3]), y[2:3], 7.4).backward()
+    params = dict(net.named_parameters())
+    for layer, (weight, bias) in ((layer, [params[n] for n in names]) for layer, names in table.items()):
+        block = next(b for b in layout if b.name == f"grad:{layer}")
+        out = weight.shape[0]
+        assert (block.filters, block.per_filter) == (out, weight[0].numel() + 1)
+        expected = torch.cat([weight.grad.reshape(out, -1), bias.grad[:, None]], dim=1)  # row o: filter o
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(block.filter_rows(parts[block.name])[2], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_extract_and_load_snapshot_round_trip(tmp_path, batch):

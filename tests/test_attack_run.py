@@ -8,6 +8,8 @@ import sys
 import pandas as pd
 import pytest
 
+from attacks import threats
+from attacks.classifiers import make_classifier
 from attacks.run import main
 from fedsim import centralized
 
@@ -35,6 +37,21 @@ def test_attack_writes_one_row_per_attack_and_reuses_features(tiny_run):
     stamps = [p.stat().st_mtime_ns for p in cached]
     assert main(args) == 0
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # no feature recomputed
+
+
+def test_conv_classifier_gets_each_feature_sets_layout(tiny_run, monkeypatch):
+    layouts = []
+
+    def spy(name, **kwargs):
+        layouts.append(kwargs["layout"])
+        return make_classifier(name, **kwargs)
+
+    monkeypatch.setattr(threats, "make_classifier", spy)
+    spec = "pred+label+grad:conv6+grad:output"
+    assert main([str(tiny_run), "--features", spec, "--classifier", "conv", "--repeats", "1", "--no-controls"]) == 0
+    assert layouts and all([b.name for b in layout] == spec.replace("pred", "prediction").split("+") for layout in layouts)
+    # The report refits the attack for its ROC curve: with the same layout, it gets the same accuracies.
+    assert "its accuracies match results.csv" in (tiny_run / "attacks" / "report.html").read_text()
 
 
 def _cli(*args):
