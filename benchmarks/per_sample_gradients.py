@@ -5,6 +5,9 @@ Times :func:`attacks.features.compute_features` for ``grad:conv6+grad:output+gra
 method on the CPU-profile 3D CNN, against the floor: one plain batched forward+backward
 over the same subjects in the same chunks, which any per-sample method must at least pay.
 Each figure is the best of ``--repeats`` timed runs after one untimed warm-up chunk.
+Then the time per attack: fitting and scoring each attack classifier on Table-1 feature sets of
+the centralized attack's size (``--pairs`` members + as many non-members to train, the paper's
+1500 : 694 ratio to test), built by resampling the subjects' real features.
 Writes ``benchmarks/results/per_sample_gradients.md``.
 """
 
@@ -20,13 +23,16 @@ import numpy as np
 import opacus
 import torch
 
-from attacks.features import compute_features
+from attacks.classifiers import CLASSIFIERS, attack_scores, make_classifier
+from attacks.features import assemble, compute_features, feature_layout
 from attacks.gradients import GRAD_METHODS, benchmark_methods, choose_method
 from fedsim.models import build_model, layer_parameters
 from fedsim.train import regression_loss
 
 RESULTS = Path(__file__).resolve().parent / "results" / "per_sample_gradients.md"
 SPEC = "grad:conv6+grad:output+grad_norm"
+# Feature sets to time attacks on: the cheapest and the widest rows of Table 1.
+ATTACK_SPECS = ("error", "prediction+label+grad:conv6+grad:output")
 # The CPU profile of environments/*.toml.
 MODEL = {"in_shape": (36, 43, 36), "channels": (8, 16, 32, 64), "head_channels": 32, "target_scale": 7.4}
 
@@ -53,6 +59,38 @@ def best_of(repeats: int, run):
     return min(times), result
 
 
+def time_attacks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, pairs: int) -> list[tuple[str, str, float]]:
+    """Seconds to fit + score each classifier on each of ``ATTACK_SPECS``.
+
+    Rows are resampled from the subjects' real features, members shifted by a quarter of a
+    standard deviation so that the classifiers have something to learn (their early stopping
+    then behaves as on real attacks); the numbers are the cost, not the accuracy, of an attack.
+    """
+    features = compute_features(model, x, ["error", "prediction", "label", "grad:conv6", "grad:output"], ages=y)
+    rng = np.random.default_rng(0)
+    test_pairs = max(1, round(pairs * 694 / 1500))
+    rows = []
+    for spec in ATTACK_SPECS:
+        base = assemble(features, spec)
+        layout = feature_layout(spec, model)
+
+        def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
+            X = base[rng.integers(len(base), size=2 * count)] * rng.normal(1, 0.1, (2 * count, base.shape[1]))
+            labels = np.repeat([1, 0], count)
+            X[labels == 1] += 0.25 * base.std(axis=0)
+            return X.astype(np.float32), labels
+
+        (X_train, y_train), (X_test, _) = draw(pairs), draw(test_pairs)
+        for name in CLASSIFIERS:
+            if name == "loss_threshold" and spec != "error":
+                continue  # it reads the error column only
+            start = time.perf_counter()
+            attack_scores(make_classifier(name, random_state=0, layout=layout).fit(X_train, y_train), X_test)
+            rows.append((spec, name, time.perf_counter() - start))
+            print(f"  attack {name:>14} on {spec} ({base.shape[1]} columns): {rows[-1][2]:6.2f} s", flush=True)
+    return rows
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -68,6 +106,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32, help="subjects per chunk (compute_features' batch_size)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=273, help="member/non-member pairs an attack trains on "
+                        "(273 = the centralized attack on the default cohort)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -98,6 +138,7 @@ def main() -> None:
     layers = list(layer_parameters(model))
     picked = choose_method(model, x, y, layers)  # remembered from the call above
     probe = benchmark_methods(model, x[:8], y[:8], layers)  # a second probe, to show what it sees
+    attacks = time_attacks(model, x, y, args.pairs)
     load_after = os.getloadavg()
     print(f"   auto: {1000 * auto_s / n:7.1f} ms/subject = {auto_s / floor_s:4.2f}x the floor, incl. its probe; "
           f"picks {picked!r}")
@@ -122,6 +163,17 @@ def main() -> None:
         "",
         f"`method=\"auto\"` picks **{picked}** here. A second probe on 8 subjects saw (ms/subject) "
         + ", ".join(f"{k} {1000 * v:.1f}" for k, v in probe.items()) + ".",
+        "",
+        "## Time per attack",
+        "",
+        f"Fit on {args.pairs} + {args.pairs} subjects, score {max(1, round(args.pairs * 694 / 1500))} + "
+        f"{max(1, round(args.pairs * 694 / 1500))} (the centralized attack's sizes on the default cohort), feature rows "
+        "resampled from the subjects above; one attack = one repeat of one feature set on one snapshot. "
+        "The feature computation above is paid once per round and cached.",
+        "",
+        "| feature set | classifier | seconds (fit + score) |",
+        "|---|---|---:|",
+        *(f"| `{spec}` | {name} | {sec:.2f} |" for spec, name, sec in attacks),
         "",
         "## Machine",
         "",
