@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -29,41 +28,8 @@ from fedsim.data.prepare import prepare_data
 from fedsim.errors import FedsimError
 from fedsim.federation import keys
 from fedsim.federation.run_setup import RUN_TABLE, RunSetup, update_config, write_run_setup
+from fedsim.federation.server_app import finish_run
 from fedsim.federation.simulation import PRIVATE_RAY, learner_resources, ray_address, run_federation
-from fedsim.models import build_model
-from fedsim.plots import plot_learning_curve
-from fedsim.train import evaluate, make_loader
-
-
-def summarize(setup: RunSetup) -> dict:
-    """Errors of the final community model on every learner's own subjects and on the unseen set.
-
-    The unseen set is drawn stratified by age bin from the whole cohort, so the pooled members
-    are age-matched to it: ``memorisation_gap`` = unseen MAE − members' MAE is what the
-    membership-inference attacks feed on.
-    """
-    cfg = setup.cfg
-    last = snapshots.complete_rounds(setup.run_dir)[-1]
-    state, _ = snapshots.load_round(setup.run_dir, last)
-    model = build_model(cfg.model.name, **cfg.model_kwargs())
-    model.load_state_dict(state)
-    per_group = {}
-    for group in [*setup.learners, "unseen"]:
-        loader = make_loader(setup.dataset(group), max(cfg.train.batch_size, 16), shuffle=False)
-        per_group[group] = evaluate(model, loader)
-    n = sum(per_group[g].n for g in setup.learners)
-    members = sum(per_group[g].mae * per_group[g].n for g in setup.learners) / n
-    ages = setup.data.cohort.ages
-    member_ages = np.concatenate([ages[setup.data.indices(g)] for g in setup.learners])
-    unseen_ages = ages[setup.data.indices("unseen")]
-    return {
-        "final_round": last,
-        "learner_mae": {g: per_group[g].mae for g in setup.learners},
-        "members_mae": members,
-        "unseen_mae": per_group["unseen"].mae,
-        "memorisation_gap": per_group["unseen"].mae - members,
-        "predict_mean_mae": float(np.abs(unseen_ages - member_ages.mean()).mean()),
-    }
 
 
 def _print_summary(console: Console, setup: RunSetup, s: dict, seconds: float) -> None:
@@ -154,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     update_config(run_dir, RUN_TABLE, cpus_per_learner=cpus, gpus_per_learner=gpus)
     if args.prepare_only:
         console.print(f"prepared; run it with: flwr run . --stream --run-config \"{keys.RUN_DIR}='{run_dir.resolve()}'\" "
-                      f"--federation-config \"num-supernodes={learners} client-resources-num-cpus={max(1, int(cpus))}\"")
+                      f"--federation-config \"num-supernodes={learners} client-resources-num-cpus={max(1, int(cpus))}\"",
+                      soft_wrap=True)  # one line, to copy
         return 0
     console.print(f"{learners} learners × {setup.cfg.federation.rounds} rounds on Ray ({address}), "
                   f"{cpus:g} CPU + {gpus:g} GPU per learner")
@@ -164,9 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not done or done[-1] < setup.cfg.federation.rounds:
         raise FedsimError(f"the federation stopped after round {done[-1] if done else 'none'}; "
                           f"see above, then continue with --resume {run_dir}")
-    plot_learning_curve(snapshots.read_metrics(run_dir), run_dir / "learning_curve.png", xlabel="round")
-    summary = summarize(setup)
-    snapshots.mark_done(run_dir, summary)
+    # the ServerApp finished the run (learning curve, DONE) after its final round
+    summary = snapshots.read_done(run_dir) if snapshots.is_done(run_dir) else finish_run(setup)
     _print_summary(console, setup, summary, time.perf_counter() - started)
     return 0
 

@@ -65,6 +65,8 @@ def test_every_round_is_snapshotted_without_pickle(tmp_path, tiny_manifest):
     assert [m["round"] for m in lines] == [0, 1, 2]
     assert all(0 < m["unseen_mae"] < 30 for m in lines) and "L3_train_mae" in lines[2]
     assert not (snapshots.round_dir(run, 1) / "L1.safetensors").exists()  # snapshot_local is off
+    # the ServerApp itself finishes the run (as under `flwr run`): learning curve and DONE
+    assert snapshots.read_done(run)["final_round"] == 2 and (run / "learning_curve.png").is_file()
 
 
 def test_community_model_is_the_sample_weighted_mean_of_local_models(tmp_path, tiny_manifest):
@@ -99,7 +101,7 @@ def test_noniid_learners_see_different_age_ranges(tmp_path, tiny_manifest):
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, tiny_manifest):
     straight = federate(tmp_path / "straight", tiny_manifest)
     interrupted = federate(tmp_path / "resumed", tiny_manifest, rounds=1)  # stops after round 1
-    assert snapshots.complete_rounds(interrupted) == [0, 1]
+    assert snapshots.complete_rounds(interrupted) == [0, 1] and not snapshots.is_done(interrupted)
     snapshots.append_metrics(interrupted, {"round": 2, "unseen_mae": -1.0})  # a round cut off mid-way
     federate(interrupted, tiny_manifest)  # continues to [federation] rounds = 2
     assert snapshots.complete_rounds(interrupted) == [0, 1, 2]

@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -23,6 +24,7 @@ from fedsim.federation import keys
 from fedsim.federation.run_setup import RunSetup, resolve_run_dir
 from fedsim.federation.strategy import SnapshotFedAvg
 from fedsim.models import build_model
+from fedsim.plots import plot_learning_curve
 from fedsim.train import evaluate, make_loader
 
 console = Console(highlight=False)
@@ -89,7 +91,53 @@ def initial_arrays(setup: RunSetup, last: int | None) -> ArrayRecord:
     return ArrayRecord(build_model(setup.cfg.model.name, **setup.cfg.model_kwargs()).state_dict())
 
 
+def summarize(setup: RunSetup) -> dict:
+    """Errors of the final community model on every learner's own subjects and on the unseen set.
+
+    The unseen set is drawn stratified by age bin from the whole cohort, so the pooled members
+    are age-matched to it: ``memorisation_gap`` = unseen MAE − members' MAE is what the
+    membership-inference attacks feed on.
+    """
+    cfg = setup.cfg
+    last = snapshots.complete_rounds(setup.run_dir)[-1]
+    state, _ = snapshots.load_round(setup.run_dir, last)
+    model = build_model(cfg.model.name, **cfg.model_kwargs())
+    model.load_state_dict(state)
+    per_group = {}
+    for group in [*setup.learners, "unseen"]:
+        loader = make_loader(setup.dataset(group), max(cfg.train.batch_size, 16), shuffle=False)
+        per_group[group] = evaluate(model, loader)
+    n = sum(per_group[g].n for g in setup.learners)
+    members = sum(per_group[g].mae * per_group[g].n for g in setup.learners) / n
+    ages = setup.data.cohort.ages
+    member_ages = np.concatenate([ages[setup.data.indices(g)] for g in setup.learners])
+    unseen_ages = ages[setup.data.indices("unseen")]
+    return {
+        "final_round": last,
+        "learner_mae": {g: per_group[g].mae for g in setup.learners},
+        "members_mae": members,
+        "unseen_mae": per_group["unseen"].mae,
+        "memorisation_gap": per_group["unseen"].mae - members,
+        "predict_mean_mae": float(np.abs(unseen_ages - member_ages.mean()).mean()),
+    }
+
+
+def finish_run(setup: RunSetup) -> dict:
+    """Learning curve and ``DONE`` (the :func:`summarize` of the last round); returns the summary."""
+    plot_learning_curve(snapshots.read_metrics(setup.run_dir), setup.run_dir / "learning_curve.png", xlabel="round")
+    summary = summarize(setup)
+    snapshots.mark_done(setup.run_dir, summary)
+    return summary
+
+
 app = ServerApp()
+
+
+def _finish_if_complete(setup: RunSetup, rounds: int) -> None:
+    """Finish the run once its final round is on disk, so that ``flwr run`` writes DONE as ``fedsim.run`` does."""
+    done = snapshots.complete_rounds(setup.run_dir)
+    if done and done[-1] >= max(rounds, setup.cfg.federation.rounds):
+        finish_run(setup)
 
 
 @app.main()
@@ -103,6 +151,8 @@ def main(grid: Grid, context: Context) -> None:
     if last is not None:
         _forget_after(setup.run_dir, last)
         if last >= rounds:
+            if not snapshots.is_done(setup.run_dir):
+                _finish_if_complete(setup, rounds)
             return
     strategy = SnapshotFedAvg(
         run_dir=setup.run_dir,
@@ -125,3 +175,4 @@ def main(grid: Grid, context: Context) -> None:
         train_config=train_config,
         evaluate_fn=RoundRecorder(setup, strategy, rounds),
     )
+    _finish_if_complete(setup, rounds)
