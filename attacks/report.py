@@ -26,7 +26,7 @@ from attacks.threats import Target, plan
 from fedsim import snapshots
 from fedsim.errors import FedsimError
 
-__all__ = ["PAPER_3DCNN", "controls_table", "summary_table", "write_report"]
+__all__ = ["PAPER_3DCNN", "controls_table", "pair_matrix", "summary_table", "write_report"]
 
 #: Gupta et al. (2021) Table 1, 3D-CNN column: centralized attack accuracy in %, by row name.
 PAPER_3DCNN: dict[str, float] = {
@@ -234,13 +234,19 @@ def _centralized(target: Target, results: pd.DataFrame, summary: pd.DataFrame, r
     )
 
 
+def pair_matrix(results: pd.DataFrame, spec: str, rnd: int, control: str = "none") -> pd.DataFrame:
+    """Attacker × victim accuracy (mean over repeats) of feature set ``spec`` on round ``rnd``;
+    every learner is a row and a column, NaN where no attack ran (the diagonal)."""
+    cells = results[(results["control"] == control) & (results["round"] == rnd) & (results["features"] == spec)]
+    learners = sorted(set(results["attacker"]) | set(results["victim"]), key=lambda g: int(g[1:]))
+    return cells.pivot_table(index="attacker", columns="victim", values="accuracy").reindex(index=learners, columns=learners)
+
+
 def _learners(target: Target, results: pd.DataFrame, summary: pd.DataFrame, rnd: int) -> str:
     main = summary[(summary["control"] == "none") & (summary["round"] == rnd)]
     pooled = main.groupby("features")["accuracy"].mean()
     best = pooled.idxmax()
-    cells = results[(results["control"] == "none") & (results["round"] == rnd) & (results["features"] == best)]
-    learners = sorted(set(results["attacker"]) | set(results["victim"]), key=lambda g: int(g[1:]))
-    grid = cells.pivot_table(index="attacker", columns="victim", values="accuracy").reindex(index=learners, columns=learners)
+    grid = pair_matrix(results, best, rnd)
     heat = plot_attack_heatmap(grid, title=f"{_name(best)}, round {rnd}, mean over repeats")
     parts = [f"<h2>Malicious-learner threat (round {rnd})</h2><p>Learner A trains the attack on its own subjects "
              "(members) vs unseen ones, with the community model, then attacks learner B's subjects vs other "

@@ -24,7 +24,7 @@ from rich.table import Table
 from attacks import run as attack_run
 from attacks.classifiers import CLASSIFIERS
 from attacks.features import TABLE1
-from attacks.report import PAPER_3DCNN, controls_table
+from attacks.report import PAPER_3DCNN, controls_table, pair_matrix
 from fedsim import snapshots
 from fedsim.cli import run_cli
 from fedsim.config import load_env
@@ -107,8 +107,17 @@ def _markdown(frame: pd.DataFrame, digits: int = 1) -> str:
     return head + "".join("| " + " | ".join(cell(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
 
 
-def write_summary(out: Path, t1: pd.DataFrame, envs: pd.DataFrame, attack_args: list[str]) -> Path:
-    """``summary.md`` (both tables, with the command) and ``summary.csv`` (the per-environment table)."""
+def pair_table(results: pd.DataFrame, spec: str, rnd: int) -> pd.DataFrame:
+    """Attacker × victim cells "attack / age-matched control" (accuracy %) of one federated run."""
+    attack, matched = (100 * pair_matrix(results, spec, rnd, control) for control in ("none", "age-matched"))
+    cells = attack.combine(matched, lambda a, m: pd.Series(
+        ["—" if pd.isna(x) else f"{x:.0f} / {y:.0f}" for x, y in zip(a, m)], index=a.index))
+    return cells.reset_index().rename(columns={"attacker": "A ↓ B →"})
+
+
+def write_summary(out: Path, t1: pd.DataFrame, envs: pd.DataFrame, attack_args: list[str],
+                  pairs: dict[str, pd.DataFrame] | None = None) -> Path:
+    """``summary.md`` (the tables, with the command) and ``summary.csv`` (the per-environment table)."""
     pct = envs.copy()
     for col in ("attack", "age_matched", "round0"):
         pct[col] = 100 * pct[col]
@@ -121,6 +130,9 @@ def write_summary(out: Path, t1: pd.DataFrame, envs: pd.DataFrame, attack_args: 
         "control (the attack with non-members drawn from the members' age bins), `round0` is the same attack "
         "on the untrained model.\n\n"
         + _markdown(pct, digits=2)
+        + "".join(f"\n## {env}: attacker × victim, {label}\n\nAccuracy % of learner A's attack on learner B's "
+                  "subjects, mean over repeats: main attack / age-matched control.\n\n" + _markdown(table)
+                  for env, (label, table) in (pairs or {}).items())
     )
     snapshots.write_text(out / SUMMARY_MD, text)
     envs.to_csv(out / SUMMARY_CSV, index=False)
@@ -157,7 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[name] = _attack(run_dir, attack_args, console)
         rows.append(environment_row(name, run_dir, results[name]))
     t1, per_env = table1(results), pd.DataFrame(rows)
-    path = write_summary(args.out, t1, per_env, attack_args)
+    pairs = {r["environment"]: (f"{r['best_features']}, round {r['round']}",
+                                pair_table(results[r["environment"]], r["best_features"], r["round"]))
+             for r in rows if (results[r["environment"]]["threat"] == "learner").any()}
+    path = write_summary(args.out, t1, per_env, attack_args, pairs)
     for frame, title in ((t1, "attack accuracy % (Table 1 layout)"), (per_env, "per environment")):
         table = Table(title=title)
         for col in frame.columns:

@@ -60,6 +60,7 @@ def test_study_trains_attacks_summarises_and_skips_finished_steps(tmp_path: Path
     assert set(fed["control"]) == {"none", "round-0", "age-matched"}
     summary = (out / study.SUMMARY_MD).read_text()
     assert "prediction + label" in summary and "tiny-centralized" in summary
+    assert "## tiny-fed: attacker × victim" in summary and "## tiny-centralized: attacker" not in summary
     per_env = pd.read_csv(out / study.SUMMARY_CSV)
     assert list(per_env["environment"]) == ["tiny-centralized", "tiny-fed"]
     assert per_env[["attack", "age_matched", "round0"]].apply(lambda c: c.between(0, 1)).all().all()
@@ -68,6 +69,18 @@ def test_study_trains_attacks_summarises_and_skips_finished_steps(tmp_path: Path
               and p.name != study.SUMMARY_CSV}
     assert study.main(args) == 0  # everything on disk: nothing retrained, nothing re-attacked
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_pair_table_shows_attack_and_age_matched_control_per_attacker_and_victim():
+    rows = [{"attacker": a, "victim": v, "round": 3, "features": f, "control": c, "repeat": r, "accuracy": acc}
+            for a, v, c, acc in [("L1", "L2", "none", 0.6), ("L2", "L1", "none", 0.7),
+                                 ("L1", "L2", "age-matched", 0.5), ("L2", "L1", "age-matched", 0.52)]
+            for f in ("error", "grad_norm") for r, acc in ((0, acc - 0.02), (1, acc + 0.02))]
+    rows.append({"attacker": "L1", "victim": "L2", "round": 0, "features": "error", "control": "round-0",
+                 "repeat": 0, "accuracy": 0.99})  # another control, another round: not in the cells
+    table = study.pair_table(pd.DataFrame(rows), "error", 3)
+    assert list(table.columns) == ["A ↓ B →", "L1", "L2"]
+    assert table.values.tolist() == [["L1", "—", "60 / 50"], ["L2", "70 / 52", "—"]]
 
 
 def test_unknown_environment_fails_before_any_work(tmp_path: Path):
