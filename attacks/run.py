@@ -65,7 +65,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threat", choices=THREATS, help="default: centralized for a centralized run, else learner")
     p.add_argument("--features", default="table1", help="'table1' (the paper's rows) or comma-separated specs, e.g. 'error,pred+label'")
     p.add_argument("--rounds", default="default", help="last | best | all | 3,10 (default: best for centralized, else last)")
-    p.add_argument("--classifier", default="mlp", help=f"one of: {', '.join(CLASSIFIERS)} (default: mlp)")
+    p.add_argument("--classifier", default="conv", help=f"one of: {', '.join(CLASSIFIERS)} (default: conv — the paper's deep classifiers: an MLP, with a conv head on gradient tensors)")
     p.add_argument("--repeats", type=int, default=5, help="independent draws of the attack sets (default: 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-controls", action="store_true", help="skip the round-0 and age-matched controls")

@@ -144,7 +144,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/study"), help="study directory (default: runs/study)")
     p.add_argument("--envs", default=",".join(DEFAULT_ENVS), help=f"comma-separated (default: {','.join(DEFAULT_ENVS)})")
     p.add_argument("--cohort", type=Path, help="manifest.csv of your own cohort (default: the embedded synthetic one)")
-    p.add_argument("--classifier", default="mlp", help=f"attack classifier, one of: {', '.join(CLASSIFIERS)}")
+    p.add_argument("--classifier", default="conv", help=f"attack classifier, one of: {', '.join(CLASSIFIERS)} (default: conv)")
     p.add_argument("--features", default="table1", help="'table1' (default) or comma-separated feature specs")
     p.add_argument("--repeats", type=int, default=5, help="attack repeats (default: 5)")
     return p.parse_args(argv)
