@@ -24,6 +24,7 @@ from torch import nn
 from attacks.gradients import Method, choose_method, per_sample_gradients
 from fedsim import snapshots
 from fedsim.data.cache import CohortArray
+from fedsim.defenses import PerturbedPredictions, perturb_predictions, release_model
 from fedsim.errors import FedsimError
 from fedsim.models import build_model, get_layer, layer_parameters
 
@@ -336,6 +337,7 @@ def compute_features(
     method: Method = "auto",
     max_grad_bytes: int = 2**30,
     batch_size: int = 32,
+    release: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, np.ndarray]:
     """Compute basic features of a subject set in one batched pass; returns name -> (N, d) float32.
 
@@ -359,6 +361,10 @@ def compute_features(
     max_grad_bytes
         Subjects are processed in chunks small enough that the per-sample gradients of one
         chunk fit this budget (and at most ``batch_size`` subjects, which bounds activations).
+    release
+        ``release(pred, x)``: the predictions as the run releases them (``[defense]
+        prediction_noise``, :attr:`Snapshot.release`); prediction-based features read these,
+        while gradients and activations stay those of the clean model (its weights are known).
     """
     names = parse_features(features, model)
     if loss not in LOSSES:
@@ -382,6 +388,8 @@ def compute_features(
             pred, gradients = per_sample_gradients(model, x, y, grad_layers, loss=loss, method=method)
         if act_layers or not grad_layers:
             pred, activations = _forward(model, x, act_layers)
+        if release is not None:
+            pred = release(pred, x)
         batch = Batch(pred.float(), y, activations, gradients)
         for name in names:
             base, _, layer = name.partition(":")
@@ -404,6 +412,8 @@ class Snapshot:
     loss: str
     round: int
     meta: dict[str, Any]
+    #: ``release(pred, x)``: the run's prediction perturbation (``[defense] prediction_noise``), or None
+    release: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def load_snapshot(run_dir: str | Path, rnd: int, *, name: str = "model") -> Snapshot:
@@ -414,4 +424,9 @@ def load_snapshot(run_dir: str | Path, rnd: int, *, name: str = "model") -> Snap
     model = build_model(config["model"]["name"], **kwargs)
     state, meta = snapshots.load_round(Path(run_dir), rnd, name=name)
     model.load_state_dict(state)
-    return Snapshot(model.eval(), config.get("train", {}).get("loss", "mse"), rnd, meta)
+    release = None
+    released = release_model(model, config)  # [defense] prediction_noise: the predictions are released noisy
+    if isinstance(released, PerturbedPredictions):
+        def release(pred: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return perturb_predictions(pred, x, released.std, released.seed)
+    return Snapshot(model.eval(), config.get("train", {}).get("loss", "mse"), rnd, meta, release)

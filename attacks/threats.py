@@ -81,7 +81,8 @@ class FeatureCache:
         folder = self.root / f"{name}-r{snapshot.round:04d}"
         missing = [f for f in basic if not (folder / f"{f.replace(':', '_')}.npy").is_file()]
         if missing:
-            fresh = compute_features(snapshot.model, self.target.cohort, missing, loss=snapshot.loss, method=self.method)
+            fresh = compute_features(snapshot.model, self.target.cohort, missing, loss=snapshot.loss, method=self.method,
+                                     release=snapshot.release)
             folder.mkdir(parents=True, exist_ok=True)
             for feature, values in fresh.items():
                 path = folder / f"{feature.replace(':', '_')}.npy"

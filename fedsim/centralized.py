@@ -8,6 +8,7 @@ so the centralized attack reads it like any other run.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,31 +24,44 @@ from fedsim.config import EnvConfig, load_env, with_overrides
 from fedsim.data.cache import VolumeDataset
 from fedsim.data.partition import plot_partitions, write_partitions
 from fedsim.data.prepare import PreparedData, prepare_data
+from fedsim.defenses import EarlyStopping, local_training, privacy_summary, release_weights
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 from fedsim.plots import plot_learning_curve
-from fedsim.train import evaluate, make_loader, make_optimizer, train_epochs
+from fedsim.train import evaluate, make_loader, train_epochs
 
 
 def train_centralized(
     cfg: EnvConfig, data: PreparedData, run_dir: Path, *, console: Console | None = None
 ) -> dict[str, float]:
-    """Train, snapshot every epoch, and return the metrics of the best-validation epoch."""
+    """Train, snapshot every epoch, and return the metrics of the best-validation epoch.
+
+    The environment's ``[defense]`` wraps the pieces: label noise and DP-SGD the training set,
+    model and optimizer (ε per epoch in the metrics), model noise every snapshot (the released
+    model: it is what is evaluated and saved, while training goes on from the clean weights),
+    and early stopping the epoch loop.
+    """
     console = console or Console(quiet=True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model.name, **cfg.model_kwargs())
-    optimizer = make_optimizer(model.parameters(), cfg.train)
+    released = copy.deepcopy(model)  # what is evaluated and saved (a copy: no draw from the RNG)
     sets = {name: VolumeDataset(data.cohort, data.indices(name)) for name in ("train", "val", "unseen")}
-    train_loader = make_loader(sets["train"], cfg.train.batch_size, shuffle=True, seed=cfg.seed)
+    session = local_training(cfg, model, sets["train"], seed=cfg.seed)
+    delta = cfg.defense.dp_delta if cfg.defense else 0.0
+    stopper = EarlyStopping(cfg.defense.early_stopping_patience if cfg.defense else 0)
     eval_loaders = {k: make_loader(v, max(cfg.train.batch_size, 16), shuffle=False) for k, v in sets.items()}
     counts = {k: len(v) for k, v in sets.items()}
     baseline = float(np.abs(data.cohort.ages[sets["unseen"].indices] - data.cohort.ages[sets["train"].indices].mean()).mean())
 
     def record(epoch: int, seconds: float) -> dict[str, float]:
         metrics = {"round": epoch, "seconds": round(seconds, 2)}
+        state = release_weights(cfg, model.state_dict(), epoch)
+        released.load_state_dict(state)
         for name, loader in eval_loaders.items():
-            metrics.update(evaluate(model, loader).as_dict(name))
-        snapshots.save_round(run_dir, epoch, model.state_dict(), {"env": cfg.name, "sample_counts": counts, "metrics": metrics})
+            metrics.update(evaluate(released, loader).as_dict(name))
+        if session.private is not None:
+            metrics["epsilon"] = session.epsilon(delta)
+        snapshots.save_round(run_dir, epoch, state, {"env": cfg.name, "sample_counts": counts, "metrics": metrics})
         snapshots.append_metrics(run_dir, metrics)
         return metrics
 
@@ -55,17 +69,23 @@ def train_centralized(
     best_val = float("inf")
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
-        train_epochs(model, train_loader, optimizer, loss=cfg.train.loss, target_scale=cfg.model.target_scale)
+        train_epochs(session.model, session.loader, session.optimizer, loss=cfg.train.loss,
+                     target_scale=cfg.model.target_scale)
         m = record(epoch, time.perf_counter() - start)
         mark = ""
         if m["val_mae"] < best_val:
             best, best_val, mark = m, m["val_mae"], " *"
+        eps = f"  ε {m['epsilon']:.2f}" if "epsilon" in m else ""
         console.print(
             f"epoch {epoch:3d}/{cfg.train.epochs}  train MAE {m['train_mae']:5.2f}  val {m['val_mae']:5.2f}  "
-            f"unseen {m['unseen_mae']:5.2f}  ({m['seconds']:.1f}s){mark}"
+            f"unseen {m['unseen_mae']:5.2f}{eps}  ({m['seconds']:.1f}s){mark}"
         )
+        if stopper.step(m["val_mae"]):
+            console.print(f"early stopping: no lower validation MAE for {stopper.patience} epochs")
+            break
     plot_learning_curve(snapshots.read_metrics(run_dir), run_dir / "learning_curve.png")
     summary = {"best_round": best["round"], "predict_mean_mae": baseline, **{k: v for k, v in best.items() if k != "round"}}
+    summary.update(privacy_summary(best, cfg))
     snapshots.mark_done(run_dir, summary)
     return summary
 

@@ -129,6 +129,39 @@ class FederationConfig:
     round_timeout: float = _spec(_positive, "a positive number of seconds", 3600.0)
 
 
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    """Privacy defenses (``fedsim.defenses``), each a wrapper around training; all off by default.
+
+    DP-SGD is on when ``dp_noise_multiplier`` is set, Flower's central DP when ``central_dp`` is;
+    a noise scale of 0 (or a patience of 0) leaves the other defenses off.
+    """
+
+    dp_noise_multiplier: float | None = _spec(
+        _optional(_positive), "a positive number (Opacus DP-SGD noise, in units of dp_max_grad_norm)", None)
+    dp_max_grad_norm: float | None = _spec(_optional(_positive), "a positive number (per-sample gradient clip)", None)
+    dp_delta: float = _spec(lambda v: _positive(v) and v < 1, "a number in (0, 1), e.g. 1e-5", 1e-5)
+    central_dp: str | None = _spec(
+        _optional(_one_of("server", "client")), "one of 'server', 'client' (who clips the learners' updates)", None)
+    central_noise_multiplier: float | None = _spec(
+        _optional(_positive), "a positive number (noise std over central_clipping_norm / learners)", None)
+    central_clipping_norm: float | None = _spec(
+        _optional(_positive), "a positive number (L2 bound of a learner's update)", None)
+    label_noise: float = _spec(_non_negative, "a non-negative number of years (std)", 0.0)
+    prediction_noise: float = _spec(_non_negative, "a non-negative number of years (std)", 0.0)
+    model_noise: float = _spec(_non_negative, "a non-negative number (std added to every shared weight)", 0.0)
+    early_stopping_patience: int = _spec(_int_at_least(0), "a non-negative integer of epochs (0 = off)", 0)
+
+    @property
+    def dp_sgd(self) -> bool:
+        """Whether learners (or the centralized trainer) train with Opacus DP-SGD."""
+        return self.dp_noise_multiplier is not None
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """One environment file, validated."""
@@ -143,6 +176,7 @@ class EnvConfig:
     model: ModelConfig
     train: TrainConfig
     federation: FederationConfig | None = None
+    defense: DefenseConfig | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the model (everything in [model] but its name, plus the input shape)."""
@@ -173,8 +207,9 @@ _SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "train": TrainConfig,
     "federation": FederationConfig,
+    "defense": DefenseConfig,
 }
-_OPTIONAL_SECTIONS = {"federation"}
+_OPTIONAL_SECTIONS = {"federation", "defense"}
 
 
 def _section(where: str, section: str, cls: type, raw: Any) -> Any:
@@ -221,6 +256,33 @@ def _cross_checks(where: str, cfg: EnvConfig) -> None:
         raise FedsimError(f"{where}: [partition] a centralized environment (learners = 0) needs val_fraction > 0")
     if p.learners > 0 and cfg.federation is None:
         raise FedsimError(f"{where}: a federated environment (learners = {p.learners}) needs a [federation] table")
+    if cfg.defense is not None:
+        _defense_checks(where, cfg)
+
+
+def _defense_checks(where: str, cfg: EnvConfig) -> None:
+    d, federated = cfg.defense, cfg.partition.learners > 0
+    if (d.dp_noise_multiplier is None) != (d.dp_max_grad_norm is None):
+        raise FedsimError(f"{where}: [defense] DP-SGD needs both dp_noise_multiplier and dp_max_grad_norm")
+    if d.dp_sgd and cfg.model.name != "cnn3d":
+        raise FedsimError(
+            f"{where}: [defense] DP-SGD needs per-subject gradients, but model {cfg.model.name!r} folds slices "
+            "into the batch; use model name 'cnn3d'"
+        )
+    central = ("central_noise_multiplier", "central_clipping_norm")
+    if d.central_dp is None and any(getattr(d, k) is not None for k in central):
+        raise FedsimError(f"{where}: [defense] {' and '.join(central)} need central_dp = 'server' or 'client'")
+    if d.central_dp is not None:
+        missing = [k for k in central if getattr(d, k) is None]
+        if missing:
+            raise FedsimError(f"{where}: [defense] central_dp = {d.central_dp!r} needs {' and '.join(missing)}")
+        if not federated:
+            raise FedsimError(f"{where}: [defense] central_dp needs learners; this environment is centralized")
+    if d.early_stopping_patience and federated:
+        raise FedsimError(
+            f"{where}: [defense] early_stopping_patience needs a validation set, which only centralized "
+            "environments have; use fewer [federation] rounds instead"
+        )
 
 
 def available_environments(directory: Path = ENVIRONMENTS_DIR) -> list[str]:

@@ -49,6 +49,9 @@ def _print_summary(console: Console, setup: RunSetup, s: dict, seconds: float) -
     curve = "  ".join(f"{r}: {m['unseen_mae']:.2f}" for r, m in sorted(metrics.items()))
     console.print(f"community unseen MAE by round  {curve}")
     console.print(f"memorisation gap (unseen − members): {s['memorisation_gap']:+.2f} years")
+    if "epsilon" in s:
+        eps = ", ".join(f"{k.removesuffix('_epsilon')} {v:.2f}" for k, v in s["epsilon"].items())
+        console.print(f"privacy spent (ε at δ = {s['delta']:g}): {eps}")
     console.print(f"snapshots: {setup.run_dir / snapshots.ROUNDS_DIR} (rounds 0..{s['final_round']}); "
                   f"{seconds:.0f}s; done.")
 

@@ -16,10 +16,13 @@ from flwr.clientapp import ClientApp
 
 from fedsim.data.cache import VolumeDataset
 from fedsim.data.partition import learner_label
+from fedsim.defenses import local_training, release_weights
+from fedsim.defenses.central_dp import clip_update
+from fedsim.defenses.dp_sgd import PrivacyLedger
 from fedsim.federation import keys
 from fedsim.federation.run_setup import RunSetup, learner_seed
 from fedsim.models import build_model
-from fedsim.train import make_loader, make_optimizer, train_epochs
+from fedsim.train import train_epochs
 
 # Flower's code for "the ClientApp raised" (flwr.common.constant.ErrorCode, not public API).
 CLIENT_APP_RAISED_EXCEPTION = 2
@@ -63,12 +66,35 @@ def report_failures(msg: Message, context: Context, call_next: Callable[[Message
         return Message(Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
 
 
+def perturb_update(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+    """Mod: model perturbation, ``N(0, model_noise²)`` on every weight this learner sends
+    (``[defense] model_noise``; a pass-through when it is 0). It runs after any clipping, so
+    the noise is what leaves the learner."""
+    reply = call_next(msg, context)
+    if reply.has_error():
+        return reply
+    config = msg.content[keys.CONFIG]
+    setup, _ = _dataset(str(config[keys.RUN_DIR]), _learner(context))
+    d = setup.cfg.defense
+    if d is None or d.model_noise == 0:
+        return reply
+    rnd, k = int(config[keys.SERVER_ROUND]), int(context.node_config["partition-id"]) + 1
+    state = release_weights(setup.cfg, reply.content[keys.ARRAYS].to_torch_state_dict(), rnd, k)
+    reply.content[keys.ARRAYS] = ArrayRecord(state)
+    return reply
+
+
 app = ClientApp()
 
 
-@app.train(mods=[report_failures])
+# Outermost first: failures become replies; noise goes on the (clipped) update last.
+@app.train(mods=[report_failures, perturb_update, clip_update])
 def train(msg: Message, context: Context) -> Message:
-    """Load the community model, train ``local_epochs`` on this learner's subjects, reply."""
+    """Load the community model, train ``local_epochs`` on this learner's subjects, reply.
+
+    The environment's defenses wrap the pieces (:func:`fedsim.defenses.local_training`); with
+    DP-SGD the learner's accountant history comes from, and goes back to, the run directory.
+    """
     learner = _learner(context)
     config = msg.content[keys.CONFIG]
     rnd = int(config[keys.SERVER_ROUND])
@@ -85,20 +111,26 @@ def train(msg: Message, context: Context) -> Message:
     model = build_model(cfg.model.name, **cfg.model_kwargs())
     model.load_state_dict(msg.content[keys.ARRAYS].to_torch_state_dict())
     model.to(device)
+    ledger = PrivacyLedger(setup.run_dir, learner) if cfg.defense and cfg.defense.dp_sgd else None
+    session = local_training(cfg, model, dataset, seed=seed, prior=tuple(ledger.before(rnd)) if ledger else ())
     mae = train_epochs(
-        model,
-        make_loader(dataset, cfg.train.batch_size, shuffle=True, seed=seed),
-        make_optimizer(model.parameters(), cfg.train),  # fresh every round: learners keep no state
+        session.model,
+        session.loader,
+        session.optimizer,  # fresh every round: learners keep no optimizer state
         loss=cfg.train.loss,
         target_scale=cfg.model.target_scale,
         epochs=cfg.federation.local_epochs,
         device=device,
     )
+    info = {keys.LEARNER: learner}
+    if ledger is not None:
+        info[keys.EPSILON] = eps = session.epsilon(cfg.defense.dp_delta)
+        ledger.record(rnd, session.private.steps(), eps, cfg.defense.dp_delta)
     return Message(
         RecordDict({
             keys.ARRAYS: ArrayRecord(model.cpu().state_dict()),
             keys.METRICS: MetricRecord({keys.TRAIN_MAE: mae, keys.NUM_EXAMPLES: len(dataset)}),
-            keys.INFO: ConfigRecord({keys.LEARNER: learner}),
+            keys.INFO: ConfigRecord(info),
         }),
         reply_to=msg,
     )

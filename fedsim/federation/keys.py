@@ -18,6 +18,7 @@ RUN_DIR = "run-dir"  # also the [tool.flwr.app.config] key under `flwr run`
 DEVICE = "device"
 NUM_THREADS = "num-threads"
 LEARNER = "learner"  # "L3"; node ids are random, so the learner names itself
+EPSILON = "epsilon"  # DP-SGD: ε this learner has spent up to this round (in INFO: never averaged)
 
 # [tool.flwr.app.config] / context.run_config
 NUM_SERVER_ROUNDS = "num-server-rounds"

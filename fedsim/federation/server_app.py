@@ -20,6 +20,8 @@ from flwr.serverapp import Grid, ServerApp
 from rich.console import Console
 
 from fedsim import snapshots
+from fedsim.defenses import privacy_summary
+from fedsim.defenses.central_dp import wrap_strategy
 from fedsim.federation import keys
 from fedsim.federation.run_setup import RunSetup, resolve_run_dir
 from fedsim.federation.strategy import SnapshotFedAvg
@@ -56,6 +58,8 @@ class RoundRecorder:
         seconds = 0.0 if server_round == 0 else time.perf_counter() - self.started
         metrics = {"round": rnd, "seconds": round(seconds, 2), **unseen.as_dict("unseen")}
         metrics.update({f"{k}_train_mae": v["train_mae"] for k, v in report["learners"].items()})
+        metrics.update({f"{k}_epsilon": v["epsilon"] for k, v in report["learners"].items() if "epsilon" in v})
+        metrics.update(report.get("privacy", {}))  # central DP: effective noise multiplier and ε
         if report["failed"]:
             metrics["failed"] = sorted(report["failed"])
         run_dir = self.setup.run_dir
@@ -71,6 +75,11 @@ class RoundRecorder:
         train = [v["train_mae"] for v in report["learners"].values()]
         if train:
             line += f"  learners' train MAE {min(train):.1f}–{max(train):.1f}"
+        eps = [v["epsilon"] for v in report["learners"].values() if "epsilon" in v]
+        if eps:
+            line += f"  DP-SGD ε {min(eps):.2f}–{max(eps):.2f}"
+        if "central_epsilon" in metrics:
+            line += f"  central ε {metrics['central_epsilon']:.2f}"
         if report["failed"]:
             line += f"  [red]failed: {', '.join(sorted(report['failed']))}[/]"
         console.print(line + f"  {metrics['seconds']:.1f}s")
@@ -119,6 +128,8 @@ def summarize(setup: RunSetup) -> dict:
         "unseen_mae": per_group["unseen"].mae,
         "memorisation_gap": per_group["unseen"].mae - members,
         "predict_mean_mae": float(np.abs(unseen_ages - member_ages.mean()).mean()),
+        # [defense]: ε of every DP-SGD learner and of central DP after the last round, and δ
+        **privacy_summary(next((m for m in snapshots.read_metrics(setup.run_dir) if m["round"] == last), {}), cfg),
     }
 
 
@@ -167,7 +178,8 @@ def main(grid: Grid, context: Context) -> None:
         keys.DEVICE: "cuda" if gpus > 0 else "cpu",
         keys.NUM_THREADS: max(1, int(setup.run.get("cpus_per_learner", 1))),
     })
-    strategy.start(
+    # [defense] central_dp wraps the strategy in Flower's DP wrapper; the recorder reads the inner one
+    wrap_strategy(strategy, setup.cfg, run_dir=setup.run_dir).start(
         grid=grid,
         initial_arrays=initial_arrays(setup, last),
         num_rounds=rounds - (last or 0),

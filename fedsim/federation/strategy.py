@@ -9,6 +9,9 @@ is weighted by ``num-examples``); it
   finished first (same seed ⇒ bit-identical community model);
 * names failed learners and stops the run once more than ``max_failures`` fail in a round;
 * with ``snapshot_local``, saves every learner's returned model (curious-controller audits).
+
+Central DP (``[defense] central_dp``) wraps it in Flower's DP strategy wrappers
+(:mod:`fedsim.defenses.central_dp`), which screen replies with :meth:`SnapshotFedAvg.screen_replies`.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class SnapshotFedAvg(FedAvg):
         self.reports: dict[int, dict[str, Any]] = {}  # absolute round → learners' metrics and failures
         self._sent: set[int] = set()
         self._learner_of: dict[int, str] = {}  # node id → learner, learnt from replies
+        self._failed: dict[int, dict[str, str]] = {}  # absolute round → failures screened, not yet reported
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -77,16 +81,18 @@ class SnapshotFedAvg(FedAvg):
         self._sent = {m.metadata.dst_node_id for m in messages}
         return messages
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Sort replies by learner, account for failures, save local models, then FedAvg."""
+    def screen_replies(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """The successful replies in learner order; failures are recorded for the round (once,
+        also when a DP wrapper screens before this strategy aggregates) and stop the run beyond
+        ``max_failures``."""
         rnd = server_round + self.done_rounds
         replies = list(replies)
         ok = [m for m in replies if not m.has_error()]
         for m in ok:
             self._learner_of[m.metadata.src_node_id] = str(m.content[keys.INFO][keys.LEARNER])
         ok.sort(key=lambda m: int(self._learner_of[m.metadata.src_node_id].removeprefix("L")))
+        if rnd in self._failed:
+            return ok
         failed = {self._name(m.metadata.src_node_id, m.error.reason): m.error.reason or "no reason given"
                   for m in replies if m.has_error()}
         for node in self._sent - {m.metadata.src_node_id for m in replies}:
@@ -98,14 +104,25 @@ class SnapshotFedAvg(FedAvg):
                 f"[federation] max_failures = {self.max_failures}; rounds 0..{rnd - 1} are on disk, "
                 "continue with --resume RUN_DIR"
             )
+        self._failed[rnd] = failed
+        return ok
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Sort replies by learner, account for failures, save local models, then FedAvg."""
+        rnd = server_round + self.done_rounds
+        ok = self.screen_replies(server_round, replies)
         learners = {}
         for m in ok:
             name = self._learner_of[m.metadata.src_node_id]
-            metrics = m.content[keys.METRICS]
+            metrics, info = m.content[keys.METRICS], m.content[keys.INFO]
             learners[name] = {"train_mae": float(metrics[keys.TRAIN_MAE]), "num_examples": int(metrics[keys.NUM_EXAMPLES])}
+            if keys.EPSILON in info:  # DP-SGD learners report the ε they have spent so far
+                learners[name]["epsilon"] = float(info[keys.EPSILON])
             if self.snapshot_local:
                 snapshots.save_round(self.run_dir, rnd, m.content[keys.ARRAYS].to_torch_state_dict(), {}, name=name)
-        self.reports[rnd] = {"learners": learners, "failed": failed}
+        self.reports[rnd] = {"learners": learners, "failed": self._failed.pop(rnd)}
         return super().aggregate_train(server_round, ok)
 
     def _name(self, node_id: int, reason: str | None = None) -> str:
