@@ -60,6 +60,8 @@ _NONE = DefenseConfig()
 def defense_of(config: EnvConfig | Mapping[str, Any]) -> DefenseConfig:
     """The ``[defense]`` of an environment, or of a run's ``config.toml`` as a dict; all-off if absent."""
     if not isinstance(config, EnvConfig):
+        if not config.get("defense"):  # no [defense] table: nothing to validate (any run's config.toml)
+            return _NONE
         config = from_resolved(dict(config))
     return config.defense or _NONE
 
