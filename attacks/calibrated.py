@@ -50,7 +50,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from attacks.features import load_snapshot
-from attacks.metrics import MEMBER, TprAtFpr, attack_metrics, best_threshold
+from attacks.metrics import attack_metrics, best_threshold, flat_metrics
 from attacks.references import (
     ReferencePlan, ReferenceSet, ensure_references, population_order, predict_rows,
 )
@@ -67,15 +67,17 @@ __all__ = [
     "run_calibrated", "score_attacks",
 ]
 
-#: Default number of reference models: 4 IN and 4 OUT per subject, the fewest with which
-#: per-subject Gaussians have 3 degrees of freedom each; RMIA (Zarifzadeh et al. 2024) is
-#: already near its best with 1-4 references, and each reference costs one full training run.
+#: Default number of reference models: 4 IN and 4 OUT per subject (LiRA then pools its variance
+#: over subjects, see PER_SUBJECT_FROM); RMIA (Zarifzadeh et al. 2024) is already near its best
+#: with 1-4 references, and each reference costs one full training run.
 DEFAULT_REFERENCES = 8
 #: ``--variance auto`` fits per-subject variances from this many references on (32 IN + 32 OUT),
 #: a pooled one below: Carlini et al. 2022 use a global variance when shadow models are few.
 PER_SUBJECT_FROM = 64
 #: Floor of |ŷ − y| in log-abs statistics (years), so an exact fit is not log 0.
 MIN_ABS_ERROR = 1e-6
+#: Floor of fitted standard deviations and likelihood scales, so a degenerate fit is not a 0 division.
+MIN_SCALE = 1e-12
 DEFAULT_METHODS = ("loss", "lira-online", "lira-offline", "rmia")
 
 
@@ -146,7 +148,7 @@ def _fit_gaussians(values: np.ndarray, mask: np.ndarray, variance: str) -> tuple
         std = np.sqrt(squares / (counts - 1))
     else:
         std = np.full(values.shape[1], np.sqrt(squares.sum() / (counts - 1).sum()))
-    return mean, np.maximum(std, 1e-12)
+    return mean, np.maximum(std, MIN_SCALE)
 
 
 def _resolve_variance(variance: str, n_references: int) -> str:
@@ -216,7 +218,7 @@ def _log_likelihood(pred: np.ndarray, age: np.ndarray, likelihood: str) -> np.nd
         scale = np.sqrt(np.mean(residual**2, axis=-1, keepdims=True))
     else:
         scale = np.mean(np.abs(residual), axis=-1, keepdims=True)
-    return LIKELIHOODS[likelihood].logpdf(age, loc=pred, scale=np.maximum(scale, 1e-12))
+    return LIKELIHOODS[likelihood].logpdf(age, loc=pred, scale=np.maximum(scale, MIN_SCALE))
 
 
 def rmia_scores(
@@ -247,8 +249,7 @@ def rmia_scores(
         How much more likely under θ than z a subject must be; 1 in the paper's main results.
     """
     _choice(likelihood, list(LIKELIHOODS), "likelihood")
-    if not gamma > 0:
-        raise FedsimError(f"gamma must be positive, got {gamma!r}")
+    _check_gamma(gamma)
     target_pred = np.asarray(target_pred, dtype=np.float64)
     reference_pred = np.asarray(reference_pred, dtype=np.float64)
     age = np.asarray(age, dtype=np.float64)
@@ -260,6 +261,11 @@ def rmia_scores(
     log_marginal = logsumexp(log_refs, axis=0) - np.log(len(reference_pred))  # log Pr(x)
     ratio = log_target - log_marginal
     return np.mean(ratio[:, None] - ratio[None, population] >= np.log(gamma), axis=1)
+
+
+def _check_gamma(gamma: float) -> None:
+    if not gamma > 0 or not np.isfinite(gamma):
+        raise FedsimError(f"gamma must be a positive finite number, got {gamma!r}")
 
 
 def loss_scores(target_pred: np.ndarray, age: np.ndarray) -> np.ndarray:
@@ -315,7 +321,7 @@ def parse_methods(spec: str | Sequence[str], n_references: int) -> list[str]:
         if n_references < need:
             raise FedsimError(
                 f"{name} needs at least {need} reference models (2 IN and 2 OUT per subject to fit its "
-                f"Gaussians), got --references {n_references}; use --references {max(need, 8)} or --method rmia"
+                f"Gaussians), got --references {n_references}; use --references {max(need, DEFAULT_REFERENCES)} or --method rmia"
                 if name.startswith("lira") else
                 f"{name} needs at least {need} reference models, got --references {n_references}"
             )
@@ -360,21 +366,6 @@ def score_attacks(
 # --- centralized attack on a run directory -------------------------------------------------
 
 
-def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if isinstance(value, TprAtFpr):
-            row[key] = value.tpr
-            row[f"{key}_low"], row[f"{key}_high"] = value.tpr_low, value.tpr_high
-            row[f"{key}_fpr"] = value.fpr
-            row[f"{key}_tp"], row[f"{key}_fp"] = value.true_positives, value.false_positives
-            if value.note:
-                row[f"{key}_note"] = value.note
-        else:
-            row[key] = value
-    return row
-
-
 def centralized_population(target: Target, *, seed: int) -> tuple[AttackSplit, tuple[str, ...]]:
     """The centralized split the attacker works with, and its subjects (the reference population)."""
     if "train" not in set(target.partitions["group"]):
@@ -411,6 +402,9 @@ def run_calibrated(
     for s in statistics:
         _choice(s, list(STATISTICS), "statistic")
     _resolve_variance(variance, references)
+    _check_gamma(gamma)  # here, not after the references have trained
+    if seed < 0:
+        raise FedsimError(f"seed must be a non-negative integer, got {seed}")
     config = snapshots.read_config(target.run_dir)
     split, population = centralized_population(target, seed=seed)  # refuses federated runs, by name
     if target_round is None:
@@ -456,7 +450,7 @@ def run_calibrated(
             metrics = attack_metrics(y_test, scores[test_pos], threshold=threshold)
             rows.append({
                 "control": control, "round": rnd, **settings, "references": len(refs),
-                "reference_epochs": epochs, "n_population": len(population), "n_z": len(z), **_flat(metrics),
+                "reference_epochs": epochs, "n_population": len(population), "n_z": len(z), **flat_metrics(metrics),
             })
             label = settings["method"] + ("" if settings["method"] in ("loss", "rmia") else f"/{settings['statistic']}")
             scores_long.append(pd.DataFrame({
@@ -523,6 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _choice(args.likelihood, ("auto", *LIKELIHOODS), "likelihood")
     if args.epochs is not None and args.epochs < 1:
         raise FedsimError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.seed < 0:
+        raise FedsimError(f"--seed must be a non-negative integer, got {args.seed}")
+    if not args.gamma > 0 or not np.isfinite(args.gamma):
+        raise FedsimError(f"--gamma must be a positive finite number, got {args.gamma}")
     target = open_run(args.run_dir)
     console = Console()
     console.print(f"[bold]calibrated attacks[/] on {args.run_dir}: {', '.join(methods)}; {args.references} references")
@@ -557,9 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"centralized membership attacks, {first['n_members']} + {first['n_nonmembers']} attack-test subjects"
         + (f"; LiRA σ: {', '.join(variances)}" if variances else "")
     ))
-    # Narrow enough for an 80-column terminal: names are never cut, the interval is compact.
+    # In an 80-column terminal the interval wraps; attack names are never cut.
     for col in ("control", "attack", "AUC", "TPR@1%FPR (95% CI)", "TPR@0.1%", "acc. %"):
-        table.add_column(col, no_wrap=col != "attack", overflow="fold")
+        table.add_column(col, no_wrap=not col.startswith("TPR@1%"), overflow="fold")
     for r in rows:
         attack = r["method"] if r["method"] in ("loss", "rmia") else f"{r['method']}/{r['statistic']}"
         table.add_row(r["control"], attack, f"{r['auc']:.3f}", _pct_interval(r, "tpr@0.01"),

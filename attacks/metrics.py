@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
@@ -18,7 +19,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
     "MEMBER", "NON_MEMBER", "TprAtFpr", "accuracy_at", "aggregate", "attack_metrics",
-    "best_threshold", "roc_auc", "tpr_at_fpr",
+    "best_threshold", "flat_metrics", "roc_auc", "tpr_at_fpr",
 ]
 
 #: The positive class of every attack metric and classifier: members of the training set.
@@ -178,6 +179,27 @@ def attack_metrics(
     for fpr in fprs:
         out[f"tpr@{fpr:g}"] = tpr_at_fpr(y_true, y_score, fpr=fpr)
     return out
+
+
+def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`attack_metrics` as one flat table row (CSV/JSON).
+
+    A :class:`TprAtFpr` under ``key`` becomes ``key`` (the TPR), ``key_low``/``key_high`` (its
+    interval), ``key_fpr`` (the FPR reached), ``key_tp``/``key_fp`` (the counts) and, when set,
+    ``key_note``; every other value is kept as it is.
+    """
+    row: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, TprAtFpr):
+            row[key] = value.tpr
+            row[f"{key}_low"], row[f"{key}_high"] = value.tpr_low, value.tpr_high
+            row[f"{key}_fpr"] = value.fpr
+            row[f"{key}_tp"], row[f"{key}_fp"] = value.true_positives, value.false_positives
+            if value.note:
+                row[f"{key}_note"] = value.note
+        else:
+            row[key] = value
+    return row
 
 
 def aggregate(runs: Sequence[Mapping[str, float]], *, ddof: int = 1) -> dict[str, tuple[float, float]]:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from attacks.classifiers import attack_scores, classifier_parameters, make_classifier
 from attacks.features import Snapshot, assemble, compute_features, feature_layout, load_snapshot, parse_features
-from attacks.metrics import TprAtFpr, attack_metrics
+from attacks.metrics import attack_metrics, flat_metrics
 from attacks.splits import AttackSplit, centralized_splits, learner_splits
 from fedsim import snapshots
 from fedsim.data.cache import CohortArray, build_cache
@@ -119,20 +119,6 @@ def plan(threat: str, partitions: pd.DataFrame, *, repeats: int, seed: int, age_
         warnings.warn(f"{len(skipped)} attacker/victim pairs skipped: " + "; ".join(skipped), SkippedPairsWarning, stacklevel=2)
 
 
-def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
-    row = {}
-    for key, value in metrics.items():
-        if isinstance(value, TprAtFpr):
-            row[key] = value.tpr
-            row[f"{key}_low"], row[f"{key}_high"] = value.tpr_low, value.tpr_high
-            row[f"{key}_fpr"] = value.fpr
-            if value.note:
-                row[f"{key}_note"] = value.note
-        else:
-            row[key] = value
-    return row
-
-
 def run_attacks(
     target: Target,
     *,
@@ -177,6 +163,6 @@ def run_attacks(
                     "features": spec, "classifier": classifier, "repeat": repeat,
                     "control": "age-matched" if age_matched else "none",
                     "n_train": len(train_ids),
-                    **_flat(attack_metrics(y_test, scores, threshold=threshold)),
+                    **flat_metrics(attack_metrics(y_test, scores, threshold=threshold)),
                 })
     return rows

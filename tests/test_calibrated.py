@@ -222,6 +222,8 @@ def test_command_writes_results_and_reuses_references(tiny_run, capsys):
         (["--statistic", "squared"], "error: unknown statistic 'squared'; choose one of: residual, log-abs"),
         (["--epochs", "0"], "error: --epochs must be at least 1"),
         (["--round", "7"], "error: round 7 does not exist in"),
+        (["--gamma", "0"], "error: --gamma must be a positive finite number, got 0.0"),
+        (["--seed", "-1"], "error: --seed must be a non-negative integer, got -1"),
     ],
 )
 def test_bad_input_is_one_line(tiny_run, capsys, extra, message):
