@@ -41,9 +41,9 @@ from torch import nn
 from fedsim import snapshots
 from fedsim.config import EnvConfig, from_resolved
 from fedsim.data.cache import CohortArray, VolumeDataset
+from fedsim.defenses import local_training, release_model, release_weights
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
-from fedsim.defenses import PerturbedPredictions, defense_of, local_training, release_weights
 from fedsim.train import make_loader, predict, train_epochs
 
 __all__ = [
@@ -57,11 +57,13 @@ REFERENCES_DIR = Path("attacks") / "references"
 REFERENCES_VERSION = 2
 _PLAN_FILE = "plan.json"
 _PREDICTIONS_FILE = "predictions.npy"
+#: SeedSequence stream of the references' torch seeds (a fixed value: it names cached references).
+SEED_STREAM = 7919
 
 
 def reference_seed(seed: int, index: int) -> int:
     """The torch seed of reference ``index`` (initialisation and shuffling), from the attack seed."""
-    return int(np.random.SeedSequence([seed, 7919, index]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, SEED_STREAM, index]).generate_state(1)[0])
 
 
 def assign_halves(n_population: int, n_references: int, *, seed: int) -> np.ndarray:
@@ -225,8 +227,7 @@ def ensure_references(
             seed = reference_seed(plan.seed, k)
             model, mae = train_model(cfg, cohort, rows[keep[k]], epochs=plan.epochs, seed=seed, device=device)
             # released predictions, as the target's are ([defense] prediction_noise: own draws)
-            noise = defense_of(cfg).prediction_noise
-            released = PerturbedPredictions(model, noise, seed) if noise > 0 else model
+            released = release_model(model, dataclasses.replace(cfg, seed=seed))
             preds = predict_rows(released, cohort, rows, batch_size=max(cfg.train.batch_size, 16), device=device)
             took = time.perf_counter() - start
             tensors = {n: v.detach().cpu().contiguous() for n, v in model.state_dict().items()}
