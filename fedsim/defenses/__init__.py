@@ -21,7 +21,7 @@ Weight decay, the other "just regularise" baseline, is ``[train] weight_decay``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,7 @@ class LocalTraining:
 
 
 def local_training(
-    cfg: EnvConfig, model: nn.Module, dataset: Dataset, *, seed: int, prior: tuple = ()
+    cfg: EnvConfig, model: nn.Module, dataset: Dataset, *, seed: int, prior: Sequence[tuple[float, float, int]] = ()
 ) -> LocalTraining:
     """Loader and optimizer of ``cfg [train]`` for ``model`` on ``dataset``, with the defenses.
 

@@ -21,7 +21,8 @@ fedsim's subclasses change three things and nothing of the clipping or noise ari
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord
@@ -52,7 +53,7 @@ class _FedsimCentralDP:
     """What fedsim adds to Flower's DP wrappers (see the module docstring)."""
 
     def __init__(self, strategy: Strategy, *, noise_multiplier: float, clipping_norm: float, seed: int,
-                 delta: float, run_dir=None) -> None:
+                 delta: float, run_dir: str | Path | None = None) -> None:
         super().__init__(strategy, noise_multiplier, clipping_norm, strategy.min_train_nodes)  # type: ignore[call-arg]
         self.seed, self.delta = seed, delta
         self._round = 0
@@ -98,7 +99,7 @@ class ClientSideFixedClipping(_FedsimCentralDP, DifferentialPrivacyClientSideFix
     learners clip with :func:`clip_update`."""
 
 
-def wrap_strategy(strategy: Strategy, cfg: EnvConfig, run_dir=None) -> Strategy:
+def wrap_strategy(strategy: Strategy, cfg: EnvConfig, run_dir: str | Path | None = None) -> Strategy:
     """``strategy`` wrapped as ``cfg [defense] central_dp`` says (itself without central DP)."""
     d = cfg.defense
     if d is None or d.central_dp is None:
@@ -108,7 +109,7 @@ def wrap_strategy(strategy: Strategy, cfg: EnvConfig, run_dir=None) -> Strategy:
                seed=cfg.seed, delta=d.dp_delta, run_dir=run_dir)
 
 
-def clip_update(msg: Message, context: Context, call_next) -> Message:
+def clip_update(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
     """Learner mod: Flower's ``fixedclipping_mod`` when the controller asks for client-side
     clipping (its train config carries the clipping norm), a pass-through otherwise."""
     config = next(iter(msg.content.config_records.values()), {})

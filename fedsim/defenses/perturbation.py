@@ -67,7 +67,9 @@ def prediction_noise(x: torch.Tensor, std: float, seed: int) -> torch.Tensor:
     return torch.tensor(noise, dtype=torch.float32)
 
 
-def perturb_predictions(pred: torch.Tensor | np.ndarray, x: torch.Tensor, std: float, seed: int):
+def perturb_predictions(
+    pred: torch.Tensor | np.ndarray, x: torch.Tensor, std: float, seed: int
+) -> torch.Tensor | np.ndarray:
     """Released predictions: clean ``pred`` (years, one per row of ``x``) + :func:`prediction_noise`.
 
     Returns the type it was given (tensor on ``pred``'s device, or a NumPy array).
@@ -99,8 +101,8 @@ class PerturbedPredictions(nn.Module):
 def perturb_state(state: Mapping[str, torch.Tensor], std: float, *entropy: int) -> dict[str, torch.Tensor]:
     """A copy of ``state`` with ``N(0, std²)`` added to every floating-point tensor.
 
-    ``entropy`` (e.g. seed, round, learner) picks the draw; each tensor gets its own stream by
-    position, so the same call always returns the same weights.
+    ``entropy`` (e.g. seed, round, learner) seeds one generator, drawn from tensor by tensor in
+    the state's order, so the same call always returns the same weights.
     """
     rng = _normal(WEIGHT_STREAM, *entropy)
     out = {}
