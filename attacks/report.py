@@ -26,7 +26,10 @@ from attacks.threats import Target, plan
 from fedsim import snapshots
 from fedsim.errors import FedsimError
 
-__all__ = ["PAPER_3DCNN", "controls_table", "pair_matrix", "summary_table", "write_report"]
+__all__ = [
+    "PAPER_3DCNN", "controls_table", "html_img", "html_page", "html_table", "main_round", "pair_matrix",
+    "summary_table", "write_report",
+]
 
 #: Gupta et al. (2021) Table 1, 3D-CNN column: centralized attack accuracy in %, by row name.
 PAPER_3DCNN: dict[str, float] = {
@@ -75,10 +78,10 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def _main_round(results: pd.DataFrame) -> int:
+def main_round(results: pd.DataFrame) -> int:
     """The round the report is about: the last attacked round other than the untrained one."""
     rounds = sorted(set(results.loc[results["control"] == "none", "round"]))
-    return ([r for r in rounds if r != 0] or rounds)[-1]
+    return int(([r for r in rounds if r != 0] or rounds)[-1])
 
 
 def _clearly_above(a: pd.Series, b: pd.Series | float) -> bool:
@@ -129,7 +132,7 @@ def _pm(mean: float, std: float, *, scale: float = 100, digits: int = 1) -> str:
     return text if pd.isna(std) else f"{text} ± {scale * std:.{digits}f}"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
+def html_table(head: list[str], rows: list[list[str]]) -> str:
     """An HTML table; cells are HTML already, numeric-looking ones right-aligned."""
     def cell(c: str) -> str:
         numeric = c[:1].isdigit() or c.startswith(("−", "-", "+"))
@@ -138,8 +141,15 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{body}</table>"
 
 
-def _img(fig_png: str, alt: str) -> str:
+def html_img(fig_png: str, alt: str) -> str:
+    """An ``<img>`` carrying a :func:`attacks.figures.to_png_base64` figure inline."""
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{fig_png}'>"
+
+
+def html_page(title: str, body: str) -> str:
+    """A whole self-contained page (inline CSS) around ``body``: one file to mail or archive."""
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{body}</body></html>")
 
 
 def _cache(target: Target, rnd: int) -> dict[str, np.ndarray]:
@@ -167,7 +177,7 @@ def _distributions(target: Target, rnd: int, members_group: str, title: str) -> 
     if not panels:
         return (f"<p class='note'>No error or gradient-norm features are cached for round {rnd}; "
                 "attack with <code>--features error,grad_norm</code> to see their distributions.</p>")
-    return _img(to_png_base64(plot_member_distributions(panels, title=title)), title)
+    return html_img(to_png_base64(plot_member_distributions(panels, title=title)), title)
 
 
 def _roc(target: Target, results: pd.DataFrame, spec: str, rnd: int, seed: int) -> str:
@@ -203,7 +213,7 @@ def _roc(target: Target, results: pd.DataFrame, spec: str, rnd: int, seed: int) 
              f"its accuracies differ from results.csv by up to {100 * np.nanmax(gaps):.1f} points "
              f"(was the attack run with another <code>--seed</code> than {seed}?)")
     fig = plot_roc_loglog(curves, min_fpr=1 / n_nonmembers, title=f"{_name(spec)} ({classifier}), round {rnd}")
-    return (_img(to_png_base64(fig), "ROC curve") + f"<p class='note'>Refit from the feature cache with seed {seed}; "
+    return (html_img(to_png_base64(fig), "ROC curve") + f"<p class='note'>Refit from the feature cache with seed {seed}; "
             f"{check}. The x axis starts at 1/{n_nonmembers}, the smallest non-zero FPR of one attack.</p>")
 
 
@@ -225,7 +235,7 @@ def _centralized(target: Target, results: pd.DataFrame, summary: pd.DataFrame, r
     return (
         f"<h2>Centralized threat (round {rnd})</h2><p>The adversary knows some training subjects and some unseen "
         "ones, trains a classifier on their features and attacks a disjoint balanced test set (Table 1 of the paper).</p>"
-        + _table(["feature set", "spec", "accuracy %", "AUC", "TPR @ 1% FPR [95% CI]", "paper 3D-CNN %"], rows)
+        + html_table(["feature set", "spec", "accuracy %", "AUC", "TPR @ 1% FPR [95% CI]", "paper 3D-CNN %"], rows)
         + "<p class='note'>Mean ± std over repeats; the interval is the mean of the per-repeat Clopper–Pearson "
         f"bounds.{dagger} Paper: UK Biobank, 3D-CNN, mean of 5 attacks.</p>"
         + f"<h3>ROC of the best feature set: {html.escape(_name(best))}</h3>" + _roc(target, results, best, rnd, seed)
@@ -251,7 +261,7 @@ def _learners(target: Target, results: pd.DataFrame, summary: pd.DataFrame, rnd:
     parts = [f"<h2>Malicious-learner threat (round {rnd})</h2><p>Learner A trains the attack on its own subjects "
              "(members) vs unseen ones, with the community model, then attacks learner B's subjects vs other "
              f"unseen subjects. Heat-map: the best feature set overall, <b>{html.escape(_name(best))}</b>.</p>",
-             _img(to_png_base64(heat), "attacker × victim heat-map")]
+             html_img(to_png_base64(heat), "attacker × victim heat-map")]
     over_rounds = summary[summary["control"].isin(["none", "round-0"])]
     for attacker in sorted(set(main["attacker"]), key=lambda g: int(g[1:])):
         mine = main[main["attacker"] == attacker]
@@ -261,12 +271,12 @@ def _learners(target: Target, results: pd.DataFrame, summary: pd.DataFrame, rnd:
             f"{_pm(cell[spec, v].accuracy, cell[spec, v].accuracy_std)}<br><span class='note'>AUC "
             f"{cell[spec, v].auc:.3f}</span>" if (spec, v) in cell else "—" for v in victims]
             for spec in _ordered(mine["features"])]
-        parts += [f"<h3>Attacker {attacker}</h3>", _table(["feature set"] + [f"victim {v}" for v in victims], rows)]
+        parts += [f"<h3>Attacker {attacker}</h3>", html_table(["feature set"] + [f"victim {v}" for v in victims], rows)]
         series = over_rounds[over_rounds["attacker"] == attacker].groupby(["features", "round"], sort=False).agg(
             accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std")).reset_index()
         if series["round"].nunique() > 1:
             fig = plot_accuracy_vs_round(series, title=f"attacker {attacker}, mean over victims")
-            parts.append(_img(to_png_base64(fig), f"accuracy vs round, {attacker}"))
+            parts.append(html_img(to_png_base64(fig), f"accuracy vs round, {attacker}"))
         parts.append(_distributions(target, rnd, attacker, f"{attacker}'s own subjects vs unseen, round {rnd}"))
     return "".join(parts)
 
@@ -288,7 +298,7 @@ def _controls(results: pd.DataFrame, rnd: int) -> str:
              f"<b>Distribution shift</b> in {len(found['shift'])}"
              + (f": {html.escape(', '.join(found['shift']))}." if found["shift"] else ".")]
     return (head + "<div class='box'>" + " ".join(lines) + "</div>"
-            + _table(["feature set", "attack %", "round-0 control %", "age-matched control %", "verdict"], rows)
+            + html_table(["feature set", "attack %", "round-0 control %", "age-matched control %", "verdict"], rows)
             + "<p class='note'>Membership signal: the age-matched attack beats both the round-0 control and chance by "
             "at least 5 points and two standard errors. Distribution shift: the plain attack beats the age-matched "
             "one, or the round-0 (untrained) model is already above chance, by as much: an untrained model "
@@ -337,13 +347,11 @@ def write_report(run_dir: Path, results: pd.DataFrame, target: Target, *, seed: 
     out.mkdir(parents=True, exist_ok=True)
     summary = summary_table(results)
     summary.to_csv(out / "summary.csv", index=False)
-    rnd = _main_round(results)
+    rnd = main_round(results)
     threat = str(results["threat"].iloc[0])
     body = _header(target, results, rnd) + _controls(results, rnd) + (
         _centralized(target, results, summary, rnd, seed) if threat == "centralized"
         else _learners(target, results, summary, rnd))
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Attack report: "
-            f"{html.escape(Path(run_dir).name)}</title><style>{_CSS}</style></head><body>{body}</body></html>")
     path = out / "report.html"
-    snapshots.write_text(path, page)
+    snapshots.write_text(path, html_page(f"Attack report: {Path(run_dir).name}", body))
     return path

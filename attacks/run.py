@@ -72,18 +72,25 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def attack_settings(features: str, classifier: str, repeats: int) -> list[str]:
+    """The feature sets of ``--features``, once ``--classifier`` and ``--repeats`` are checked: callers
+    that train first (:mod:`attacks.sweep`) fail on a typo before the training, not after it."""
+    if repeats < 1:
+        raise FedsimError(f"--repeats must be at least 1, got {repeats}")
+    if classifier not in CLASSIFIERS:
+        raise FedsimError(f"unknown attack classifier {classifier!r}; choose one of: {', '.join(CLASSIFIERS)}")
+    feature_sets = list(TABLE1.values()) if features == "table1" else [f.strip() for f in features.split(",")]
+    if classifier == "loss_threshold" and feature_sets != ["error"]:
+        raise FedsimError("the loss_threshold attack scores the error alone; use it with --features error")
+    return feature_sets
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    if args.repeats < 1:
-        raise FedsimError(f"--repeats must be at least 1, got {args.repeats}")
-    if args.classifier not in CLASSIFIERS:
-        raise FedsimError(f"unknown attack classifier {args.classifier!r}; choose one of: {', '.join(CLASSIFIERS)}")
+    feature_sets = attack_settings(args.features, args.classifier, args.repeats)
     target = open_run(args.run_dir)
     threat = args.threat or ("centralized" if "train" in set(target.partitions["group"]) else "learner")
     rounds = _rounds(args.rounds, target, threat)
-    feature_sets = list(TABLE1.values()) if args.features == "table1" else [f.strip() for f in args.features.split(",")]
-    if args.classifier == "loss_threshold" and feature_sets != ["error"]:
-        raise FedsimError("the loss_threshold attack scores the error alone; use it with --features error")
     common = dict(threat=threat, feature_sets=feature_sets, classifier=args.classifier, repeats=args.repeats, seed=args.seed)
     console = Console()
     console.print(f"[bold]{threat}[/] attack on {args.run_dir}, rounds {rounds}, {len(feature_sets)} feature sets")

@@ -24,7 +24,7 @@ from rich.table import Table
 from attacks import run as attack_run
 from attacks.classifiers import CLASSIFIERS
 from attacks.features import TABLE1
-from attacks.report import PAPER_3DCNN, controls_table, pair_matrix
+from attacks.report import PAPER_3DCNN, controls_table, main_round, pair_matrix
 from fedsim import snapshots
 from fedsim.cli import run_cli
 from fedsim.config import load_env
@@ -34,7 +34,7 @@ DEFAULT_ENVS = ("centralized", "uniform-iid", "uniform-noniid", "skewed-iid", "s
 SUMMARY_MD, SUMMARY_CSV, STAMP = "summary.md", "summary.csv", "study.json"
 
 
-def _train(env: str, run_dir: Path, cohort: Path | None, console: Console) -> None:
+def train_env(env: str, run_dir: Path, cohort: Path | None, console: Console) -> None:
     """Train ``env`` into ``run_dir`` in a child process (Ray and torch state stay out of this one)."""
     if snapshots.is_done(run_dir):
         console.print(f"[dim]{env}: trained run found in {run_dir}[/]")
@@ -53,7 +53,7 @@ def _train(env: str, run_dir: Path, cohort: Path | None, console: Console) -> No
         raise FedsimError(f"training {env!r} failed (exit {code}); see above, then rerun the same command to continue")
 
 
-def _attack(run_dir: Path, attack_args: list[str], console: Console) -> pd.DataFrame:
+def attack_cached(run_dir: Path, attack_args: list[str], console: Console) -> pd.DataFrame:
     """Attack ``run_dir`` unless its results were written with the same attack arguments."""
     out = run_dir / "attacks"
     stamp = out / STAMP
@@ -69,8 +69,7 @@ def _attack(run_dir: Path, attack_args: list[str], console: Console) -> pd.DataF
 def environment_row(env: str, run_dir: Path, results: pd.DataFrame) -> dict:
     """Utility, memorisation and the strongest attack (by its age-matched control) of one run."""
     done = snapshots.read_done(run_dir)
-    attacked = results.loc[results["control"] == "none", "round"]
-    rnd = int(attacked[attacked > 0].max())
+    rnd = main_round(results)
     controls = controls_table(results, rnd)
     best = controls.loc[controls["matched"].fillna(controls["attack"]).idxmax()]
     members = done.get("members_mae", done.get("train_mae"))
@@ -99,7 +98,8 @@ def table1(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _markdown(frame: pd.DataFrame, digits: int = 1) -> str:
+def markdown_table(frame: pd.DataFrame, digits: int = 1) -> str:
+    """``frame`` as a Markdown table, floats with ``digits`` decimals (summary files are read as text)."""
     def cell(v: object) -> str:
         return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
@@ -124,14 +124,14 @@ def write_summary(out: Path, t1: pd.DataFrame, envs: pd.DataFrame, attack_args: 
     text = (
         f"# fedsim study\n\n`python -m attacks.study --out {out}` (attack: `{' '.join(attack_args)}`)\n\n"
         "## Attack accuracy % by feature set (paper Table 1 layout; federated: mean over attacker × victim)\n\n"
-        + _markdown(t1)
+        + markdown_table(t1)
         + "\n## Per environment: utility, memorisation, strongest attack and its controls\n\n"
         "MAE in years; `gap` = unseen − members MAE; the strongest feature set is chosen by its age-matched "
         "control (the attack with non-members drawn from the members' age bins), `round0` is the same attack "
         "on the untrained model.\n\n"
-        + _markdown(pct, digits=2)
+        + markdown_table(pct, digits=2)
         + "".join(f"\n## {env}: attacker × victim, {label}\n\nAccuracy % of learner A's attack on learner B's "
-                  "subjects, mean over repeats: main attack / age-matched control.\n\n" + _markdown(table)
+                  "subjects, mean over repeats: main attack / age-matched control.\n\n" + markdown_table(table)
                   for env, (label, table) in (pairs or {}).items())
     )
     snapshots.write_text(out / SUMMARY_MD, text)
@@ -165,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, rows = {}, []
     for env, name in names.items():
         run_dir = args.out / name
-        _train(env, run_dir, args.cohort, console)
-        results[name] = _attack(run_dir, attack_args, console)
+        train_env(env, run_dir, args.cohort, console)
+        results[name] = attack_cached(run_dir, attack_args, console)
         rows.append(environment_row(name, run_dir, results[name]))
     t1, per_env = table1(results), pd.DataFrame(rows)
     pairs = {r["environment"]: (f"{r['best_features']}, round {r['round']}",
