@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 __all__ = [
-    "plot_accuracy_vs_round", "plot_attack_heatmap", "plot_member_distributions", "plot_roc_loglog",
-    "to_png_base64",
+    "plot_accuracy_vs_round", "plot_attack_heatmap", "plot_member_distributions", "plot_privacy_utility",
+    "plot_roc_loglog", "to_png_base64",
 ]
 
 MEMBER_COLOR, NONMEMBER_COLOR = "#c0392b", "#2e86c1"
@@ -133,4 +133,36 @@ def plot_accuracy_vs_round(series: pd.DataFrame, *, title: str = "") -> Figure:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def plot_privacy_utility(points: pd.DataFrame, *, chance_auc: float, chance_tpr: float, title: str = "") -> Figure:
+    """Attack AUC (left) and TPR at low FPR (right) against the model's error, one line per feature set.
+
+    ``points`` has columns ``features``, ``unseen_mae``, ``auc``, ``tpr``, ``tpr_low``, ``tpr_high`` and
+    ``label`` (what each point is annotated with: the defense's value and ε), one row per defense
+    setting and feature set, in the order the lines join them (the defense's values). A defense
+    worth its cost moves points down (less leakage) without moving them far right (less utility);
+    the dashed lines are what an attack that guesses achieves.
+    """
+    fig = Figure(figsize=(11.0, 4.2))
+    panels = fig.subplots(1, 2)
+    for ax, (column, ylabel, chance) in zip(panels, (("auc", "attack AUC", chance_auc),
+                                                     ("tpr", f"TPR at {100 * chance_tpr:g}% FPR", chance_tpr))):
+        for features, rows in points.groupby("features", sort=False):
+            if column == "tpr":
+                spread = [rows["tpr"] - rows["tpr_low"], rows["tpr_high"] - rows["tpr"]]
+                ax.errorbar(rows["unseen_mae"], rows["tpr"], yerr=spread, marker="o", ms=5, lw=1, capsize=3,
+                            label=features)
+            else:
+                ax.plot(rows["unseen_mae"], rows[column], marker="o", ms=5, lw=1, label=features)
+            for x, y, text in zip(rows["unseen_mae"], rows[column], rows["label"]):
+                ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axhline(chance, ls="--", color="grey", lw=1, label="chance")
+        ax.set(xlabel="unseen MAE of the released predictions (years)", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    panels[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig
