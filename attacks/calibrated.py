@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,10 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from scipy import stats
-from scipy.special import logsumexp
-
+from attacks.calibration import (
+    DEFAULT_METHODS, DEFAULT_REFERENCES, LIKELIHOOD_OF_LOSS, LIKELIHOODS, METHODS, PER_SUBJECT_FROM, STATISTICS,
+    VARIANCES, Evidence, check_gamma, choice, parse_methods, resolve_variance, score_attacks,
+)
 from attacks.features import load_snapshot
 from attacks.metrics import attack_metrics, best_threshold, flat_metrics
 from attacks.references import (
@@ -61,307 +61,7 @@ from fedsim.cli import run_cli
 from fedsim.defenses import release_model
 from fedsim.errors import FedsimError
 
-__all__ = [
-    "DEFAULT_REFERENCES", "LIKELIHOODS", "METHODS", "STATISTICS", "VARIANCES", "Evidence",
-    "lira_offline", "lira_online", "loss_scores", "regression_statistic", "rmia_scores",
-    "run_calibrated", "score_attacks",
-]
-
-#: Default number of reference models: 4 IN and 4 OUT per subject (LiRA then pools its variance
-#: over subjects, see PER_SUBJECT_FROM); RMIA (Zarifzadeh et al. 2024) is already near its best
-#: with 1-4 references, and each reference costs one full training run.
-DEFAULT_REFERENCES = 8
-#: ``--variance auto`` fits per-subject variances from this many references on (32 IN + 32 OUT),
-#: a pooled one below: Carlini et al. 2022 use a global variance when shadow models are few.
-PER_SUBJECT_FROM = 64
-#: Floor of |ŷ − y| in log-abs statistics (years), so an exact fit is not log 0.
-MIN_ABS_ERROR = 1e-6
-#: Floor of fitted standard deviations and likelihood scales, so a degenerate fit is not a 0 division.
-MIN_SCALE = 1e-12
-DEFAULT_METHODS = ("loss", "lira-online", "lira-offline", "rmia")
-
-
-# --- statistics ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Statistic:
-    """A per-(model, subject) statistic and the direction in which membership moves it.
-
-    ``alternative`` is what offline LiRA tests: ``"less"`` (members have lower values) or
-    ``"toward-zero"`` (members' values lie closer to 0 than the OUT mean).
-    """
-
-    name: str
-    compute: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    alternative: str
-
-
-def _residual(pred: np.ndarray, age: np.ndarray) -> np.ndarray:
-    return pred - age
-
-
-def _log_abs(pred: np.ndarray, age: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(np.abs(pred - age), MIN_ABS_ERROR))
-
-
-#: LiRA statistics by name.
-STATISTICS: dict[str, Statistic] = {
-    "residual": Statistic("residual", _residual, "toward-zero"),
-    "log-abs": Statistic("log-abs", _log_abs, "less"),
-}
-VARIANCES = ("auto", "per-subject", "global")
-LIKELIHOODS = {"gaussian": stats.norm, "laplace": stats.laplace}
-_LIKELIHOOD_OF_LOSS = {"mse": "gaussian", "l1": "laplace"}
-
-
-def _choice(value: str, options: Sequence[str], what: str) -> str:
-    if value not in options:
-        raise FedsimError(f"unknown {what} {value!r}; choose one of: {', '.join(options)}")
-    return value
-
-
-def regression_statistic(pred: np.ndarray, age: np.ndarray, name: str) -> np.ndarray:
-    """The statistic ``name`` (:data:`STATISTICS`) of predictions ``pred`` (any leading shape) and ages."""
-    return STATISTICS[_choice(name, list(STATISTICS), "statistic")].compute(np.asarray(pred), np.asarray(age))
-
-
-# --- LiRA -----------------------------------------------------------------------------------
-
-
-def _fit_gaussians(values: np.ndarray, mask: np.ndarray, variance: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-subject mean and standard deviation of ``values[mask]`` (column-wise).
-
-    ``per-subject``: each column's own sample standard deviation. ``global``: one standard
-    deviation pooled over subjects from the deviations around each subject's own mean (the
-    between-subject spread is not noise, so it stays out).
-    """
-    counts = mask.sum(axis=0)
-    if counts.min() < 2:
-        raise FedsimError(
-            f"every subject needs at least 2 IN and 2 OUT reference models to fit LiRA's Gaussians, "
-            f"some have {int(counts.min())}; use more references"
-        )
-    mean = np.where(mask, values, 0.0).sum(axis=0) / counts
-    squares = np.where(mask, (values - mean) ** 2, 0.0).sum(axis=0)
-    if variance == "per-subject":
-        std = np.sqrt(squares / (counts - 1))
-    else:
-        std = np.full(values.shape[1], np.sqrt(squares.sum() / (counts - 1).sum()))
-    return mean, np.maximum(std, MIN_SCALE)
-
-
-def _resolve_variance(variance: str, n_references: int) -> str:
-    _choice(variance, VARIANCES, "variance")
-    if variance == "auto":
-        return "per-subject" if n_references >= PER_SUBJECT_FROM else "global"
-    return variance
-
-
-def lira_online(target: np.ndarray, reference: np.ndarray, keep: np.ndarray, *, variance: str = "auto") -> np.ndarray:
-    """Online LiRA: log N(s; μ_in, σ_in) − log N(s; μ_out, σ_out) per subject (higher = member).
-
-    Parameters
-    ----------
-    target : array of shape (n_subjects,)
-        The target model's statistic of each subject.
-    reference : array of shape (n_references, n_subjects)
-        Each reference model's statistic of each subject.
-    keep : bool array of shape (n_references, n_subjects)
-        Whether each reference trained on each subject (IN).
-    variance : {"auto", "per-subject", "global"}
-    """
-    target, reference, keep = _check_lira(target, reference, keep)
-    variance = _resolve_variance(variance, len(reference))
-    mu_in, sd_in = _fit_gaussians(reference, keep, variance)
-    mu_out, sd_out = _fit_gaussians(reference, ~keep, variance)
-    return stats.norm.logpdf(target, mu_in, sd_in) - stats.norm.logpdf(target, mu_out, sd_out)
-
-
-def lira_offline(
-    target: np.ndarray, reference: np.ndarray, keep: np.ndarray, *, variance: str = "auto", alternative: str = "less"
-) -> np.ndarray:
-    """Offline LiRA: log Pr_OUT[Z less member-like than s], from OUT references only.
-
-    One minus the p-value of a one-sided test of "s comes from the OUT Gaussian": close to 0 when
-    s lies far on the member side. ``alternative="less"``: log Pr[Z ≥ s] (members have lower
-    values, e.g. log |ŷ − y|); ``"toward-zero"``: log Pr[Z ≤ s] when the OUT mean is negative and
-    log Pr[Z ≥ s] when it is positive (a member's signed residual shrinks towards 0). ``keep``
-    only picks the OUT statistics.
-    """
-    target, reference, keep = _check_lira(target, reference, keep)
-    _choice(alternative, ("less", "toward-zero"), "alternative")
-    mu, sd = _fit_gaussians(reference, ~keep, _resolve_variance(variance, len(reference)))
-    sign = 1.0 if alternative == "less" else np.where(mu < 0, -1.0, 1.0)
-    return stats.norm.logsf(sign * target, sign * mu, sd)
-
-
-def _check_lira(target: Any, reference: Any, keep: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    target = np.asarray(target, dtype=np.float64).reshape(-1)
-    reference = np.asarray(reference, dtype=np.float64)
-    keep = np.asarray(keep, dtype=bool)
-    if reference.ndim != 2 or reference.shape != keep.shape or reference.shape[1] != len(target):
-        raise ValueError(
-            f"reference {reference.shape} and keep {keep.shape} must both be (n_references, n_subjects) "
-            f"with n_subjects = len(target) = {len(target)}"
-        )
-    return target, reference, keep
-
-
-# --- RMIA -----------------------------------------------------------------------------------
-
-
-def _log_likelihood(pred: np.ndarray, age: np.ndarray, likelihood: str) -> np.ndarray:
-    """log p(age | pred) under each model's own noise scale (its residuals' MLE over all subjects)."""
-    residual = pred - age
-    if likelihood == "gaussian":
-        scale = np.sqrt(np.mean(residual**2, axis=-1, keepdims=True))
-    else:
-        scale = np.mean(np.abs(residual), axis=-1, keepdims=True)
-    return LIKELIHOODS[likelihood].logpdf(age, loc=pred, scale=np.maximum(scale, MIN_SCALE))
-
-
-def rmia_scores(
-    target_pred: np.ndarray,
-    reference_pred: np.ndarray,
-    age: np.ndarray,
-    population: np.ndarray,
-    *,
-    likelihood: str = "gaussian",
-    gamma: float = 1.0,
-) -> np.ndarray:
-    """RMIA: the fraction of population subjects z with LR(x, z) ≥ γ, per subject x.
-
-    LR(x, z) = [Pr(x | θ) / Pr(x)] / [Pr(z | θ) / Pr(z)], where Pr(x | θ) is the density of x's age
-    under model θ's prediction and Pr(x) its mean over the reference models (which train on
-    about half the subjects each: the online setting). Computed in logs.
-
-    Parameters
-    ----------
-    target_pred : array of shape (n_subjects,)
-    reference_pred : array of shape (n_references, n_subjects)
-    age : array of shape (n_subjects,)
-    population : int array
-        Indices of the subjects z to compare with (ideally known non-members).
-    likelihood : {"gaussian", "laplace"}
-        Gaussian for an MSE-trained model, Laplace for L1.
-    gamma : float
-        How much more likely under θ than z a subject must be; 1 in the paper's main results.
-    """
-    _choice(likelihood, list(LIKELIHOODS), "likelihood")
-    _check_gamma(gamma)
-    target_pred = np.asarray(target_pred, dtype=np.float64)
-    reference_pred = np.asarray(reference_pred, dtype=np.float64)
-    age = np.asarray(age, dtype=np.float64)
-    population = np.asarray(population, dtype=np.int64)
-    if len(population) == 0:
-        raise FedsimError("RMIA needs at least one population subject z")
-    log_target = _log_likelihood(target_pred, age, likelihood)
-    log_refs = _log_likelihood(reference_pred, age, likelihood)
-    log_marginal = logsumexp(log_refs, axis=0) - np.log(len(reference_pred))  # log Pr(x)
-    ratio = log_target - log_marginal
-    return np.mean(ratio[:, None] - ratio[None, population] >= np.log(gamma), axis=1)
-
-
-def _check_gamma(gamma: float) -> None:
-    if not gamma > 0 or not np.isfinite(gamma):
-        raise FedsimError(f"gamma must be a positive finite number, got {gamma!r}")
-
-
-def loss_scores(target_pred: np.ndarray, age: np.ndarray) -> np.ndarray:
-    """−|ŷ − y|: the uncalibrated loss-threshold attack (higher = member)."""
-    return -np.abs(np.asarray(target_pred, dtype=np.float64) - np.asarray(age, dtype=np.float64))
-
-
-# --- methods by name ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Everything the attacks read: predictions of the target and the references on one population.
-
-    ``keep[k, i]``: reference k trained on subject i; ``population``: indices of RMIA's z subjects.
-    """
-
-    age: np.ndarray
-    target: np.ndarray
-    references: np.ndarray
-    keep: np.ndarray
-    population: np.ndarray
-
-
-@dataclass(frozen=True)
-class Method:
-    """A calibrated attack by name: the references it needs and whether it uses a statistic."""
-
-    name: str
-    min_references: int
-    uses_statistic: bool
-    doc: str
-
-
-#: Attack methods by name.
-METHODS: dict[str, Method] = {
-    m.name: m for m in (
-        Method("loss", 0, False, "-|ŷ - y| of the target alone (no references)"),
-        Method("lira-online", 4, True, "Gaussians fitted on IN and OUT references; likelihood ratio"),
-        Method("lira-offline", 4, True, "Gaussian fitted on OUT references; one-sided test"),
-        Method("rmia", 2, False, "Pr(x|θ)/Pr(x) vs population z, Gaussian or Laplace likelihood"),
-    )
-}
-
-
-def parse_methods(spec: str | Sequence[str], n_references: int) -> list[str]:
-    """Method names from ``"lira-online,rmia"``; unknown names and too few references fail here."""
-    names = [m.strip() for m in spec.split(",")] if isinstance(spec, str) else list(spec)
-    for name in names:
-        if name not in METHODS:
-            raise FedsimError(f"unknown method {name!r}; choose from: {', '.join(METHODS)}")
-        need = METHODS[name].min_references
-        if n_references < need:
-            raise FedsimError(
-                f"{name} needs at least {need} reference models (2 IN and 2 OUT per subject to fit its "
-                f"Gaussians), got --references {n_references}; use --references {max(need, DEFAULT_REFERENCES)} or --method rmia"
-                if name.startswith("lira") else
-                f"{name} needs at least {need} reference models, got --references {n_references}"
-            )
-    if not names:
-        raise FedsimError("--method names no method")
-    return list(dict.fromkeys(names))
-
-
-def score_attacks(
-    evidence: Evidence,
-    methods: Sequence[str],
-    *,
-    statistics: Sequence[str] = ("log-abs",),
-    variance: str = "auto",
-    likelihood: str = "gaussian",
-    gamma: float = 1.0,
-) -> list[tuple[dict[str, Any], np.ndarray]]:
-    """Every (method, statistic) score vector of every population subject, with its settings."""
-    out = []
-    n_refs = len(evidence.references)
-    for name in methods:
-        if name == "loss":
-            out.append(({"method": name, "statistic": "abs-error"}, loss_scores(evidence.target, evidence.age)))
-        elif name == "rmia":
-            scores = rmia_scores(evidence.target, evidence.references, evidence.age, evidence.population,
-                                 likelihood=likelihood, gamma=gamma)
-            out.append(({"method": name, "statistic": f"likelihood:{likelihood}", "gamma": gamma}, scores))
-        else:
-            resolved = _resolve_variance(variance, n_refs)
-            for stat_name in statistics:
-                stat = STATISTICS[_choice(stat_name, list(STATISTICS), "statistic")]
-                target = stat.compute(evidence.target, evidence.age)
-                refs = stat.compute(evidence.references, evidence.age[None, :])
-                if name == "lira-online":
-                    scores = lira_online(target, refs, evidence.keep, variance=resolved)
-                else:
-                    scores = lira_offline(target, refs, evidence.keep, variance=resolved, alternative=stat.alternative)
-                out.append(({"method": name, "statistic": stat_name, "variance": resolved}, scores))
-    return out
-
+__all__ = ["centralized_population", "run_calibrated"]
 
 # --- centralized attack on a run directory -------------------------------------------------
 
@@ -400,9 +100,9 @@ def run_calibrated(
     """
     methods = parse_methods(methods, references)
     for s in statistics:
-        _choice(s, list(STATISTICS), "statistic")
-    _resolve_variance(variance, references)
-    _check_gamma(gamma)  # here, not after the references have trained
+        choice(s, list(STATISTICS), "statistic")
+    resolve_variance(variance, references)
+    check_gamma(gamma)  # here, not after the references have trained
     if seed < 0:
         raise FedsimError(f"seed must be a non-negative integer, got {seed}")
     config = snapshots.read_config(target.run_dir)
@@ -420,8 +120,8 @@ def run_calibrated(
     if epochs < 1:
         raise FedsimError(f"reference models need at least 1 training epoch, got {epochs} (the target's round)")
     loss = config.get("train", {}).get("loss", "mse")
-    likelihood = _LIKELIHOOD_OF_LOSS.get(loss, "gaussian") if likelihood == "auto" else likelihood
-    _choice(likelihood, list(LIKELIHOODS), "likelihood")
+    likelihood = LIKELIHOOD_OF_LOSS.get(loss, "gaussian") if likelihood == "auto" else likelihood
+    choice(likelihood, list(LIKELIHOODS), "likelihood")
 
     refs = ensure_references(ReferencePlan(config, population, epochs, seed), target.cohort, target.run_dir,
                              references=references, progress=progress)
@@ -512,9 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = parse_methods(args.method, args.references)
     statistics = [s.strip() for s in args.statistic.split(",")]
     for s in statistics:
-        _choice(s, list(STATISTICS), "statistic")
-    _choice(args.variance, VARIANCES, "variance")
-    _choice(args.likelihood, ("auto", *LIKELIHOODS), "likelihood")
+        choice(s, list(STATISTICS), "statistic")
+    choice(args.variance, VARIANCES, "variance")
+    choice(args.likelihood, ("auto", *LIKELIHOODS), "likelihood")
     if args.epochs is not None and args.epochs < 1:
         raise FedsimError(f"--epochs must be at least 1, got {args.epochs}")
     if args.seed < 0:

@@ -11,6 +11,7 @@ combination without recomputing a gradient.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -424,9 +425,7 @@ def load_snapshot(run_dir: str | Path, rnd: int, *, name: str = "model") -> Snap
     model = build_model(config["model"]["name"], **kwargs)
     state, meta = snapshots.load_round(Path(run_dir), rnd, name=name)
     model.load_state_dict(state)
-    release = None
     released = release_model(model, config)  # [defense] prediction_noise: the predictions are released noisy
-    if isinstance(released, PerturbedPredictions):
-        def release(pred: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return perturb_predictions(pred, x, released.std, released.seed)
+    release = (functools.partial(perturb_predictions, std=released.std, seed=released.seed)
+               if isinstance(released, PerturbedPredictions) else None)
     return Snapshot(model.eval(), config.get("train", {}).get("loss", "mse"), rnd, meta, release)

@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from attacks.calibrated import (
-    Evidence, lira_offline, lira_online, loss_scores, main, rmia_scores, score_attacks,
-)
+from attacks.calibrated import main
+from attacks.calibration import Evidence, lira_offline, lira_online, loss_scores, rmia_scores, score_attacks
 from attacks.metrics import roc_auc
 from attacks.references import ReferencePlan, assign_halves, ensure_references, predict_rows, train_model
 from fedsim import centralized
