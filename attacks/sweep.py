@@ -19,7 +19,6 @@ import dataclasses
 import html
 import math
 import shlex
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from attacks.study import attack_cached, markdown_table, train_env
 from attacks.threats import FeatureCache, open_run
 from fedsim import snapshots
 from fedsim.cli import run_cli
-from fedsim.config import DefenseConfig, env_path, from_resolved, load_env
+from fedsim.config import DefenseConfig, env_path, from_resolved, load_env, tomllib
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 

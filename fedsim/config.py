@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fedsim.errors import FedsimError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI (a dependency there); other modules import it from here
+    import tomli as tomllib
 
 ENVIRONMENTS_DIR = Path(__file__).resolve().parent.parent / "environments"
 

@@ -30,6 +30,7 @@ import tomli_w
 import torch
 from safetensors.torch import load_file, save_file
 
+from fedsim.config import tomllib
 from fedsim.errors import FedsimError
 
 ROUNDS_DIR = "rounds"
@@ -122,8 +123,6 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
-    import tomllib
-
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FedsimError(f"{str(run_dir)!r} is not a fedsim run directory (no {CONFIG_FILE})")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from fedsim.config import tomllib
 from fedsim.data.partition import (
     age_bins,
     assign_groups,

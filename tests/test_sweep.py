@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +13,7 @@ import pytest
 from attacks import sweep
 from fedsim import snapshots
 from fedsim.cli import run_cli
-from fedsim.config import load_env
+from fedsim.config import load_env, tomllib
 from fedsim.errors import FedsimError
 
 BAD_INPUTS = {

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from rich.progress import track
 
 from fedsim.cli import run_cli
+from fedsim.config import tomllib
 from fedsim.errors import FedsimError
 from fedsim.paths import fedsim_home
 from fedsim.data.synthetic import AgeDistribution, AnatomyParams, grid_affine, make_subject
