@@ -219,8 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FedsimError(f"--epochs must be at least 1, got {args.epochs}")
     if args.seed < 0:
         raise FedsimError(f"--seed must be a non-negative integer, got {args.seed}")
-    if not args.gamma > 0 or not np.isfinite(args.gamma):
-        raise FedsimError(f"--gamma must be a positive finite number, got {args.gamma}")
+    check_gamma(args.gamma, "--gamma")
     target = open_run(args.run_dir)
     console = Console()
     console.print(f"[bold]calibrated attacks[/] on {args.run_dir}: {', '.join(methods)}; {args.references} references")

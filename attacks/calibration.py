@@ -220,9 +220,10 @@ def rmia_scores(
     return np.mean(ratio[:, None] - ratio[None, population] >= np.log(gamma), axis=1)
 
 
-def check_gamma(gamma: float) -> None:
+def check_gamma(gamma: float, name: str = "gamma") -> None:
+    """Refuse an RMIA γ that is not a positive finite number; ``name`` is what the message calls it."""
     if not gamma > 0 or not np.isfinite(gamma):
-        raise FedsimError(f"gamma must be a positive finite number, got {gamma!r}")
+        raise FedsimError(f"{name} must be a positive finite number, got {gamma!r}")
 
 
 def loss_scores(target_pred: np.ndarray, age: np.ndarray) -> np.ndarray:
