@@ -47,7 +47,7 @@ from rich.progress import Progress
 from rich.table import Table
 from attacks.calibration import (
     DEFAULT_METHODS, DEFAULT_REFERENCES, LIKELIHOOD_OF_LOSS, LIKELIHOODS, METHODS, PER_SUBJECT_FROM, STATISTICS,
-    VARIANCES, Evidence, check_gamma, choice, parse_methods, resolve_variance, score_attacks,
+    VARIANCES, Evidence, attack_name, check_gamma, choice, parse_methods, resolve_variance, score_attacks,
 )
 from attacks.features import load_snapshot
 from attacks.metrics import attack_metrics, best_threshold, flat_metrics
@@ -152,10 +152,9 @@ def run_calibrated(
                 "control": control, "round": rnd, **settings, "references": len(refs),
                 "reference_epochs": epochs, "n_population": len(population), "n_z": len(z), **flat_metrics(metrics),
             })
-            label = settings["method"] + ("" if settings["method"] in ("loss", "rmia") else f"/{settings['statistic']}")
             scores_long.append(pd.DataFrame({
-                "control": control, "round": rnd, "attack": label, "subject_id": population,
-                "set": subject_set, "member": member, "score": scores,
+                "control": control, "round": rnd, "attack": attack_name(settings["method"], settings["statistic"]),
+                "subject_id": population, "set": subject_set, "member": member, "score": scores,
             }))
     return rows, pd.concat(scores_long, ignore_index=True), refs
 
@@ -258,9 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for col in ("control", "attack", "AUC", "TPR@1%FPR (95% CI)", "TPR@0.1%", "acc. %"):
         table.add_column(col, no_wrap=not col.startswith("TPR@1%"), overflow="fold")
     for r in rows:
-        attack = r["method"] if r["method"] in ("loss", "rmia") else f"{r['method']}/{r['statistic']}"
-        table.add_row(r["control"], attack, f"{r['auc']:.3f}", _pct_interval(r, "tpr@0.01"),
-                      f"{r['tpr@0.001']:.3f}", f"{100 * r['accuracy']:.1f}")
+        table.add_row(r["control"], attack_name(r["method"], r["statistic"]), f"{r['auc']:.3f}",
+                      _pct_interval(r, "tpr@0.01"), f"{r['tpr@0.001']:.3f}", f"{100 * r['accuracy']:.1f}")
     classifiers = _classifier_rows(args.run_dir)
     if classifiers is not None:
         for c in classifiers.itertuples():

@@ -20,8 +20,8 @@ from fedsim.errors import FedsimError
 
 __all__ = [
     "DEFAULT_METHODS", "DEFAULT_REFERENCES", "LIKELIHOODS", "LIKELIHOOD_OF_LOSS", "METHODS", "PER_SUBJECT_FROM",
-    "STATISTICS", "VARIANCES", "Evidence", "check_gamma", "choice", "lira_offline", "lira_online", "loss_scores", "parse_methods",
-    "regression_statistic", "resolve_variance", "rmia_scores", "score_attacks",
+    "STATISTICS", "VARIANCES", "Evidence", "attack_name", "check_gamma", "choice", "lira_offline", "lira_online",
+    "loss_scores", "parse_methods", "regression_statistic", "resolve_variance", "rmia_scores", "score_attacks",
 ]
 
 #: Default number of reference models: 4 IN and 4 OUT per subject (LiRA then pools its variance
@@ -267,6 +267,11 @@ METHODS: dict[str, Method] = {
         Method("rmia", 2, False, "Pr(x|θ)/Pr(x) vs population z, Gaussian or Laplace likelihood"),
     )
 }
+
+
+def attack_name(method: str, statistic: str) -> str:
+    """An attack as tables name it: the method, with its statistic where it uses one (``lira-online/log-abs``)."""
+    return f"{method}/{statistic}" if METHODS[method].uses_statistic else method
 
 
 def parse_methods(spec: str | Sequence[str], n_references: int) -> list[str]:
