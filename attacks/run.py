@@ -26,6 +26,10 @@ from attacks.threats import THREATS, SkippedPairsWarning, Target, open_run, run_
 from fedsim.cli import run_cli
 from fedsim.errors import FedsimError
 
+#: The attack classifier (the paper's deep classifiers) and repeats unless told otherwise; attacks.study and
+#: attacks.sweep pass them on to this command.
+DEFAULT_CLASSIFIER, DEFAULT_REPEATS = "conv", 5
+
 
 def _rounds(spec: str, target: Target, threat: str) -> list[int]:
     if spec == "default":
@@ -65,8 +69,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threat", choices=THREATS, help="default: centralized for a centralized run, else learner")
     p.add_argument("--features", default="table1", help="'table1' (the paper's rows) or comma-separated specs, e.g. 'error,pred+label'")
     p.add_argument("--rounds", default="default", help="last | best | all | 3,10 (default: best for centralized, else last)")
-    p.add_argument("--classifier", default="conv", help=f"one of: {', '.join(CLASSIFIERS)} (default: conv — the paper's deep classifiers: an MLP, with a conv head on gradient tensors)")
-    p.add_argument("--repeats", type=int, default=5, help="independent draws of the attack sets (default: 5)")
+    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, help=f"one of: {', '.join(CLASSIFIERS)} (default: {DEFAULT_CLASSIFIER} — the paper's deep classifiers: an MLP, with a conv head on gradient tensors)")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                   help=f"independent draws of the attack sets (default: {DEFAULT_REPEATS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-controls", action="store_true", help="skip the round-0 and age-matched controls")
     return p.parse_args(argv)

@@ -144,9 +144,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/study"), help="study directory (default: runs/study)")
     p.add_argument("--envs", default=",".join(DEFAULT_ENVS), help=f"comma-separated (default: {','.join(DEFAULT_ENVS)})")
     p.add_argument("--cohort", type=Path, help="manifest.csv of your own cohort (default: the embedded synthetic one)")
-    p.add_argument("--classifier", default="conv", help=f"attack classifier, one of: {', '.join(CLASSIFIERS)} (default: conv)")
+    p.add_argument("--classifier", default=attack_run.DEFAULT_CLASSIFIER,
+                   help=f"attack classifier, one of: {', '.join(CLASSIFIERS)} (default: {attack_run.DEFAULT_CLASSIFIER})")
     p.add_argument("--features", default="table1", help="'table1' (default) or comma-separated feature specs")
-    p.add_argument("--repeats", type=int, default=5, help="attack repeats (default: 5)")
+    p.add_argument("--repeats", type=int, default=attack_run.DEFAULT_REPEATS,
+                   help=f"attack repeats (default: {attack_run.DEFAULT_REPEATS})")
     return p.parse_args(argv)
 
 
@@ -158,8 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = {env: load_env(env).name for env in envs}  # a typo fails now, not after an hour of training
     if len(set(names.values())) < len(names):
         raise FedsimError(f"--envs names an environment twice: {', '.join(names.values())}")
-    if args.classifier not in CLASSIFIERS:
-        raise FedsimError(f"unknown attack classifier {args.classifier!r}; choose one of: {', '.join(CLASSIFIERS)}")
+    attack_run.attack_settings(args.features, args.classifier, args.repeats)  # a typo fails before training, too
     console = Console(highlight=False)
     attack_args = ["--features", args.features, "--classifier", args.classifier, "--repeats", str(args.repeats)]
     results, rows = {}, []

@@ -36,7 +36,7 @@ from attacks.classifiers import CLASSIFIERS
 from attacks.features import load_snapshot, parse_features
 from attacks.figures import plot_privacy_utility, to_png_base64
 from attacks.report import CHANCE, TPR, controls_table, html_img, html_page, html_table, main_round
-from attacks.run import attack_settings
+from attacks.run import DEFAULT_CLASSIFIER, DEFAULT_REPEATS, attack_settings
 from attacks.study import attack_cached, markdown_table, train_env
 from attacks.threats import FeatureCache, open_run
 from fedsim import snapshots
@@ -46,7 +46,6 @@ from fedsim.errors import FedsimError
 from fedsim.models import build_model
 
 DEFAULT_FEATURES = "error,pred+label,grad_norm"  # black-box and cheap white-box sets: one gradient pass
-DEFAULT_CLASSIFIER, DEFAULT_REPEATS = "conv", 5  # as attacks.run
 MIN_VALUES = 2  # one value is a run, not a trade-off
 SWEEP_CSV, SWEEP_MD, SWEEP_PNG, SWEEP_HTML = "sweep.csv", "sweep.md", "sweep.png", "sweep.html"
 TARGET_FPR = float(TPR.removeprefix("tpr@"))  # the FPR of report.TPR, and the TPR of a guessing attack
