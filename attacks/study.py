@@ -116,8 +116,11 @@ def pair_table(results: pd.DataFrame, spec: str, rnd: int) -> pd.DataFrame:
 
 
 def write_summary(out: Path, t1: pd.DataFrame, envs: pd.DataFrame, attack_args: list[str],
-                  pairs: dict[str, pd.DataFrame] | None = None) -> Path:
-    """``summary.md`` (the tables, with the command) and ``summary.csv`` (the per-environment table)."""
+                  pairs: dict[str, tuple[str, pd.DataFrame]] | None = None) -> Path:
+    """``summary.md`` (the tables, with the command) and ``summary.csv`` (the per-environment table).
+
+    ``pairs``: per federated environment, what its :func:`pair_table` shows (a caption) and the table.
+    """
     pct = envs.copy()
     for col in ("attack", "age_matched", "round0"):
         pct[col] = 100 * pct[col]
