@@ -46,8 +46,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from attacks.calibration import (
-    DEFAULT_METHODS, DEFAULT_REFERENCES, LIKELIHOOD_OF_LOSS, LIKELIHOODS, METHODS, PER_SUBJECT_FROM, STATISTICS,
-    VARIANCES, Evidence, attack_name, check_gamma, choice, parse_methods, resolve_variance, score_attacks,
+    DEFAULT_METHODS, DEFAULT_REFERENCES, DEFAULT_STATISTICS, LIKELIHOOD_OF_LOSS, LIKELIHOODS, METHODS,
+    PER_SUBJECT_FROM, STATISTICS, VARIANCES, Evidence, attack_name, check_gamma, choice, parse_methods, resolve_variance,
+    score_attacks,
 )
 from attacks.features import load_snapshot
 from attacks.metrics import attack_metrics, best_threshold, flat_metrics
@@ -83,7 +84,7 @@ def run_calibrated(
     *,
     references: int = DEFAULT_REFERENCES,
     methods: Sequence[str] = DEFAULT_METHODS,
-    statistics: Sequence[str] = ("log-abs", "residual"),
+    statistics: Sequence[str] = DEFAULT_STATISTICS,
     variance: str = "auto",
     likelihood: str = "auto",
     gamma: float = 1.0,
@@ -183,7 +184,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--references", type=int, default=DEFAULT_REFERENCES,
                    help=f"reference models, an even number (default: {DEFAULT_REFERENCES}; cached and reused)")
     p.add_argument("--method", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(METHODS)}")
-    p.add_argument("--statistic", default="log-abs,residual",
+    p.add_argument("--statistic", default=",".join(DEFAULT_STATISTICS),
                    help=f"LiRA statistic(s), comma-separated: {', '.join(STATISTICS)} (default: both)")
     p.add_argument("--variance", default="auto",
                    help=f"LiRA variance: {', '.join(VARIANCES)} (auto: per-subject from {PER_SUBJECT_FROM} references)")

@@ -19,8 +19,8 @@ from scipy.special import logsumexp
 from fedsim.errors import FedsimError
 
 __all__ = [
-    "DEFAULT_METHODS", "DEFAULT_REFERENCES", "LIKELIHOODS", "LIKELIHOOD_OF_LOSS", "METHODS", "PER_SUBJECT_FROM",
-    "STATISTICS", "VARIANCES", "Evidence", "attack_name", "check_gamma", "choice", "lira_offline", "lira_online",
+    "DEFAULT_METHODS", "DEFAULT_REFERENCES", "DEFAULT_STATISTICS", "LIKELIHOODS", "LIKELIHOOD_OF_LOSS", "METHODS",
+    "PER_SUBJECT_FROM", "STATISTICS", "VARIANCES", "Evidence", "attack_name", "check_gamma", "choice", "lira_offline", "lira_online",
     "loss_scores", "parse_methods", "regression_statistic", "resolve_variance", "rmia_scores", "score_attacks",
 ]
 
@@ -36,6 +36,8 @@ MIN_ABS_ERROR = 1e-6
 #: Floor of fitted standard deviations and likelihood scales, so a degenerate fit is not a 0 division.
 MIN_SCALE = 1e-12
 DEFAULT_METHODS = ("loss", "lira-online", "lira-offline", "rmia")
+#: LiRA's statistics in :mod:`attacks.calibrated` unless told otherwise: both.
+DEFAULT_STATISTICS = ("log-abs", "residual")
 
 
 # --- statistics ---------------------------------------------------------------------------
