@@ -254,11 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"centralized membership attacks, {first['n_members']} + {first['n_nonmembers']} attack-test subjects"
         + (f"; LiRA σ: {', '.join(variances)}" if variances else "")
     ))
-    # In an 80-column terminal the interval wraps; attack names are never cut.
-    for col in ("control", "attack", "AUC", "TPR@1%FPR (95% CI)", "TPR@0.1%", "acc. %"):
-        table.add_column(col, no_wrap=not col.startswith("TPR@1%"), overflow="fold")
+    # Numbers and their intervals are never cut; in an 80-column terminal long attack names fold.
+    for col in ("control", "attack", "AUC (95% CI)", "TPR@1%FPR (95% CI)", "TPR@0.1%", "acc. %"):
+        table.add_column(col, no_wrap=col != "attack", overflow="fold")
     for r in rows:
-        table.add_row(r["control"], attack_name(r["method"], r["statistic"]), f"{r['auc']:.3f}",
+        table.add_row(r["control"], attack_name(r["method"], r["statistic"]), _pct_interval(r, "auc"),
                       _pct_interval(r, "tpr@0.01"), f"{r['tpr@0.001']:.3f}", f"{100 * r['accuracy']:.1f}")
     classifiers = _classifier_rows(args.run_dir)
     if classifiers is not None:

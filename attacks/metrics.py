@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
-    "MEMBER", "NON_MEMBER", "TprAtFpr", "accuracy_at", "aggregate", "attack_metrics",
+    "MEMBER", "NON_MEMBER", "TprAtFpr", "accuracy_at", "aggregate", "attack_metrics", "auc_interval",
     "best_threshold", "flat_metrics", "roc_auc", "tpr_at_fpr",
 ]
 
@@ -76,6 +76,21 @@ def roc_auc(y_true: Sequence[int] | np.ndarray, y_score: Sequence[float] | np.nd
     """Area under the ROC curve: the chance a random member outscores a random non-member."""
     y_true, y_score = _check(y_true, y_score)
     return float(roc_auc_score(y_true, y_score))
+
+
+def auc_interval(auc: float, n_members: int, n_nonmembers: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation interval of an AUC from its sample sizes (Hanley & McNeil 1982).
+
+    Its standard error grows as either class shrinks, so an AUC from 127 + 127 subjects shows
+    how much less it pins down than one from 1500 + 1500. Clipped to [0, 1].
+    """
+    if n_members < 1 or n_nonmembers < 1:
+        raise ValueError(f"an AUC needs members and non-members, got {n_members} and {n_nonmembers}")
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (n_members - 1) * (q1 - auc**2) + (n_nonmembers - 1) * (q2 - auc**2)) / (
+        n_members * n_nonmembers)
+    half = float(norm.ppf((1 + confidence) / 2)) * math.sqrt(max(variance, 0.0))
+    return max(0.0, auc - half), min(1.0, auc + half)
 
 
 @dataclass(frozen=True)
@@ -166,15 +181,19 @@ def attack_metrics(
 ) -> dict[str, float | int | TprAtFpr]:
     """Accuracy at ``threshold``, ROC AUC, TPR at each of ``fprs``, and the counts.
 
-    Keys: ``accuracy``, ``auc``, ``n_members``, ``n_nonmembers``, and ``tpr@<fpr>``
-    (e.g. ``tpr@0.01``) holding a :class:`TprAtFpr`.
+    Keys: ``accuracy``, ``auc`` with its 95 % interval ``auc_low``/``auc_high``
+    (:func:`auc_interval`), ``n_members``, ``n_nonmembers``, and ``tpr@<fpr>`` (e.g.
+    ``tpr@0.01``) holding a :class:`TprAtFpr`.
     """
     y_true, y_score = _check(y_true, y_score)
+    auc = roc_auc(y_true, y_score)
+    n_members, n_nonmembers = int(np.sum(y_true == MEMBER)), int(np.sum(y_true == NON_MEMBER))
+    auc_low, auc_high = auc_interval(auc, n_members, n_nonmembers)
     out: dict[str, float | int | TprAtFpr] = {
         "accuracy": accuracy_at(y_true, y_score, threshold=threshold),
-        "auc": roc_auc(y_true, y_score),
-        "n_members": int(np.sum(y_true == MEMBER)),
-        "n_nonmembers": int(np.sum(y_true == NON_MEMBER)),
+        "auc": auc, "auc_low": auc_low, "auc_high": auc_high,
+        "n_members": n_members,
+        "n_nonmembers": n_nonmembers,
     }
     for fpr in fprs:
         out[f"tpr@{fpr:g}"] = tpr_at_fpr(y_true, y_score, fpr=fpr)

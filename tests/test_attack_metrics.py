@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import beta
 
 from attacks.metrics import (
-    MEMBER, accuracy_at, aggregate, attack_metrics, best_threshold, roc_auc, tpr_at_fpr,
+    MEMBER, accuracy_at, aggregate, attack_metrics, auc_interval, best_threshold, roc_auc, tpr_at_fpr,
 )
 
 # scikit-learn's ROC toy example: members score 0.35 and 0.8, non-members 0.1 and 0.4.
@@ -80,6 +80,20 @@ def test_attack_metrics_bundle_everything_with_the_counts():
     assert result["auc"] == pytest.approx(roc_auc(y_true, y_score))
     assert (result["n_members"], result["n_nonmembers"]) == (10, 200)
     assert result["tpr@0.01"].tpr == 0.7 and result["tpr@0.001"].note is not None
+
+
+def test_auc_interval_is_hanley_mcneil_and_narrows_with_the_sample():
+    # Hanley & McNeil (1982), by hand for AUC 0.8 with 10 members and 200 non-members:
+    # Q1 = 0.8 / 1.2, Q2 = 2 * 0.64 / 1.8, var = (0.16 + 9 (Q1 - 0.64) + 199 (Q2 - 0.64)) / 2000
+    q1, q2 = 0.8 / 1.2, 1.28 / 1.8
+    half = 1.959963985 * math.sqrt((0.16 + 9 * (q1 - 0.64) + 199 * (q2 - 0.64)) / 2000)
+    assert auc_interval(0.8, 10, 200) == pytest.approx((0.8 - half, 0.8 + half))
+    small, large = auc_interval(0.8, 127, 127), auc_interval(0.8, 1500, 1500)
+    assert small[1] - small[0] > 3 * (large[1] - large[0])
+    assert auc_interval(0.999, 5, 5)[1] == 1.0 and auc_interval(0.001, 5, 5)[0] == 0.0
+    y_true, y_score = make_scores()
+    result = attack_metrics(y_true, y_score, threshold=198)
+    assert (result["auc_low"], result["auc_high"]) == pytest.approx(auc_interval(result["auc"], 10, 200))
 
 
 def test_every_metric_ignores_monotone_rescaling_of_scores():
