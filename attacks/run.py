@@ -73,6 +73,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                    help=f"independent draws of the attack sets (default: {DEFAULT_REPEATS})")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stack", action="store_true",
+                   help="also attack with each feature set's values of all --rounds side by side (at least 2 rounds)")
     p.add_argument("--no-controls", action="store_true", help="skip the round-0 and age-matched controls")
     return p.parse_args(argv)
 
@@ -96,16 +98,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = open_run(args.run_dir)
     threat = args.threat or ("centralized" if "train" in set(target.partitions["group"]) else "learner")
     rounds = _rounds(args.rounds, target, threat)
+    if args.stack and len(set(rounds)) < 2:
+        raise FedsimError(f"--stack needs at least 2 rounds to stack, got --rounds {args.rounds} = {rounds}")
     common = dict(threat=threat, feature_sets=feature_sets, classifier=args.classifier, repeats=args.repeats, seed=args.seed)
     console = Console()
     console.print(f"[bold]{threat}[/] attack on {args.run_dir}, rounds {rounds}, {len(feature_sets)} feature sets")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedPairsWarning)
         rows = run_attacks(target, rounds=rounds, **common)
+        if args.stack:
+            rows += run_attacks(target, rounds=rounds, stack=True, **common)
         if not args.no_controls:
             if 0 not in rounds:
                 rows += [dict(r, control="round-0") for r in run_attacks(target, rounds=[0], **common)]
+                if args.stack:  # the same stacked attack on the untrained model, as many times over
+                    rows += [dict(r, control="round-0") for r in run_attacks(target, rounds=[0] * len(rounds), stack=True, **common)]
             rows += run_attacks(target, rounds=rounds, age_matched=True, **common)
+            if args.stack:
+                rows += run_attacks(target, rounds=rounds, age_matched=True, stack=True, **common)
     for w in caught:
         if issubclass(w.category, SkippedPairsWarning):
             console.print(f"[yellow]warning:[/] {w.message}")

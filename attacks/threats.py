@@ -129,19 +129,23 @@ def run_attacks(
     repeats: int = 5,
     seed: int = 0,
     age_matched: bool = False,
+    stack: bool = False,
     cache: FeatureCache | None = None,
 ) -> list[dict[str, Any]]:
-    """Every attack of a threat model on every round and feature set; one dict per attack."""
+    """Every attack of a threat model on every round and feature set; one dict per attack.
+
+    With ``stack`` the rounds make one attack instead: each subject's features of every round side
+    by side (its trajectory over training), reported at the last round as ``"<spec> stacked"``
+    with the rounds in ``stacked_rounds``.
+    """
     cache = cache or FeatureCache(target)
     triples = list(plan(threat, target.partitions, repeats=repeats, seed=seed, age_matched=age_matched))
     row_of = {sid: i for i, sid in enumerate(target.cohort.subject_ids)}
     takes_layout = "layout" in classifier_parameters(classifier)  # only then is a layout worth a forward pass
     rows: list[dict[str, Any]] = []
-    for rnd in rounds:
-        snapshot = load_snapshot(target.run_dir, rnd)
-        basic = sorted({f for spec in feature_sets for f in parse_features(spec, snapshot.model)})
-        features = cache.get(snapshot, "model", basic)
-        layouts = {spec: feature_layout(spec, snapshot.model) for spec in feature_sets} if takes_layout else {}
+    for group in [list(rounds)] if stack else [[rnd] for rnd in rounds]:
+        matrices, layouts = _round_features(target, cache, group, feature_sets, takes_layout)
+        rnd, extra = group[-1], ({"stacked_rounds": ",".join(map(str, group))} if stack else {})
         repeat_of: dict[tuple[str, str], int] = {}
         # A malicious learner's attack-train set does not depend on the victim: fit once, attack all.
         fitted: dict[tuple[str, int, bytes], Any] = {}
@@ -151,7 +155,7 @@ def run_attacks(
             train_rows = np.array([row_of[s] for s in train_ids])
             test_rows = np.array([row_of[s] for s in test_ids])
             for spec in feature_sets:
-                X = assemble(features, spec)
+                X = matrices[spec]
                 key = (spec, repeat, train_rows.tobytes() + y_train.tobytes())
                 if key not in fitted:
                     clf = make_classifier(classifier, random_state=seed + repeat, layout=layouts.get(spec))
@@ -160,9 +164,27 @@ def run_attacks(
                 scores, threshold = attack_scores(model, X[test_rows])
                 rows.append({
                     "threat": threat, "attacker": attacker, "victim": victim, "round": rnd,
-                    "features": spec, "classifier": classifier, "repeat": repeat,
+                    "features": f"{spec} stacked" if stack else spec, **extra, "classifier": classifier, "repeat": repeat,
                     "control": "age-matched" if age_matched else "none",
                     "n_train": len(train_ids),
                     **flat_metrics(attack_metrics(y_test, scores, threshold=threshold)),
                 })
     return rows
+
+
+def _round_features(
+    target: Target, cache: FeatureCache, rounds: Sequence[int], feature_sets: Sequence[str], with_layout: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, tuple]]:
+    """Per feature set, the (N, d) matrix of ``rounds``' snapshots side by side (one round: its
+    own), and, if ``with_layout``, the matching blocks for a classifier that reads them."""
+    parts: dict[str, list[np.ndarray]] = {spec: [] for spec in feature_sets}
+    layouts: dict[str, tuple] = {spec: () for spec in feature_sets} if with_layout else {}
+    for rnd in rounds:
+        snapshot = load_snapshot(target.run_dir, rnd)
+        basic = sorted({f for spec in feature_sets for f in parse_features(spec, snapshot.model)})
+        features = cache.get(snapshot, "model", basic)
+        for spec in feature_sets:
+            parts[spec].append(assemble(features, spec))
+            if with_layout:
+                layouts[spec] += feature_layout(spec, snapshot.model)
+    return {spec: np.concatenate(p, axis=1) for spec, p in parts.items()}, layouts

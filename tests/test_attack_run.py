@@ -39,6 +39,34 @@ def test_attack_writes_one_row_per_attack_and_reuses_features(tiny_run):
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # no feature recomputed
 
 
+def test_stacked_rounds_are_one_attack_on_every_rounds_features_side_by_side(tiny_run, monkeypatch):
+    widths = []
+
+    def spy(name, **kwargs):
+        clf = make_classifier(name, **kwargs)
+        fit = clf.fit
+        clf.fit = lambda X, y: (widths.append((sum(b.width for b in kwargs["layout"]), X.shape[1])), fit(X, y))[1]
+        return clf
+
+    monkeypatch.setattr(threats, "make_classifier", spy)
+    assert main([str(tiny_run), "--rounds", "1,2", "--stack", "--features", "error", "--classifier", "conv",
+                 "--repeats", "1"]) == 0
+    results = pd.read_csv(tiny_run / "attacks" / "results.csv")
+    stacked = results[results["features"] == "error stacked"]
+    assert set(stacked["control"]) == {"none", "round-0", "age-matched"}
+    assert set(stacked.loc[stacked.control == "none", "stacked_rounds"]) == {"1,2"}
+    assert set(stacked.loc[stacked.control == "round-0", "stacked_rounds"]) == {"0,0"}
+    assert set(stacked.loc[stacked.control == "none", "round"]) == {2}
+    # per-round attacks still run beside it; a stacked attack sees one error column per round
+    assert set(results.loc[(results.features == "error") & (results.control == "none"), "round"]) == {1, 2}
+    assert (1, 1) in widths and (2, 2) in widths and all(layout == cols for layout, cols in widths)
+
+
+def test_stack_needs_two_rounds(tiny_run):
+    result = _cli(str(tiny_run), "--rounds", "2", "--stack")
+    assert result.returncode == 2 and result.stderr.startswith("error: --stack needs at least 2 rounds")
+
+
 def test_conv_classifier_gets_each_feature_sets_layout(tiny_run, monkeypatch):
     layouts = []
 
