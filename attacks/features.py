@@ -31,7 +31,7 @@ from fedsim.models import build_model, get_layer, layer_parameters
 
 __all__ = [
     "FEATURES", "TABLE1", "Batch", "Block", "Feature", "Snapshot", "assemble", "compute_features",
-    "extract", "feature_layout", "load_snapshot", "parse_features", "register_feature",
+    "extract", "feature_layout", "is_black_box", "load_snapshot", "parse_features", "register_feature",
 ]
 
 #: Loss names of ``fedsim.train.regression_loss``; gradient features use the run's loss.
@@ -185,6 +185,13 @@ def parse_features(spec: str | Sequence[str], model: nn.Module) -> tuple[str, ..
                 f"choose from: {', '.join(_valid_layers(model, kind))}"
             )
     return tuple(names)
+
+
+def is_black_box(spec: str | Sequence[str]) -> bool:
+    """Whether a spec needs only released predictions and labels (no activation, no gradient):
+    what an outsider who can only query the model for predicted ages can compute."""
+    bases = [FEATURES[n.partition(":")[0]] for n in _split(spec)]
+    return all(f.layers is None and f.gradients == "none" for f in bases)
 
 
 def assemble(features: Mapping[str, np.ndarray], spec: str | Sequence[str]) -> np.ndarray:

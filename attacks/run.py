@@ -66,7 +66,8 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m attacks.run", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="a run directory written by fedsim.run or fedsim.centralized")
-    p.add_argument("--threat", choices=THREATS, help="default: centralized for a centralized run, else learner")
+    p.add_argument("--threat", choices=[t for t in THREATS if t != "controller"],
+                   help="default: centralized for a centralized run, else learner (the curious controller: python -m attacks.seats)")
     p.add_argument("--features", default="table1", help="'table1' (the paper's rows) or comma-separated specs, e.g. 'error,pred+label'")
     p.add_argument("--rounds", default="default", help="last | best | all | 3,10 (default: best for centralized, else last)")
     p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, help=f"one of: {', '.join(CLASSIFIERS)} (default: {DEFAULT_CLASSIFIER} — the paper's deep classifiers: an MLP, with a conv head on gradient tensors)")

@@ -27,7 +27,7 @@ from fedsim.data.manifest import load_manifest
 from fedsim.data.partition import read_partitions
 from fedsim.errors import FedsimError
 
-THREATS = ("centralized", "learner")
+THREATS = ("centralized", "learner", "controller")
 
 
 class SkippedPairsWarning(UserWarning):
@@ -90,17 +90,24 @@ class FeatureCache:
         return {f: np.load(folder / f"{f.replace(':', '_')}.npy") for f in basic}
 
 
+def learner_ids(partitions: pd.DataFrame) -> list[str]:
+    """The learner groups of a federated run's partitions, L1..LK in numeric order."""
+    return sorted((g for g in partitions["group"].unique() if g.startswith("L")), key=lambda g: int(g[1:]))
+
+
 def plan(threat: str, partitions: pd.DataFrame, *, repeats: int, seed: int, age_matched: bool) -> Iterator[tuple[str, str, AttackSplit]]:
     """(attacker, victim, split) triples of a threat model, every repeat."""
     if threat == "centralized":
         for split in centralized_splits(partitions, repeats=repeats, seed=seed, age_matched=age_matched):
             yield "adversary", "centralized", split
         return
-    if threat != "learner":
+    if threat not in THREATS:
         raise FedsimError(f"unknown threat {threat!r}; choose one of: {', '.join(THREATS)}")
-    learners = sorted((g for g in partitions["group"].unique() if g.startswith("L")), key=lambda g: int(g[1:]))
+    # The curious controller gets the malicious learner's side knowledge (A's subjects vs unseen) and
+    # attacks the same victims: the two seats differ only in the models they see.
+    learners = learner_ids(partitions)
     if len(learners) < 2:
-        raise FedsimError("the malicious-learner threat needs a federated run with at least 2 learners")
+        raise FedsimError(f"the {threat} threat needs a federated run with at least 2 learners")
     skipped = []
     for attacker in learners:
         for victim in learners:
@@ -137,14 +144,23 @@ def run_attacks(
     With ``stack`` the rounds make one attack instead: each subject's features of every round side
     by side (its trajectory over training), reported at the last round as ``"<spec> stacked"``
     with the rounds in ``stacked_rounds``.
+
+    The ``controller`` threat sees every learner's local model of a round (a run made with
+    ``snapshot_local``): it fits the attack on attacker A's local model and A's subjects, as a
+    shadow model, and scores victim B's subjects on B's own local model.
     """
     cache = cache or FeatureCache(target)
     triples = list(plan(threat, target.partitions, repeats=repeats, seed=seed, age_matched=age_matched))
     row_of = {sid: i for i, sid in enumerate(target.cohort.subject_ids)}
     takes_layout = "layout" in classifier_parameters(classifier)  # only then is a layout worth a forward pass
+    local = threat == "controller"
+    if local and 0 in rounds:
+        raise FedsimError("round 0 has no local models: the curious controller attacks rounds 1 and later")
     rows: list[dict[str, Any]] = []
     for group in [list(rounds)] if stack else [[rnd] for rnd in rounds]:
-        matrices, layouts = _round_features(target, cache, group, feature_sets, takes_layout)
+        models = learner_ids(target.partitions) if local else ["model"]
+        by_model = {name: _round_features(target, cache, group, feature_sets, takes_layout, name=name) for name in models}
+        layouts = by_model[models[0]][1]
         rnd, extra = group[-1], ({"stacked_rounds": ",".join(map(str, group))} if stack else {})
         repeat_of: dict[tuple[str, str], int] = {}
         # A malicious learner's attack-train set does not depend on the victim: fit once, attack all.
@@ -154,14 +170,14 @@ def run_attacks(
             (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
             train_rows = np.array([row_of[s] for s in train_ids])
             test_rows = np.array([row_of[s] for s in test_ids])
+            seen_by = {"train": attacker if local else "model", "test": victim if local else "model"}
             for spec in feature_sets:
-                X = matrices[spec]
                 key = (spec, repeat, train_rows.tobytes() + y_train.tobytes())
                 if key not in fitted:
                     clf = make_classifier(classifier, random_state=seed + repeat, layout=layouts.get(spec))
-                    fitted[key] = clf.fit(X[train_rows], y_train)
+                    fitted[key] = clf.fit(by_model[seen_by["train"]][0][spec][train_rows], y_train)
                 model = fitted[key]
-                scores, threshold = attack_scores(model, X[test_rows])
+                scores, threshold = attack_scores(model, by_model[seen_by["test"]][0][spec][test_rows])
                 rows.append({
                     "threat": threat, "attacker": attacker, "victim": victim, "round": rnd,
                     "features": f"{spec} stacked" if stack else spec, **extra, "classifier": classifier, "repeat": repeat,
@@ -174,15 +190,17 @@ def run_attacks(
 
 def _round_features(
     target: Target, cache: FeatureCache, rounds: Sequence[int], feature_sets: Sequence[str], with_layout: bool,
+    *, name: str = "model",
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple]]:
-    """Per feature set, the (N, d) matrix of ``rounds``' snapshots side by side (one round: its
-    own), and, if ``with_layout``, the matching blocks for a classifier that reads them."""
+    """Per feature set, the (N, d) matrix of ``rounds``' snapshots (``name``: the community model or
+    a learner's local one) side by side (one round: its own), and, if ``with_layout``, the matching
+    blocks for a classifier that reads them."""
     parts: dict[str, list[np.ndarray]] = {spec: [] for spec in feature_sets}
     layouts: dict[str, tuple] = {spec: () for spec in feature_sets} if with_layout else {}
     for rnd in rounds:
-        snapshot = load_snapshot(target.run_dir, rnd)
+        snapshot = load_snapshot(target.run_dir, rnd, name=name)
         basic = sorted({f for spec in feature_sets for f in parse_features(spec, snapshot.model)})
-        features = cache.get(snapshot, "model", basic)
+        features = cache.get(snapshot, name, basic)
         for spec in feature_sets:
             parts[spec].append(assemble(features, spec))
             if with_layout:

@@ -62,6 +62,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="override [federation] rounds (with --resume: extend the run)")
     p.add_argument("--out", type=Path, help="run directory (default: runs/<env>-<timestamp>)")
     p.add_argument("--seed", type=int, help="override the environment's seed")
+    p.add_argument("--snapshot-local", action="store_true",
+                   help="also keep every learner's local model of every round (for the curious-controller attack)")
     p.add_argument("--cohort", type=Path, help="manifest.csv of your own cohort (default: the embedded synthetic one)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its last complete round")
     p.add_argument("--ray-address", help="attach to this Ray cluster (default: $RAY_ADDRESS, else a private local Ray)")
@@ -80,6 +82,7 @@ def _run_dir(args: argparse.Namespace, console: Console) -> Path:
         raise FedsimError(f"--rounds must be at least 1, got {args.rounds}")
     if args.resume is not None:
         clash = [f"--{k}" for k in ("env", "seed", "cohort", "out") if getattr(args, k) is not None]
+        clash += ["--snapshot-local"] if args.snapshot_local else []
         if clash:
             raise FedsimError(f"--resume continues a run with its own configuration; drop {', '.join(clash)}")
         setup = RunSetup.load(args.resume)
@@ -96,7 +99,7 @@ def _run_dir(args: argparse.Namespace, console: Console) -> Path:
         return args.resume
     if args.env is None:
         raise FedsimError("give --env NAME (e.g. --env skewed-noniid) or --resume RUN_DIR")
-    cfg = with_overrides(load_env(args.env), seed=args.seed, federation={"rounds": args.rounds})
+    cfg = with_overrides(load_env(args.env), seed=args.seed, federation={"rounds": args.rounds, "snapshot_local": args.snapshot_local or None})
     if cfg.partition.learners == 0:
         raise FedsimError(f"environment {cfg.name!r} is centralized (learners = 0); use python -m fedsim.centralized")
     data = prepare_data(cfg, args.cohort)

@@ -71,3 +71,12 @@ def test_resume_of_a_finished_run(tmp_path, tiny_manifest, capsys):
     snapshots.mark_done(run, {})
     capsys.readouterr()  # Flower's own log of that run
     assert "finished all 2 rounds; pass --rounds N > 2 to extend it" in one_error_line(capsys, ["--resume", str(run)])
+
+
+def test_snapshot_local_flag_is_recorded_in_the_run_config(tmp_path, tiny_manifest, capsys):
+    out = tmp_path / "run"
+    assert run_cli(main, ["--env", "tiny", "--cohort", str(tiny_manifest), "--out", str(out), "--snapshot-local",
+                          "--prepare-only"]) == 0
+    assert snapshots.read_config(out)["federation"]["snapshot_local"] is True
+    assert load_env("tiny").federation.snapshot_local is False  # the environment file itself says false
+    assert "drop --snapshot-local" in one_error_line(capsys, ["--resume", str(out), "--snapshot-local"])

@@ -11,58 +11,23 @@ import pytest
 
 from attacks import study
 
-TINY_FED = """
-description = "2 learners, 96 subjects at 16x20x16: the smallest federation a malicious learner can attack"
-seed = 0
-[cohort]
-subjects = 96
-shape = [16, 20, 16]
-seed = 0
-[data]
-shape = [16, 20, 16]
-[partition]
-learners = 2
-unseen_fraction = 0.4
-age_bins = 4
-learner_weights = [1, 1]
-[model]
-name = "cnn3d"
-channels = [4, 8]
-head_channels = 8
-dropout = 0.0
-target_scale = 7.4
-[train]
-loss = "mse"
-optimizer = "adam"
-lr = 1e-3
-weight_decay = 0.0
-momentum = 0.0
-batch_size = 4
-epochs = 2
-[federation]
-rounds = 2
-local_epochs = 1
-snapshot_local = false
-"""
 
 
 @pytest.mark.slow
 def test_study_trains_attacks_summarises_and_skips_finished_steps(tmp_path: Path):
-    env = tmp_path / "tiny-fed.toml"
-    env.write_text(TINY_FED)
     out = tmp_path / "study"
-    args = ["--out", str(out), "--envs", f"tiny-centralized,{env}", "--features", "error,pred+label",
+    args = ["--out", str(out), "--envs", "tiny-centralized,tiny-learners", "--features", "error,pred+label",
             "--classifier", "logreg", "--repeats", "1"]
     assert study.main(args) == 0
-    fed = pd.read_csv(out / "tiny-fed" / "attacks" / "results.csv")
+    fed = pd.read_csv(out / "tiny-learners" / "attacks" / "results.csv")
     assert set(fed["threat"]) == {"learner"}
     assert {(a, v) for a, v in zip(fed["attacker"], fed["victim"])} == {("L1", "L2"), ("L2", "L1")}
     assert set(fed["control"]) == {"none", "round-0", "age-matched"}
     summary = (out / study.SUMMARY_MD).read_text()
     assert "prediction + label" in summary and "tiny-centralized" in summary
-    assert "## tiny-fed: attacker × victim" in summary and "## tiny-centralized: attacker" not in summary
+    assert "## tiny-learners: attacker × victim" in summary and "## tiny-centralized: attacker" not in summary
     per_env = pd.read_csv(out / study.SUMMARY_CSV)
-    assert list(per_env["environment"]) == ["tiny-centralized", "tiny-fed"]
+    assert list(per_env["environment"]) == ["tiny-centralized", "tiny-learners"]
     assert per_env[["attack", "age_matched", "round0"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (per_env["unseen_mae"] > 0).all()
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != study.SUMMARY_MD

@@ -1,0 +1,191 @@
+"""Every seat at the table: ``python -m attacks.seats RUN_DIR [--round R] [--features …]``.
+
+Three adversaries attack the same victims with the same side knowledge — learner A's own
+subjects (members) vs unseen ones, drawn exactly as :func:`attacks.splits.learner_splits` draws
+them, for every pair A → B — and differ only in what they see of the federation:
+
+* **malicious learner** A: the community model of round R, white box (every feature set);
+* **curious controller**: every learner's *local* model of round R, i.e. the model a learner
+  sends back before averaging (a run made with ``--snapshot-local``); it fits the attack on A's
+  local model as a shadow model and scores B's subjects on B's own local model;
+* **outsider**: the predicted ages of the final community model only (black-box feature sets).
+
+Each seat is also attacked with age-matched non-members, the control for distribution shift.
+Writes ``RUN_DIR/attacks/seats/``: ``results.csv`` (one row per seat, attacker, victim, feature
+set, control and repeat), ``seats.csv`` (the comparison table) and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from attacks.features import TABLE1, is_black_box
+from attacks.figures import plot_attack_heatmap, to_png_base64
+from attacks.report import TPR, html_img, html_page, html_table, pair_matrix
+from attacks.run import DEFAULT_CLASSIFIER, DEFAULT_REPEATS, attack_settings
+from attacks.threats import FeatureCache, Target, learner_ids, open_run, run_attacks
+from fedsim import snapshots
+from fedsim.cli import run_cli
+from fedsim.errors import FedsimError
+
+LEARNER, CONTROLLER, OUTSIDER = "malicious learner", "curious controller", "outsider"
+SEATS = (LEARNER, CONTROLLER, OUTSIDER)
+SEATS_DIR = "seats"
+
+
+def _check_local_models(target: Target, rnd: int) -> None:
+    missing = [g for g in learner_ids(target.partitions)
+               if not (snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()]
+    if missing:
+        raise FedsimError(
+            f"{str(target.run_dir)!r} has no local model of {', '.join(missing)} for round {rnd}: the curious controller "
+            "needs a run made with `python -m fedsim.run --env … --snapshot-local`")
+
+
+def run_seats(
+    target: Target, *, rnd: int, feature_sets: Sequence[str], classifier: str = DEFAULT_CLASSIFIER,
+    repeats: int = DEFAULT_REPEATS, seed: int = 0, console: Console | None = None,
+) -> pd.DataFrame:
+    """Every seat's attacks on round ``rnd`` (the outsider: the last round), plain and age-matched."""
+    if rnd < 1:
+        raise FedsimError(f"--round must be a trained round (1 or later), got {rnd}")
+    _check_local_models(target, rnd)
+    black_box = [s for s in feature_sets if is_black_box(s)]
+    if not black_box:
+        raise FedsimError("the outsider sees predicted ages only: --features needs a black-box set, e.g. pred+label or error")
+    jobs = [(LEARNER, "learner", rnd, list(feature_sets)), (CONTROLLER, "controller", rnd, list(feature_sets)),
+            (OUTSIDER, "learner", target.rounds[-1], black_box)]
+    cache, rows = FeatureCache(target), []
+    for seat, threat, at, specs in jobs:
+        if console is not None:
+            console.print(f"[bold]{seat}[/]: round {at}, {len(specs)} feature sets")
+        for matched in (False, True):
+            rows += [{"seat": seat, **row} for row in run_attacks(
+                target, threat=threat, rounds=[at], feature_sets=specs, classifier=classifier, repeats=repeats,
+                seed=seed, age_matched=matched, cache=cache)]
+    return pd.DataFrame(rows)
+
+
+def seat_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per seat and feature set: mean over attacker–victim pairs and repeats of accuracy, AUC and
+    TPR at 1% FPR (with the mean of their per-attack 95% bounds), beside the age-matched accuracy."""
+    plain = results[results["control"] == "none"]
+    table = plain.groupby(["seat", "features"], sort=False).agg(
+        round=("round", "first"), accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
+        auc=("auc", "mean"), auc_low=("auc_low", "mean"), auc_high=("auc_high", "mean"),
+        tpr_at_1pct=(TPR, "mean"), tpr_at_1pct_low=(f"{TPR}_low", "mean"), tpr_at_1pct_high=(f"{TPR}_high", "mean"),
+        attacks=("accuracy", "size"),
+    )
+    matched = results[results["control"] == "age-matched"].groupby(["seat", "features"], sort=False)["accuracy"].mean()
+    table["age_matched"] = matched.reindex(table.index)
+    return table.reset_index()
+
+
+def best_sets(table: pd.DataFrame) -> dict[str, str]:
+    """Each seat's strongest feature set, judged by its age-matched accuracy (membership, not shift)."""
+    score = table["age_matched"].fillna(table["accuracy"])
+    return {seat: table.loc[score[table["seat"] == seat].idxmax(), "features"] for seat in table["seat"].unique()}
+
+
+def victim_table(results: pd.DataFrame, best: dict[str, str]) -> pd.DataFrame:
+    """Per victim (rows) and seat (columns): accuracy of the seat's best feature set, mean over attackers
+    and repeats — the same victims and subjects for every seat."""
+    plain = results[results["control"] == "none"]
+    cols = {seat: plain[(plain["seat"] == seat) & (plain["features"] == spec)].groupby("victim")["accuracy"].mean()
+            for seat, spec in best.items()}
+    table = pd.DataFrame(cols)
+    return table.reindex(sorted(table.index, key=lambda g: int(g[1:])))
+
+
+def _name(spec: str) -> str:
+    return next((name for name, s in TABLE1.items() if s == spec), spec)
+
+
+def _pct(v: float) -> str:
+    return "—" if pd.isna(v) else f"{100 * v:.1f}"
+
+
+def write_seats_report(target: Target, results: pd.DataFrame, out: Path) -> Path:
+    """``report.html``: the seat comparison, the per-victim table and the attacker × victim heat-maps."""
+    table, config = seat_table(results), snapshots.read_config(target.run_dir)
+    best = best_sets(table)
+    rows = [[html.escape(r.seat), str(r.round), html.escape(_name(r.features)), f"{_pct(r.accuracy)} ± {_pct(r.accuracy_std)}",
+             f"{r.auc:.3f} [{r.auc_low:.3f}, {r.auc_high:.3f}]", f"{r.tpr_at_1pct:.3f} [{r.tpr_at_1pct_low:.3f}, {r.tpr_at_1pct_high:.3f}]",
+             _pct(r.age_matched), ("best" if best[r.seat] == r.features else "")] for r in table.itertuples()]
+    victims = victim_table(results, best)
+    vrows = [[v] + [_pct(victims.loc[v, s]) for s in victims.columns] for v in victims.index]
+    maps = []
+    for seat in (LEARNER, CONTROLLER):
+        grid = pair_matrix(results[results["seat"] == seat], best[seat], int(table.loc[table["seat"] == seat, "round"].iloc[0]))
+        fig = plot_attack_heatmap(grid, title=f"{seat}: {_name(best[seat])}, mean over repeats")
+        maps.append(html_img(to_png_base64(fig), f"{seat} heat-map"))
+    body = (
+        f"<h1>Every seat at the table</h1><p>Run <code>{html.escape(str(target.run_dir))}</code> "
+        f"({html.escape(str(config.get('name', '?')))}), classifier {html.escape(', '.join(sorted(set(results['classifier']))))}, "
+        f"{results['repeat'].nunique()} repeats. Every seat uses learner A's side knowledge (A's subjects vs unseen ones) "
+        "and attacks every other learner B's subjects vs fresh unseen ones: the same victims, the same subjects. "
+        "The <b>malicious learner</b> sees the community model; the <b>curious controller</b> sees each learner's local "
+        "model before averaging (fit on A's, scored on B's); the <b>outsider</b> sees only the final community model's "
+        "predicted ages.</p>"
+        + html_table(["seat", "round", "feature set", "accuracy %", "AUC [95% CI]", "TPR @ 1% FPR [95% CI]",
+                      "age-matched %", ""], rows)
+        + "<p class='note'>Mean over attacker–victim pairs and repeats; intervals are the mean per-attack bounds "
+        "(Hanley–McNeil for AUC, Clopper–Pearson for TPR). Best: the highest age-matched accuracy of the seat.</p>"
+        + "<h2>Per victim: each seat's best feature set (accuracy %)</h2>"
+        + html_table(["victim"] + [html.escape(f"{s} ({_name(best[s])})") for s in victims.columns], vrows)
+        + "<h2>Attacker × victim</h2>" + "".join(maps)
+    )
+    path = out / "report.html"
+    snapshots.write_text(path, html_page(f"Seats: {target.run_dir.name}", body))
+    return path
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m attacks.seats", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path, help="a federated run directory made with --snapshot-local")
+    p.add_argument("--round", type=int, help="round whose community and local models are attacked (default: the last)")
+    p.add_argument("--features", default="table1", help="'table1' (the paper's rows) or comma-separated specs")
+    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, help=f"attack classifier (default: {DEFAULT_CLASSIFIER})")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"draws of the attack sets (default: {DEFAULT_REPEATS})")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    feature_sets = attack_settings(args.features, args.classifier, args.repeats)
+    target = open_run(args.run_dir)
+    if "train" in set(target.partitions["group"]):
+        raise FedsimError(f"{str(args.run_dir)!r} is a centralized run; seats compare adversaries of a federation")
+    rnd = target.rounds[-1] if args.round is None else args.round
+    if rnd not in target.rounds:
+        raise FedsimError(f"round {rnd} is not on disk in {str(args.run_dir)!r}; rounds: {target.rounds[0]}..{target.rounds[-1]}")
+    console = Console(highlight=False)
+    results = run_seats(target, rnd=rnd, feature_sets=feature_sets, classifier=args.classifier,
+                        repeats=args.repeats, seed=args.seed, console=console)
+    out = args.run_dir / "attacks" / SEATS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(out / "results.csv", index=False)
+    table = seat_table(results)
+    table.to_csv(out / "seats.csv", index=False)
+    report = write_seats_report(target, results, out)
+    shown = Table(title=f"seats, {args.classifier}, mean over attacker–victim pairs and {args.repeats} repeats")
+    for col in ("seat", "round", "features", "accuracy %", "AUC", "TPR@1%FPR", "age-matched %"):
+        shown.add_column(col)
+    for r in table.itertuples():
+        shown.add_row(r.seat, str(r.round), r.features, f"{_pct(r.accuracy)} ± {_pct(r.accuracy_std)}", f"{r.auc:.3f}",
+                      f"{r.tpr_at_1pct:.3f}", _pct(r.age_matched))
+    console.print(shown)
+    console.print(f"results: {out / 'results.csv'}\nreport: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,102 @@
+"""Every seat at the table on a tiny 2-learner federation that kept its local models."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attacks import seats
+from attacks.classifiers import attack_scores, make_classifier
+from attacks.features import is_black_box
+from attacks.metrics import accuracy_at
+from attacks.splits import learner_splits
+from attacks.threats import open_run, run_attacks
+from fedsim import snapshots
+from fedsim.config import load_env
+from fedsim.data.prepare import prepare_data
+from fedsim.errors import FedsimError
+from fedsim.federation import keys
+from fedsim.federation.client_app import app as client_app
+from fedsim.federation.local_grid import run_local
+from fedsim.federation.run_setup import write_run_setup
+from fedsim.federation.server_app import app as server_app
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    """tiny-learners (snapshot_local = true), 2 rounds, in-process: community and local models on disk."""
+    run_dir = tmp_path_factory.mktemp("seats") / "run"
+    cfg = load_env("tiny-learners")
+    write_run_setup(run_dir, cfg, prepare_data(cfg, progress=False), {"cpus_per_learner": 1})
+    threads = torch.get_num_threads()
+    run_local(server_app, client_app, cfg.partition.learners, {keys.RUN_DIR: str(run_dir)})
+    torch.set_num_threads(threads)  # learners set it for their Ray actor; here they ran in this process
+    return run_dir
+
+
+def test_black_box_sets_need_no_activation_or_gradient():
+    assert is_black_box("pred+label") and is_black_box("error")
+    assert not is_black_box("pred+label+grad:conv6") and not is_black_box("grad_norm")
+    assert not is_black_box("activation:conv6")
+
+
+def test_controller_fits_on_the_attackers_local_model_and_scores_on_the_victims(local_run):
+    target = open_run(local_run)
+    rows = run_attacks(target, threat="controller", rounds=[2], feature_sets=["error"], classifier="logreg", repeats=1)
+    assert {(r["attacker"], r["victim"]) for r in rows} == {("L1", "L2"), ("L2", "L1")}
+    features = local_run / "attacks" / "features"
+    error = {g: np.load(features / f"{g}-r0002" / "error.npy") for g in ("L1", "L2")}
+    assert not np.allclose(error["L1"], error["L2"])  # two local models, two sets of errors
+    row_of = {s: i for i, s in enumerate(target.cohort.subject_ids)}
+    (split,) = learner_splits(target.partitions, "L1", "L2", repeats=1)
+    (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
+    clf = make_classifier("logreg", random_state=0).fit(error["L1"][[row_of[s] for s in train_ids]], y_train)
+    scores, threshold = attack_scores(clf, error["L2"][[row_of[s] for s in test_ids]])
+    (row,) = [r for r in rows if r["attacker"] == "L1"]
+    assert row["accuracy"] == pytest.approx(accuracy_at(y_test, scores, threshold=threshold))
+
+
+def test_controller_refuses_round_zero(local_run):
+    with pytest.raises(FedsimError, match="round 0 has no local models"):
+        run_attacks(open_run(local_run), threat="controller", rounds=[0], feature_sets=["error"], classifier="logreg")
+
+
+def test_seats_attack_the_same_victims_and_write_a_comparison(local_run):
+    assert seats.main([str(local_run), "--features", "error,pred+label,grad_norm", "--classifier", "logreg",
+                       "--repeats", "2", "--round", "1"]) == 0
+    out = local_run / "attacks" / seats.SEATS_DIR
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["seat"]) == set(seats.SEATS)
+    assert set(results["control"]) == {"none", "age-matched"}
+    by_seat = {s: g for s, g in results.groupby("seat")}
+    # the learner and the controller attack round 1; the outsider the final community model, black box only
+    assert set(by_seat[seats.LEARNER]["round"]) == set(by_seat[seats.CONTROLLER]["round"]) == {1}
+    assert set(by_seat[seats.OUTSIDER]["round"]) == {2}
+    assert set(by_seat[seats.OUTSIDER]["features"]) == {"error", "pred+label"}
+    assert set(by_seat[seats.CONTROLLER]["features"]) == {"error", "pred+label", "grad_norm"}
+    keys_ = ["attacker", "victim", "repeat", "control", "n_members", "n_nonmembers"]
+    pairs = {s: set(map(tuple, g[keys_].drop_duplicates().to_numpy())) for s, g in by_seat.items()}
+    assert pairs[seats.LEARNER] == pairs[seats.CONTROLLER] == pairs[seats.OUTSIDER]
+    assert (local_run / "attacks" / "features" / "L1-r0001").is_dir()
+    table = pd.read_csv(out / "seats.csv")
+    assert len(table) == 3 + 3 + 2 and table[["accuracy", "auc", "age_matched"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (table["auc_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_high"]).all()
+    page = (out / "report.html").read_text()
+    assert "curious controller" in page and page.count("data:image/png;base64,") == 2
+
+
+def test_seats_need_local_models(local_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(local_run, copy, ignore=shutil.ignore_patterns("attacks"))
+    for path in (copy / snapshots.ROUNDS_DIR).rglob("L*.safetensors"):
+        path.unlink()
+    result = subprocess.run([sys.executable, "-m", "attacks.seats", str(copy)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "--snapshot-local" in result.stderr
+    assert "Traceback" not in result.stderr
