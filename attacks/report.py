@@ -24,6 +24,7 @@ from attacks.figures import (
 from attacks.metrics import accuracy_at
 from attacks.threats import Target, plan
 from fedsim import snapshots
+from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
 __all__ = [
@@ -248,7 +249,7 @@ def pair_matrix(results: pd.DataFrame, spec: str, rnd: int, control: str = "none
     """Attacker × victim accuracy (mean over repeats) of feature set ``spec`` on round ``rnd``;
     every learner is a row and a column, NaN where no attack ran (the diagonal)."""
     cells = results[(results["control"] == control) & (results["round"] == rnd) & (results["features"] == spec)]
-    learners = sorted(set(results["attacker"]) | set(results["victim"]), key=lambda g: int(g[1:]))
+    learners = learner_groups([*results["attacker"], *results["victim"]])
     return cells.pivot_table(index="attacker", columns="victim", values="accuracy").reindex(index=learners, columns=learners)
 
 
@@ -263,9 +264,9 @@ def _learners(target: Target, results: pd.DataFrame, summary: pd.DataFrame, rnd:
              f"unseen subjects. Heat-map: the best feature set overall, <b>{html.escape(_name(best))}</b>.</p>",
              html_img(to_png_base64(heat), "attacker × victim heat-map")]
     over_rounds = summary[summary["control"].isin(["none", "round-0"])]
-    for attacker in sorted(set(main["attacker"]), key=lambda g: int(g[1:])):
+    for attacker in learner_groups(main["attacker"]):
         mine = main[main["attacker"] == attacker]
-        victims = sorted(set(mine["victim"]), key=lambda g: int(g[1:]))
+        victims = learner_groups(mine["victim"])
         cell = {(r.features, r.victim): r for r in mine.itertuples()}
         rows = [[html.escape(_name(spec))] + [
             f"{_pm(cell[spec, v].accuracy, cell[spec, v].accuracy_std)}<br><span class='note'>AUC "

@@ -30,9 +30,10 @@ from attacks.features import TABLE1, is_black_box
 from attacks.figures import plot_attack_heatmap, to_png_base64
 from attacks.report import TPR, html_img, html_page, html_table, pair_matrix
 from attacks.run import DEFAULT_CLASSIFIER, DEFAULT_REPEATS, attack_settings
-from attacks.threats import FeatureCache, Target, learner_ids, open_run, run_attacks
+from attacks.threats import FeatureCache, Target, open_run, run_attacks
 from fedsim import snapshots
 from fedsim.cli import run_cli
+from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
 LEARNER, CONTROLLER, OUTSIDER = "malicious learner", "curious controller", "outsider"
@@ -41,7 +42,7 @@ SEATS_DIR = "seats"
 
 
 def _check_local_models(target: Target, rnd: int) -> None:
-    missing = [g for g in learner_ids(target.partitions)
+    missing = [g for g in learner_groups(target.partitions["group"])
                if not (snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()]
     if missing:
         raise FedsimError(
@@ -101,7 +102,7 @@ def victim_table(results: pd.DataFrame, best: dict[str, str]) -> pd.DataFrame:
     cols = {seat: plain[(plain["seat"] == seat) & (plain["features"] == spec)].groupby("victim")["accuracy"].mean()
             for seat, spec in best.items()}
     table = pd.DataFrame(cols)
-    return table.reindex(sorted(table.index, key=lambda g: int(g[1:])))
+    return table.reindex(learner_groups(table.index))
 
 
 def _name(spec: str) -> str:

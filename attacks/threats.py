@@ -24,7 +24,7 @@ from attacks.splits import AttackSplit, centralized_splits, learner_splits
 from fedsim import snapshots
 from fedsim.data.cache import CohortArray, build_cache
 from fedsim.data.manifest import load_manifest
-from fedsim.data.partition import read_partitions
+from fedsim.data.partition import learner_groups, read_partitions
 from fedsim.errors import FedsimError
 
 THREATS = ("centralized", "learner", "controller")
@@ -90,11 +90,6 @@ class FeatureCache:
         return {f: np.load(folder / f"{f.replace(':', '_')}.npy") for f in basic}
 
 
-def learner_ids(partitions: pd.DataFrame) -> list[str]:
-    """The learner groups of a federated run's partitions, L1..LK in numeric order."""
-    return sorted((g for g in partitions["group"].unique() if g.startswith("L")), key=lambda g: int(g[1:]))
-
-
 def plan(threat: str, partitions: pd.DataFrame, *, repeats: int, seed: int, age_matched: bool) -> Iterator[tuple[str, str, AttackSplit]]:
     """(attacker, victim, split) triples of a threat model, every repeat."""
     if threat == "centralized":
@@ -105,7 +100,7 @@ def plan(threat: str, partitions: pd.DataFrame, *, repeats: int, seed: int, age_
         raise FedsimError(f"unknown threat {threat!r}; choose one of: {', '.join(THREATS)}")
     # The curious controller gets the malicious learner's side knowledge (A's subjects vs unseen) and
     # attacks the same victims: the two seats differ only in the models they see.
-    learners = learner_ids(partitions)
+    learners = learner_groups(partitions["group"])
     if len(learners) < 2:
         raise FedsimError(f"the {threat} threat needs a federated run with at least 2 learners")
     skipped = []
@@ -158,7 +153,7 @@ def run_attacks(
         raise FedsimError("round 0 has no local models: the curious controller attacks rounds 1 and later")
     rows: list[dict[str, Any]] = []
     for group in [list(rounds)] if stack else [[rnd] for rnd in rounds]:
-        models = learner_ids(target.partitions) if local else ["model"]
+        models = learner_groups(target.partitions["group"]) if local else ["model"]
         by_model = {name: _round_features(target, cache, group, feature_sets, takes_layout, name=name) for name in models}
         layouts = by_model[models[0]][1]
         rnd, extra = group[-1], ({"stacked_rounds": ",".join(map(str, group))} if stack else {})

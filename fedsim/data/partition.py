@@ -22,7 +22,7 @@ bin goes where is decided by ``np.random.default_rng(seed)`` alone, so the split
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -408,10 +408,15 @@ def read_partitions(path: str | Path) -> pd.DataFrame:
     return df.loc[:, list(PARTITION_COLUMNS)]
 
 
+def learner_groups(groups: Iterable[str]) -> list[str]:
+    """The learner groups (``L1``…``LK``) among ``groups``, once each, by number (L10 after L9)."""
+    return sorted({g for g in groups if g.startswith("L") and g[1:].isdigit()}, key=lambda g: int(g[1:]))
+
+
 def _group_order(groups: Sequence[str]) -> list[str]:
     """Learners by number, then train, val, and unseen last, the order used in tables and plots."""
     present = set(groups)
-    learners = sorted((g for g in present if g.startswith("L") and g[1:].isdigit()), key=lambda g: int(g[1:]))
+    learners = learner_groups(present)
     rest = [g for g in (TRAIN, VAL, UNSEEN) if g in present]
     others = sorted(present - set(learners) - set(rest))
     return learners + others + rest
