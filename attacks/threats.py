@@ -102,7 +102,8 @@ def plan(threat: str, partitions: pd.DataFrame, *, repeats: int, seed: int, age_
     # attacks the same victims: the two seats differ only in the models they see.
     learners = learner_groups(partitions["group"])
     if len(learners) < 2:
-        raise FedsimError(f"the {threat} threat needs a federated run with at least 2 learners")
+        seat = "malicious-learner" if threat == "learner" else "curious-controller"
+        raise FedsimError(f"the {seat} threat needs a federated run with at least 2 learners")
     skipped = []
     for attacker in learners:
         for victim in learners:
