@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from fedsim import snapshots
+from results_table import append_row
 from fedsim.config import load_env, with_overrides
 from fedsim.data.prepare import prepare_data
 from fedsim.federation.run_setup import RunSetup, learner_seed, write_run_setup
@@ -99,14 +100,10 @@ def main() -> None:
         f"ratio federated / plain (median after start-up): {ratio:.2f}  (target ≤ 1.10)",
     ]
     print("\n".join(lines))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    header = ("| date | env | local epochs | machine | round 1 (s) | federated round (s) | plain round (s) | ratio |\n"
-              "|---|---|---|---|---|---|---|---|\n")
-    row = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {cfg.name} | {cfg.federation.local_epochs} | {machine} | "
-           f"{rounds[1]:.1f} | {federated:.1f} | {baseline:.1f} | {ratio:.2f} |\n")
-    existing = RESULTS.read_text() if RESULTS.is_file() else "# One federated round vs a plain PyTorch loop\n\n" + header
-    RESULTS.write_text(existing + row)
-    print(f"appended to {RESULTS}")
+    append_row(RESULTS, "One federated round vs a plain PyTorch loop",
+               ["env", "local epochs", "machine", "round 1 (s)", "federated round (s)", "plain round (s)", "ratio"],
+               [cfg.name, cfg.federation.local_epochs, machine, f"{rounds[1]:.1f}", f"{federated:.1f}",
+                f"{baseline:.1f}", f"{ratio:.2f}"])
     shutil.rmtree(run_dir, ignore_errors=True)
 
 

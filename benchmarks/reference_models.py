@@ -27,6 +27,7 @@ from attacks.references import ReferencePlan, ensure_references, population_orde
 from attacks.splits import centralized_splits
 from fedsim.config import load_env
 from fedsim.data.prepare import prepare_data
+from results_table import append_row
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reference_models.md"
 
@@ -72,13 +73,11 @@ def main() -> None:
         f"second call (cache): {reused:.2f}s",
     ]
     print("\n".join(lines))
-    header = ("| date | env | machine | known subjects | epochs | s per reference | s per reference-epoch | "
-              f"s per subject attacked ({DEFAULT_REFERENCES} refs) | cache reuse (s) |\n|---|---|---|---|---|---|---|---|---|\n")
-    row = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {cfg.name} | {machine} | {len(population)} | {epochs} | {per_ref:.1f} | "
-           f"{per_ref / epochs:.2f} | {per_subject:.2f} | {reused:.2f} |\n")
-    existing = RESULTS.read_text() if RESULTS.is_file() else "# Reference-model training for calibrated attacks\n\n" + header
-    RESULTS.write_text(existing + row)
-    print(f"appended to {RESULTS}")
+    append_row(RESULTS, "Reference-model training for calibrated attacks",
+               ["env", "machine", "known subjects", "epochs", "s per reference", "s per reference-epoch",
+                f"s per subject attacked ({DEFAULT_REFERENCES} refs)", "cache reuse (s)"],
+               [cfg.name, machine, len(population), epochs, f"{per_ref:.1f}", f"{per_ref / epochs:.2f}",
+                f"{per_subject:.2f}", f"{reused:.2f}"])
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
