@@ -152,15 +152,15 @@ def run_attacks(
     local = threat == "controller"
     if local and 0 in rounds:
         raise FedsimError("round 0 has no local models: the curious controller attacks rounds 1 and later")
+    models = learner_groups(target.partitions["group"]) if local else ["model"]
     rows: list[dict[str, Any]] = []
     for group in [list(rounds)] if stack else [[rnd] for rnd in rounds]:
-        models = learner_groups(target.partitions["group"]) if local else ["model"]
         by_model = {name: _round_features(target, cache, group, feature_sets, takes_layout, name=name) for name in models}
         layouts = by_model[models[0]][1]
         rnd, extra = group[-1], ({"stacked_rounds": ",".join(map(str, group))} if stack else {})
         repeat_of: dict[tuple[str, str], int] = {}
-        # A malicious learner's attack-train set does not depend on the victim: fit once, attack all.
-        fitted: dict[tuple[str, int, bytes], Any] = {}
+        # An attacker's attack-train set (and model) does not depend on the victim: fit once, attack all.
+        fitted: dict[tuple[str, str, int, bytes], Any] = {}
         for attacker, victim, split in triples:
             repeat = repeat_of[(attacker, victim)] = repeat_of.get((attacker, victim), -1) + 1
             (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
@@ -168,7 +168,7 @@ def run_attacks(
             test_rows = np.array([row_of[s] for s in test_ids])
             seen_by = {"train": attacker if local else "model", "test": victim if local else "model"}
             for spec in feature_sets:
-                key = (spec, repeat, train_rows.tobytes() + y_train.tobytes())
+                key = (seen_by["train"], spec, repeat, train_rows.tobytes() + y_train.tobytes())
                 if key not in fitted:
                     clf = make_classifier(classifier, random_state=seed + repeat, layout=layouts.get(spec))
                     fitted[key] = clf.fit(by_model[seen_by["train"]][0][spec][train_rows], y_train)
