@@ -10,6 +10,12 @@ them, for every pair A → B — and differ only in what they see of the federat
   local model as a shadow model and scores B's subjects on B's own local model;
 * **outsider**: the predicted ages of the final community model only (black-box feature sets).
 
+The controller also runs *calibrated* attacks (:mod:`attacks.calibration`) without training a
+single reference model: for victim B's subjects every other learner's local model of the same
+round is an OUT reference (it started from the same community model and never saw them), so
+offline LiRA asks how much better B's model fits a subject than its peers do, and RMIA compares
+that ratio with known non-members'. Online LiRA needs IN references, which only B is.
+
 Each seat is also attacked with age-matched non-members, the control for distribution shift.
 Writes ``RUN_DIR/attacks/seats/``: ``results.csv`` (one row per seat, attacker, victim, feature
 set, control and repeat), ``seats.csv`` (the comparison table) and a self-contained ``report.html``.
@@ -22,15 +28,18 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from attacks.features import TABLE1, is_black_box
+from attacks.calibration import LIKELIHOOD_OF_LOSS, Evidence, attack_name, score_attacks
+from attacks.features import TABLE1, is_black_box, load_snapshot
 from attacks.figures import plot_attack_heatmap, to_png_base64
+from attacks.metrics import attack_metrics, best_threshold, flat_metrics
 from attacks.report import TPR, html_img, html_page, html_table, pair_matrix
 from attacks.run import DEFAULT_CLASSIFIER, DEFAULT_REPEATS, attack_settings
-from attacks.threats import FeatureCache, Target, open_run, run_attacks
+from attacks.threats import FeatureCache, Target, open_run, plan, run_attacks
 from fedsim import snapshots
 from fedsim.cli import run_cli
 from fedsim.data.partition import learner_groups
@@ -39,6 +48,11 @@ from fedsim.errors import FedsimError
 LEARNER, CONTROLLER, OUTSIDER = "malicious learner", "curious controller", "outsider"
 SEATS = (LEARNER, CONTROLLER, OUTSIDER)
 SEATS_DIR = "seats"
+#: The controller's calibrated attacks: references are the other learners' local models, all OUT.
+CALIBRATED_METHODS = ("lira-offline", "rmia")
+CALIBRATED_STATISTICS = ("residual", "log-abs")
+CALIBRATED = "calibrated"  # the classifier column of their rows
+MIN_CALIBRATION_LEARNERS = 3  # LiRA fits its OUT Gaussians from at least 2 references per subject
 
 
 def _check_local_models(target: Target, rnd: int) -> None:
@@ -71,7 +85,63 @@ def run_seats(
             rows += [{"seat": seat, **row} for row in run_attacks(
                 target, threat=threat, rounds=[at], feature_sets=specs, classifier=classifier, repeats=repeats,
                 seed=seed, age_matched=matched, cache=cache)]
+    if len(learner_groups(target.partitions["group"])) < MIN_CALIBRATION_LEARNERS:
+        if console is not None:
+            console.print(f"[yellow]note:[/] calibrated controller attacks skipped: they need {MIN_CALIBRATION_LEARNERS} "
+                          "learners (a victim's subjects need 2 other local models as OUT references)")
+        return pd.DataFrame(rows)
+    if console is not None:
+        console.print(f"[bold]{CONTROLLER}[/], calibrated by the other local models: {', '.join(CALIBRATED_METHODS)}")
+    for matched in (False, True):
+        rows += [{"seat": CONTROLLER, **row} for row in controller_calibrated(
+            target, rnd=rnd, repeats=repeats, seed=seed, age_matched=matched, cache=cache)]
     return pd.DataFrame(rows)
+
+
+def controller_calibrated(
+    target: Target, *, rnd: int, repeats: int, seed: int = 0, age_matched: bool = False, cache: FeatureCache | None = None,
+) -> list[dict]:
+    """The curious controller's calibrated attacks on every pair A → B of round ``rnd``, one row each.
+
+    Victim B's attack-test subjects are scored against B's local model with the other learners'
+    local models as references; the accuracy threshold is the best one on A's attack-train subjects,
+    scored the same way against A's local model. Same splits as the classifier attacks.
+    """
+    cache = cache or FeatureCache(target)
+    learners = learner_groups(target.partitions["group"])
+    config = snapshots.read_config(target.run_dir)
+    likelihood = LIKELIHOOD_OF_LOSS.get(config.get("train", {}).get("loss", "mse"), "gaussian")
+    predictions = np.stack([cache.get(load_snapshot(target.run_dir, rnd, name=g), g, ["prediction"])["prediction"][:, 0]
+                            for g in learners]).astype(np.float64)
+    group_of = target.partitions.set_index("subject_id")["group"].reindex(target.cohort.subject_ids).to_numpy()
+    keep = np.stack([group_of == g for g in learners])  # reference k trained on subject i
+    age = target.cohort.ages.astype(np.float64)
+    row_of = {s: i for i, s in enumerate(target.cohort.subject_ids)}
+
+    def scores(model: str, rows: list[int], z: np.ndarray) -> list[tuple[dict, np.ndarray]]:
+        """Scores of cohort ``rows`` against ``model``'s local model, the other local models as references."""
+        k, cols = learners.index(model), np.concatenate([rows, z])
+        others = [j for j in range(len(learners)) if j != k]
+        evidence = Evidence(age[cols], predictions[k, cols], predictions[others][:, cols], keep[others][:, cols],
+                            np.arange(len(rows), len(cols)))
+        found = score_attacks(evidence, CALIBRATED_METHODS, statistics=CALIBRATED_STATISTICS, likelihood=likelihood)
+        return [(settings, values[: len(rows)]) for settings, values in found]
+
+    rows, repeat_of = [], {}
+    for attacker, victim, split in plan("controller", target.partitions, repeats=repeats, seed=seed, age_matched=age_matched):
+        repeat = repeat_of[(attacker, victim)] = repeat_of.get((attacker, victim), -1) + 1
+        (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
+        train_rows, test_rows = [row_of[s] for s in train_ids], [row_of[s] for s in test_ids]
+        z = np.array([row_of[s] for s in split.train_nonmembers])  # RMIA's population: known non-members
+        for (settings, own), (_, theirs) in zip(scores(attacker, train_rows, z), scores(victim, test_rows, z)):
+            threshold = best_threshold(y_train, own)
+            rows.append({
+                "threat": "controller", "attacker": attacker, "victim": victim, "round": rnd,
+                "features": attack_name(settings["method"], settings["statistic"]), "classifier": CALIBRATED,
+                "repeat": repeat, "control": "age-matched" if age_matched else "none", "n_train": len(train_ids),
+                **flat_metrics(attack_metrics(y_test, theirs, threshold=threshold)),
+            })
+    return rows
 
 
 def seat_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -86,7 +156,9 @@ def seat_table(results: pd.DataFrame) -> pd.DataFrame:
     )
     matched = results[results["control"] == "age-matched"].groupby(["seat", "features"], sort=False)["accuracy"].mean()
     table["age_matched"] = matched.reindex(table.index)
-    return table.reset_index()
+    table = table.reset_index()
+    order = table["seat"].map({seat: i for i, seat in enumerate(SEATS)})
+    return table.iloc[order.argsort(kind="stable")].reset_index(drop=True)  # seats in SEATS order
 
 
 def best_sets(table: pd.DataFrame) -> dict[str, str]:
@@ -134,7 +206,9 @@ def write_seats_report(target: Target, results: pd.DataFrame, out: Path) -> Path
         "and attacks every other learner B's subjects vs fresh unseen ones: the same victims, the same subjects. "
         "The <b>malicious learner</b> sees the community model; the <b>curious controller</b> sees each learner's local "
         "model before averaging (fit on A's, scored on B's); the <b>outsider</b> sees only the final community model's "
-        "predicted ages.</p>"
+        "predicted ages. The controller's <code>lira-offline/…</code> and <code>rmia</code> rows are calibrated "
+        "attacks with no classifier: each victim's local model is tested against the other learners' local models "
+        "of the same round, which never saw the victim's subjects.</p>"
         + html_table(["seat", "round", "feature set", "accuracy %", "AUC [95% CI]", "TPR @ 1% FPR [95% CI]",
                       "age-matched %", ""], rows)
         + "<p class='note'>Mean over attacker–victim pairs and repeats; intervals are the mean per-attack bounds "

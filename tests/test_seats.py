@@ -1,4 +1,4 @@
-"""Every seat at the table on a tiny 2-learner federation that kept its local models."""
+"""Every seat at the table on a tiny 3-learner federation that kept its local models."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
+from sklearn.metrics import roc_auc_score
 
 from attacks import seats
 from attacks.classifiers import attack_scores, make_classifier
@@ -27,6 +29,8 @@ from fedsim.federation.client_app import app as client_app
 from fedsim.federation.local_grid import run_local
 from fedsim.federation.run_setup import write_run_setup
 from fedsim.federation.server_app import app as server_app
+
+LEARNERS = ("L1", "L2", "L3")
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +54,16 @@ def test_black_box_sets_need_no_activation_or_gradient():
 def test_controller_fits_on_the_attackers_local_model_and_scores_on_the_victims(local_run):
     target = open_run(local_run)
     rows = run_attacks(target, threat="controller", rounds=[2], feature_sets=["error"], classifier="logreg", repeats=1)
-    assert {(r["attacker"], r["victim"]) for r in rows} == {("L1", "L2"), ("L2", "L1")}
+    assert {(r["attacker"], r["victim"]) for r in rows} == {(a, v) for a in LEARNERS for v in LEARNERS if a != v}
     features = local_run / "attacks" / "features"
-    error = {g: np.load(features / f"{g}-r0002" / "error.npy") for g in ("L1", "L2")}
+    error = {g: np.load(features / f"{g}-r0002" / "error.npy") for g in LEARNERS}
     assert not np.allclose(error["L1"], error["L2"])  # two local models, two sets of errors
     row_of = {s: i for i, s in enumerate(target.cohort.subject_ids)}
     (split,) = learner_splits(target.partitions, "L1", "L2", repeats=1)
     (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
     clf = make_classifier("logreg", random_state=0).fit(error["L1"][[row_of[s] for s in train_ids]], y_train)
     scores, threshold = attack_scores(clf, error["L2"][[row_of[s] for s in test_ids]])
-    (row,) = [r for r in rows if r["attacker"] == "L1"]
+    (row,) = [r for r in rows if (r["attacker"], r["victim"]) == ("L1", "L2")]
     assert row["accuracy"] == pytest.approx(accuracy_at(y_test, scores, threshold=threshold))
 
 
@@ -80,13 +84,16 @@ def test_seats_attack_the_same_victims_and_write_a_comparison(local_run):
     assert set(by_seat[seats.LEARNER]["round"]) == set(by_seat[seats.CONTROLLER]["round"]) == {1}
     assert set(by_seat[seats.OUTSIDER]["round"]) == {2}
     assert set(by_seat[seats.OUTSIDER]["features"]) == {"error", "pred+label"}
-    assert set(by_seat[seats.CONTROLLER]["features"]) == {"error", "pred+label", "grad_norm"}
+    classifier_rows = by_seat[seats.CONTROLLER]["classifier"] == "logreg"
+    assert set(by_seat[seats.CONTROLLER].loc[classifier_rows, "features"]) == {"error", "pred+label", "grad_norm"}
+    assert set(by_seat[seats.CONTROLLER].loc[~classifier_rows, "features"]) == {
+        "lira-offline/residual", "lira-offline/log-abs", "rmia"}
     keys_ = ["attacker", "victim", "repeat", "control", "n_members", "n_nonmembers"]
     pairs = {s: set(map(tuple, g[keys_].drop_duplicates().to_numpy())) for s, g in by_seat.items()}
     assert pairs[seats.LEARNER] == pairs[seats.CONTROLLER] == pairs[seats.OUTSIDER]
     assert (local_run / "attacks" / "features" / "L1-r0001").is_dir()
     table = pd.read_csv(out / "seats.csv")
-    assert len(table) == 3 + 3 + 2 and table[["accuracy", "auc", "age_matched"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert len(table) == 3 + (3 + 3) + 2 and table[["accuracy", "auc", "age_matched"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (table["auc_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_high"]).all()
     page = (out / "report.html").read_text()
     assert "curious controller" in page and page.count("data:image/png;base64,") == 2
@@ -100,3 +107,38 @@ def test_seats_need_local_models(local_run, tmp_path):
     result = subprocess.run([sys.executable, "-m", "attacks.seats", str(copy)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("error:") and "--snapshot-local" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_calibrated_controller_scores_a_victim_against_the_other_local_models(local_run):
+    target = open_run(local_run)
+    rows = seats.controller_calibrated(target, rnd=2, repeats=1)
+    assert {(r["attacker"], r["victim"]) for r in rows} == {(a, v) for a in LEARNERS for v in LEARNERS if a != v}
+    assert {r["classifier"] for r in rows} == {seats.CALIBRATED}
+    # by hand, for L1 → L2 with offline LiRA on log |error|: L2's local model against L1's and L3's
+    predictions = {g: np.load(local_run / "attacks" / "features" / f"{g}-r0002" / "prediction.npy")[:, 0]
+                   for g in LEARNERS}
+    row_of = {s: i for i, s in enumerate(target.cohort.subject_ids)}
+    (split,) = learner_splits(target.partitions, "L1", "L2", repeats=1)
+    test_ids, y_test = split.test()
+    cols = [row_of[s] for s in test_ids] + [row_of[s] for s in split.train_nonmembers]
+    age = target.cohort.ages[cols].astype(np.float64)
+    def stat(pred: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(np.abs(pred[cols].astype(np.float64) - age), 1e-6))
+
+    refs = np.stack([stat(predictions["L1"]), stat(predictions["L3"])])
+    mean = refs.mean(axis=0)
+    std = np.sqrt(((refs - mean) ** 2).sum() / len(cols))  # pooled over subjects: 2 references, 1 dof each
+    expected = stats.norm.logsf(stat(predictions["L2"]), mean, std)[: len(test_ids)]
+    (row,) = [r for r in rows if (r["attacker"], r["victim"], r["features"]) == ("L1", "L2", "lira-offline/log-abs")]
+    assert row["auc"] == pytest.approx(roc_auc_score(y_test, expected))
+
+
+def test_calibrated_controller_needs_three_learners(local_run, tmp_path):
+    """With 2 learners a victim's subjects have 1 other local model: too few to fit LiRA; the seats run without it."""
+    copy = tmp_path / "run"
+    shutil.copytree(local_run, copy, ignore=shutil.ignore_patterns("attacks"))
+    parts = pd.read_csv(copy / snapshots.PARTITIONS_FILE)
+    parts.loc[parts["group"] == "L3", "group"] = "unseen"  # L3's subjects become unseen: a 2-learner run
+    parts.to_csv(copy / snapshots.PARTITIONS_FILE, index=False)
+    results = seats.run_seats(open_run(copy), rnd=2, feature_sets=["error"], classifier="logreg", repeats=1)
+    assert seats.CALIBRATED not in set(results["classifier"]) and set(results["seat"]) == set(seats.SEATS)
