@@ -17,7 +17,8 @@ offline LiRA asks how much better B's model fits a subject than its peers do, an
 that ratio with known non-members'. Online LiRA needs IN references, which only B is.
 
 Each seat is also attacked with age-matched non-members, the control for distribution shift.
-Writes ``RUN_DIR/attacks/seats/``: ``results.csv`` (one row per seat, attacker, victim, feature
+Writes ``RUN_DIR/attacks/seats/round-RRRR/`` (one folder per attacked round, so rounds can be
+compared): ``results.csv`` (one row per seat, attacker, victim, feature
 set, control and repeat), ``seats.csv`` (the comparison table) and a self-contained ``report.html``.
 """
 
@@ -53,6 +54,11 @@ CALIBRATED_METHODS = ("lira-offline", "rmia")
 CALIBRATED_STATISTICS = ("residual", "log-abs")
 CALIBRATED = "calibrated"  # the classifier column of their rows
 MIN_CALIBRATION_LEARNERS = 3  # LiRA fits its OUT Gaussians from at least 2 references per subject
+
+
+def seats_dir(run_dir: Path, rnd: int) -> Path:
+    """Where the seats of round ``rnd`` are written."""
+    return Path(run_dir) / "attacks" / SEATS_DIR / f"round-{rnd:04d}"
 
 
 def _check_local_models(target: Target, rnd: int) -> None:
@@ -245,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(highlight=False)
     results = run_seats(target, rnd=rnd, feature_sets=feature_sets, classifier=args.classifier,
                         repeats=args.repeats, seed=args.seed, console=console)
-    out = args.run_dir / "attacks" / SEATS_DIR
+    out = seats_dir(args.run_dir, rnd)
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
     table = seat_table(results)

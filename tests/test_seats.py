@@ -75,7 +75,7 @@ def test_controller_refuses_round_zero(local_run):
 def test_seats_attack_the_same_victims_and_write_a_comparison(local_run):
     assert seats.main([str(local_run), "--features", "error,pred+label,grad_norm", "--classifier", "logreg",
                        "--repeats", "2", "--round", "1"]) == 0
-    out = local_run / "attacks" / seats.SEATS_DIR
+    out = seats.seats_dir(local_run, 1)
     results = pd.read_csv(out / "results.csv")
     assert set(results["seat"]) == set(seats.SEATS)
     assert set(results["control"]) == {"none", "age-matched"}
