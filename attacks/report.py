@@ -28,8 +28,8 @@ from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
 __all__ = [
-    "PAPER_3DCNN", "controls_table", "html_img", "html_page", "html_table", "main_round", "pair_matrix",
-    "summary_table", "write_report",
+    "PAPER_3DCNN", "controls_table", "feature_name", "html_img", "html_page", "html_table", "main_round", "mean_pm",
+    "pair_matrix", "summary_table", "write_report",
 ]
 
 #: Gupta et al. (2021) Table 1, 3D-CNN column: centralized attack accuracy in %, by row name.
@@ -55,7 +55,8 @@ img{max-width:100%;display:block;margin:.6em 0}.note{color:#555;font-size:.9em}
 dl{display:grid;grid-template-columns:max-content auto;gap:.15em 1em}dt{font-weight:600}dd{margin:0}"""
 
 
-def _name(spec: str) -> str:
+def feature_name(spec: str) -> str:
+    """A feature set as the paper's Table 1 names it (``grad_norm`` → "gradient magnitude"); others as written."""
     return _NAME_OF.get(spec, spec)
 
 
@@ -126,7 +127,8 @@ def controls_table(results: pd.DataFrame, rnd: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _pm(mean: float, std: float, *, scale: float = 100, digits: int = 1) -> str:
+def mean_pm(mean: float, std: float | None, *, scale: float = 100, digits: int = 1) -> str:
+    """``mean ± std`` (in % by default) for a table cell; "—" for a missing mean, no "±" for a missing std."""
     if pd.isna(mean):
         return "—"
     text = f"{scale * mean:.{digits}f}"
@@ -213,7 +215,7 @@ def _roc(target: Target, results: pd.DataFrame, spec: str, rnd: int, seed: int) 
     check = ("its accuracies match results.csv" if np.nanmax(gaps) < 1e-6 else
              f"its accuracies differ from results.csv by up to {100 * np.nanmax(gaps):.1f} points "
              f"(was the attack run with another <code>--seed</code> than {seed}?)")
-    fig = plot_roc_loglog(curves, min_fpr=1 / n_nonmembers, title=f"{_name(spec)} ({classifier}), round {rnd}")
+    fig = plot_roc_loglog(curves, min_fpr=1 / n_nonmembers, title=f"{feature_name(spec)} ({classifier}), round {rnd}")
     return (html_img(to_png_base64(fig), "ROC curve") + f"<p class='note'>Refit from the feature cache with seed {seed}; "
             f"{check}. The x axis starts at 1/{n_nonmembers}, the smallest non-zero FPR of one attack.</p>")
 
@@ -228,9 +230,9 @@ def _centralized(target: Target, results: pd.DataFrame, summary: pd.DataFrame, r
     rows = []
     for spec in _ordered(main.index):
         r = main.loc[spec]
-        paper = PAPER_3DCNN.get(_name(spec))
-        rows.append([html.escape(_name(spec)), f"<code>{html.escape(spec)}</code>", _pm(r.accuracy, r.accuracy_std),
-                     _pm(r.auc, r.auc_std, scale=1, digits=3), _tpr_cell(r), "—" if paper is None else f"{paper:.2f}"])
+        paper = PAPER_3DCNN.get(feature_name(spec))
+        rows.append([html.escape(feature_name(spec)), f"<code>{html.escape(spec)}</code>", mean_pm(r.accuracy, r.accuracy_std),
+                     mean_pm(r.auc, r.auc_std, scale=1, digits=3), _tpr_cell(r), "—" if paper is None else f"{paper:.2f}"])
     best = main["accuracy"].idxmax()
     dagger = " † TPR at FPR 0, see above." if any("†" in row[4] for row in rows) else ""
     return (
@@ -239,7 +241,7 @@ def _centralized(target: Target, results: pd.DataFrame, summary: pd.DataFrame, r
         + html_table(["feature set", "spec", "accuracy %", "AUC", "TPR @ 1% FPR [95% CI]", "paper 3D-CNN %"], rows)
         + "<p class='note'>Mean ± std over repeats; the interval is the mean of the per-repeat Clopper–Pearson "
         f"bounds.{dagger} Paper: UK Biobank, 3D-CNN, mean of 5 attacks.</p>"
-        + f"<h3>ROC of the best feature set: {html.escape(_name(best))}</h3>" + _roc(target, results, best, rnd, seed)
+        + f"<h3>ROC of the best feature set: {html.escape(feature_name(best))}</h3>" + _roc(target, results, best, rnd, seed)
         + "<h3>Members vs unseen subjects (the paper's Figure 1)</h3>"
         + _distributions(target, rnd, "train", f"training subjects vs unseen, round {rnd}")
     )
@@ -258,18 +260,18 @@ def _learners(target: Target, results: pd.DataFrame, summary: pd.DataFrame, rnd:
     pooled = main.groupby("features")["accuracy"].mean()
     best = pooled.idxmax()
     grid = pair_matrix(results, best, rnd)
-    heat = plot_attack_heatmap(grid, title=f"{_name(best)}, round {rnd}, mean over repeats")
+    heat = plot_attack_heatmap(grid, title=f"{feature_name(best)}, round {rnd}, mean over repeats")
     parts = [f"<h2>Malicious-learner threat (round {rnd})</h2><p>Learner A trains the attack on its own subjects "
              "(members) vs unseen ones, with the community model, then attacks learner B's subjects vs other "
-             f"unseen subjects. Heat-map: the best feature set overall, <b>{html.escape(_name(best))}</b>.</p>",
+             f"unseen subjects. Heat-map: the best feature set overall, <b>{html.escape(feature_name(best))}</b>.</p>",
              html_img(to_png_base64(heat), "attacker × victim heat-map")]
     over_rounds = summary[summary["control"].isin(["none", "round-0"])]
     for attacker in learner_groups(main["attacker"]):
         mine = main[main["attacker"] == attacker]
         victims = learner_groups(mine["victim"])
         cell = {(r.features, r.victim): r for r in mine.itertuples()}
-        rows = [[html.escape(_name(spec))] + [
-            f"{_pm(cell[spec, v].accuracy, cell[spec, v].accuracy_std)}<br><span class='note'>AUC "
+        rows = [[html.escape(feature_name(spec))] + [
+            f"{mean_pm(cell[spec, v].accuracy, cell[spec, v].accuracy_std)}<br><span class='note'>AUC "
             f"{cell[spec, v].auc:.3f}</span>" if (spec, v) in cell else "—" for v in victims]
             for spec in _ordered(mine["features"])]
         parts += [f"<h3>Attacker {attacker}</h3>", html_table(["feature set"] + [f"victim {v}" for v in victims], rows)]
@@ -289,10 +291,10 @@ def _controls(results: pd.DataFrame, rnd: int) -> str:
                        "below may be membership signal or a difference between the groups (distribution shift); "
                        "rerun without <code>--no-controls</code> to tell them apart.</div>")
     table = controls_table(results, rnd)
-    rows = [[html.escape(_name(r.features)), _pm(r.attack, r.attack_std), _pm(r.round0, r.round0_std),
-             _pm(r.matched, r.matched_std), f"<span class='v {r.kind}'>{html.escape(r.verdict)}</span>"]
+    rows = [[html.escape(feature_name(r.features)), mean_pm(r.attack, r.attack_std), mean_pm(r.round0, r.round0_std),
+             mean_pm(r.matched, r.matched_std), f"<span class='v {r.kind}'>{html.escape(r.verdict)}</span>"]
             for r in table.itertuples()]
-    found = {k: [_name(f) for f in table.loc[table["kind"].isin(ks), "features"]]
+    found = {k: [feature_name(f) for f in table.loc[table["kind"].isin(ks), "features"]]
              for k, ks in (("signal", ("membership", "both")), ("shift", ("shift", "both")))}
     lines = [f"<b>Membership signal</b> in {len(found['signal'])} of {len(table)} feature sets"
              + (f": {html.escape(', '.join(found['signal']))}." if found["signal"] else "."),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from rich.table import Table
 from attacks.classifiers import CLASSIFIERS
 from attacks.features import TABLE1
 from attacks.report import write_report
-from attacks.threats import THREATS, SkippedPairsWarning, Target, open_run, run_attacks
+from attacks.threats import THREATS, Target, open_run, run_attacks, skipped_pairs_said
 from fedsim.cli import run_cli
 from fedsim.errors import FedsimError
 
@@ -104,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     common = dict(threat=threat, feature_sets=feature_sets, classifier=args.classifier, repeats=args.repeats, seed=args.seed)
     console = Console()
     console.print(f"[bold]{threat}[/] attack on {args.run_dir}, rounds {rounds}, {len(feature_sets)} feature sets")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SkippedPairsWarning)
+    with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")):
         rows = run_attacks(target, rounds=rounds, **common)
         if args.stack:
             rows += run_attacks(target, rounds=rounds, stack=True, **common)
@@ -117,11 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += run_attacks(target, rounds=rounds, age_matched=True, **common)
             if args.stack:
                 rows += run_attacks(target, rounds=rounds, age_matched=True, stack=True, **common)
-    for w in caught:
-        if issubclass(w.category, SkippedPairsWarning):
-            console.print(f"[yellow]warning:[/] {w.message}")
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     results = pd.DataFrame(rows)
     out = args.run_dir / "attacks"
     out.mkdir(parents=True, exist_ok=True)

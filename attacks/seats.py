@@ -7,14 +7,18 @@ them, for every pair A → B — and differ only in what they see of the federat
 * **malicious learner** A: the community model of round R, white box (every feature set);
 * **curious controller**: every learner's *local* model of round R, i.e. the model a learner
   sends back before averaging (a run made with ``--snapshot-local``); it fits the attack on A's
-  local model as a shadow model and scores B's subjects on B's own local model;
+  local model and scores B's subjects on B's own local model. A controller does not know whose
+  subjects are whose, so this is a controller colluding with learner A (or holding data like A's);
 * **outsider**: the predicted ages of the final community model only (black-box feature sets).
 
 The controller also runs *calibrated* attacks (:mod:`attacks.calibration`) without training a
 single reference model: for victim B's subjects every other learner's local model of the same
-round is an OUT reference (it started from the same community model and never saw them), so
-offline LiRA asks how much better B's model fits a subject than its peers do, and RMIA compares
-that ratio with known non-members'. Online LiRA needs IN references, which only B is.
+round is a reference that did not train on them this round (all started from the community model
+of round R − 1, which averaged B's earlier updates, so the test is conservative: it measures what
+B's latest local training added). Offline LiRA asks how much better B's model fits a subject than
+its peers do, RMIA compares that ratio with known non-members' (the unseen subjects not under
+test). Online LiRA needs IN references, which only B is. A's subjects serve only to pick the
+accuracy threshold; AUC and TPR at low FPR need no known member.
 
 Each seat is also attacked with age-matched non-members, the control for distribution shift.
 Writes ``RUN_DIR/attacks/seats/round-RRRR/`` (one folder per attacked round, so rounds can be
@@ -35,12 +39,12 @@ from rich.console import Console
 from rich.table import Table
 
 from attacks.calibration import LIKELIHOOD_OF_LOSS, Evidence, attack_name, score_attacks
-from attacks.features import TABLE1, is_black_box, load_snapshot
+from attacks.features import is_black_box, load_snapshot
 from attacks.figures import plot_attack_heatmap, to_png_base64
 from attacks.metrics import attack_metrics, best_threshold, flat_metrics
-from attacks.report import TPR, html_img, html_page, html_table, pair_matrix
+from attacks.report import TPR, feature_name, html_img, html_page, html_table, mean_pm, pair_matrix
 from attacks.run import DEFAULT_CLASSIFIER, DEFAULT_REPEATS, attack_settings
-from attacks.threats import FeatureCache, Target, open_run, plan, run_attacks
+from attacks.threats import FeatureCache, Target, open_run, plan, run_attacks, skipped_pairs_said
 from fedsim import snapshots
 from fedsim.cli import run_cli
 from fedsim.data.partition import learner_groups
@@ -62,12 +66,16 @@ def seats_dir(run_dir: Path, rnd: int) -> Path:
 
 
 def _check_local_models(target: Target, rnd: int) -> None:
-    missing = [g for g in learner_groups(target.partitions["group"])
-               if not (snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()]
+    learners = learner_groups(target.partitions["group"])
+    missing = [g for g in learners if not (snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()]
+    if len(missing) == len(learners):
+        raise FedsimError(
+            f"{str(target.run_dir)!r} has no local models for round {rnd}: the curious controller "
+            "needs a run made with `python -m fedsim.run --env … --snapshot-local`")
     if missing:
         raise FedsimError(
-            f"{str(target.run_dir)!r} has no local model of {', '.join(missing)} for round {rnd}: the curious controller "
-            "needs a run made with `python -m fedsim.run --env … --snapshot-local`")
+            f"round {rnd} of {str(target.run_dir)!r} has no local model of {', '.join(missing)} (did it fail that "
+            "round? see metrics.jsonl); attack another --round")
 
 
 def run_seats(
@@ -81,8 +89,10 @@ def run_seats(
     black_box = [s for s in feature_sets if is_black_box(s)]
     if not black_box:
         raise FedsimError("the outsider sees predicted ages only: --features needs a black-box set, e.g. pred+label or error")
-    jobs = [(LEARNER, "learner", rnd, list(feature_sets)), (CONTROLLER, "controller", rnd, list(feature_sets)),
-            (OUTSIDER, "learner", target.rounds[-1], black_box)]
+    last = target.rounds[-1]
+    jobs = [(LEARNER, "learner", rnd, list(feature_sets)), (CONTROLLER, "controller", rnd, list(feature_sets))]
+    if rnd != last:  # at the last round the outsider's attacks are the learner's black-box ones: reused below
+        jobs.append((OUTSIDER, "learner", last, black_box))
     cache, rows = FeatureCache(target), []
     for seat, threat, at, specs in jobs:
         if console is not None:
@@ -91,6 +101,8 @@ def run_seats(
             rows += [{"seat": seat, **row} for row in run_attacks(
                 target, threat=threat, rounds=[at], feature_sets=specs, classifier=classifier, repeats=repeats,
                 seed=seed, age_matched=matched, cache=cache)]
+    if rnd == last:
+        rows += [{**row, "seat": OUTSIDER} for row in rows if row["seat"] == LEARNER and row["features"] in black_box]
     if len(learner_groups(target.partitions["group"])) < MIN_CALIBRATION_LEARNERS:
         if console is not None:
             console.print(f"[yellow]note:[/] calibrated controller attacks skipped: they need {MIN_CALIBRATION_LEARNERS} "
@@ -111,7 +123,8 @@ def controller_calibrated(
 
     Victim B's attack-test subjects are scored against B's local model with the other learners'
     local models as references; the accuracy threshold is the best one on A's attack-train subjects,
-    scored the same way against A's local model. Same splits as the classifier attacks.
+    scored the same way against A's local model. Same splits as the classifier attacks. RMIA's
+    population: the unseen subjects other than the victim's attack-test non-members.
     """
     cache = cache or FeatureCache(target)
     learners = learner_groups(target.partitions["group"])
@@ -123,13 +136,17 @@ def controller_calibrated(
     keep = np.stack([group_of == g for g in learners])  # reference k trained on subject i
     age = target.cohort.ages.astype(np.float64)
     row_of = {s: i for i, s in enumerate(target.cohort.subject_ids)}
+    unseen = target.cohort.index_of(list(target.partitions.loc[target.partitions["group"] == "unseen", "subject_id"]))
 
     def scores(model: str, rows: list[int], z: np.ndarray) -> list[tuple[dict, np.ndarray]]:
-        """Scores of cohort ``rows`` against ``model``'s local model, the other local models as references."""
-        k, cols = learners.index(model), np.concatenate([rows, z])
+        """Scores of cohort ``rows`` against ``model``'s local model, the other local models as references
+        (every row is ``model``'s learner's or unseen, so OUT for all of them); ``z``: RMIA's population."""
+        cols = np.concatenate([rows, np.setdiff1d(z, rows)])  # each subject once
+        position = {c: i for i, c in enumerate(cols)}
+        k = learners.index(model)
         others = [j for j in range(len(learners)) if j != k]
         evidence = Evidence(age[cols], predictions[k, cols], predictions[others][:, cols], keep[others][:, cols],
-                            np.arange(len(rows), len(cols)))
+                            np.array([position[c] for c in z]))
         found = score_attacks(evidence, CALIBRATED_METHODS, statistics=CALIBRATED_STATISTICS, likelihood=likelihood)
         return [(settings, values[: len(rows)]) for settings, values in found]
 
@@ -138,7 +155,7 @@ def controller_calibrated(
         repeat = repeat_of[(attacker, victim)] = repeat_of.get((attacker, victim), -1) + 1
         (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
         train_rows, test_rows = [row_of[s] for s in train_ids], [row_of[s] for s in test_ids]
-        z = np.array([row_of[s] for s in split.train_nonmembers])  # RMIA's population: known non-members
+        z = np.setdiff1d(unseen, test_rows)  # RMIA's population: known non-members, none under test
         for (settings, own), (_, theirs) in zip(scores(attacker, train_rows, z), scores(victim, test_rows, z)):
             threshold = best_threshold(y_train, own)
             rows.append({
@@ -183,27 +200,19 @@ def victim_table(results: pd.DataFrame, best: dict[str, str]) -> pd.DataFrame:
     return table.reindex(learner_groups(table.index))
 
 
-def _name(spec: str) -> str:
-    return next((name for name, s in TABLE1.items() if s == spec), spec)
-
-
-def _pct(v: float) -> str:
-    return "—" if pd.isna(v) else f"{100 * v:.1f}"
-
-
 def write_seats_report(target: Target, results: pd.DataFrame, out: Path) -> Path:
     """``report.html``: the seat comparison, the per-victim table and the attacker × victim heat-maps."""
     table, config = seat_table(results), snapshots.read_config(target.run_dir)
     best = best_sets(table)
-    rows = [[html.escape(r.seat), str(r.round), html.escape(_name(r.features)), f"{_pct(r.accuracy)} ± {_pct(r.accuracy_std)}",
+    rows = [[html.escape(r.seat), str(r.round), html.escape(feature_name(r.features)), mean_pm(r.accuracy, r.accuracy_std),
              f"{r.auc:.3f} [{r.auc_low:.3f}, {r.auc_high:.3f}]", f"{r.tpr_at_1pct:.3f} [{r.tpr_at_1pct_low:.3f}, {r.tpr_at_1pct_high:.3f}]",
-             _pct(r.age_matched), ("best" if best[r.seat] == r.features else "")] for r in table.itertuples()]
+             mean_pm(r.age_matched, None), ("best" if best[r.seat] == r.features else "")] for r in table.itertuples()]
     victims = victim_table(results, best)
-    vrows = [[v] + [_pct(victims.loc[v, s]) for s in victims.columns] for v in victims.index]
+    vrows = [[v] + [mean_pm(victims.loc[v, s], None) for s in victims.columns] for v in victims.index]
     maps = []
     for seat in (LEARNER, CONTROLLER):
         grid = pair_matrix(results[results["seat"] == seat], best[seat], int(table.loc[table["seat"] == seat, "round"].iloc[0]))
-        fig = plot_attack_heatmap(grid, title=f"{seat}: {_name(best[seat])}, mean over repeats")
+        fig = plot_attack_heatmap(grid, title=f"{seat}: {feature_name(best[seat])}, mean over repeats")
         maps.append(html_img(to_png_base64(fig), f"{seat} heat-map"))
     body = (
         f"<h1>Every seat at the table</h1><p>Run <code>{html.escape(str(target.run_dir))}</code> "
@@ -220,7 +229,7 @@ def write_seats_report(target: Target, results: pd.DataFrame, out: Path) -> Path
         + "<p class='note'>Mean over attacker–victim pairs and repeats; intervals are the mean per-attack bounds "
         "(Hanley–McNeil for AUC, Clopper–Pearson for TPR). Best: the highest age-matched accuracy of the seat.</p>"
         + "<h2>Per victim: each seat's best feature set (accuracy %)</h2>"
-        + html_table(["victim"] + [html.escape(f"{s} ({_name(best[s])})") for s in victims.columns], vrows)
+        + html_table(["victim"] + [html.escape(f"{s} ({feature_name(best[s])})") for s in victims.columns], vrows)
         + "<h2>Attacker × victim</h2>" + "".join(maps)
     )
     path = out / "report.html"
@@ -249,8 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rnd not in target.rounds:
         raise FedsimError(f"round {rnd} is not on disk in {str(args.run_dir)!r}; rounds: {target.rounds[0]}..{target.rounds[-1]}")
     console = Console(highlight=False)
-    results = run_seats(target, rnd=rnd, feature_sets=feature_sets, classifier=args.classifier,
-                        repeats=args.repeats, seed=args.seed, console=console)
+    with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")):
+        results = run_seats(target, rnd=rnd, feature_sets=feature_sets, classifier=args.classifier,
+                            repeats=args.repeats, seed=args.seed, console=console)
     out = seats_dir(args.run_dir, rnd)
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
@@ -261,8 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for col in ("seat", "round", "features", "accuracy %", "AUC", "TPR@1%FPR", "age-matched %"):
         shown.add_column(col)
     for r in table.itertuples():
-        shown.add_row(r.seat, str(r.round), r.features, f"{_pct(r.accuracy)} ± {_pct(r.accuracy_std)}", f"{r.auc:.3f}",
-                      f"{r.tpr_at_1pct:.3f}", _pct(r.age_matched))
+        shown.add_row(r.seat, str(r.round), r.features, mean_pm(r.accuracy, r.accuracy_std), f"{r.auc:.3f}",
+                      f"{r.tpr_at_1pct:.3f}", mean_pm(r.age_matched, None))
     console.print(shown)
     console.print(f"results: {out / 'results.csv'}\nreport: {report}")
     return 0

@@ -8,8 +8,9 @@ the attack-train set and scores the attack-test set with :mod:`attacks.metrics`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,20 @@ THREATS = ("centralized", "learner", "controller")
 
 class SkippedPairsWarning(UserWarning):
     """Some attacker/victim pairs had too few subjects to attack; the others were attacked."""
+
+
+@contextlib.contextmanager
+def skipped_pairs_said(say: Callable[[str], object]) -> Iterator[None]:
+    """Collect the :class:`SkippedPairsWarning` of the attacks run inside and ``say`` each distinct
+    one once, after them (one line per cause, not Python's warning output per call); other warnings pass on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SkippedPairsWarning)
+        yield
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, SkippedPairsWarning)):
+        say(message)
+    for w in caught:
+        if not issubclass(w.category, SkippedPairsWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,8 @@ class FeatureCache:
 
 def plan(threat: str, partitions: pd.DataFrame, *, repeats: int, seed: int, age_matched: bool) -> Iterator[tuple[str, str, AttackSplit]]:
     """(attacker, victim, split) triples of a threat model, every repeat."""
+    if seed < 0:
+        raise FedsimError(f"--seed must be a non-negative integer, got {seed}")
     if threat == "centralized":
         for split in centralized_splits(partitions, repeats=repeats, seed=seed, age_matched=age_matched):
             yield "adversary", "centralized", split

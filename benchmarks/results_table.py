@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+def _head(columns: Sequence[str]) -> str:
+    return "| " + " | ".join(["date", *columns]) + " |\n|" + "---|" * (len(columns) + 1)
+
+
 def append_row(path: Path, title: str, columns: Sequence[str], values: Sequence[object]) -> None:
     """Add a row (dated now) to the table of ``path``, creating the file with ``title`` and ``columns``.
 
@@ -14,11 +18,13 @@ def append_row(path: Path, title: str, columns: Sequence[str], values: Sequence[
     """
     row = "| " + " | ".join([time.strftime("%Y-%m-%d %H:%M"), *map(str, values)]) + " |"
     if not path.is_file():
-        head = "| " + " | ".join(["date", *columns]) + " |\n|" + "---|" * (len(columns) + 1)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# {title}\n\n{head}\n{row}\n")
+        path.write_text(f"# {title}\n\n{_head(columns)}\n{row}\n")
     else:
         lines = path.read_text().splitlines()
-        last = max(i for i, line in enumerate(lines) if line.startswith("|"))
-        path.write_text("\n".join(lines[: last + 1] + [row] + lines[last + 1:]) + "\n")
+        rows = [i for i, line in enumerate(lines) if line.startswith("|")]
+        if not rows:  # a file without its table (edited by hand): start the table again at the end
+            lines += ["", *_head(columns).splitlines()]
+            rows = [len(lines) - 1]
+        path.write_text("\n".join(lines[: rows[-1] + 1] + [row] + lines[rows[-1] + 1:]) + "\n")
     print(f"added a row to {path}")

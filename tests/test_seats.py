@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from attacks import seats
 from attacks.classifiers import attack_scores, make_classifier
 from attacks.features import is_black_box
-from attacks.metrics import accuracy_at
+from attacks.metrics import accuracy_at, best_threshold
 from attacks.splits import learner_splits
 from attacks.threats import open_run, run_attacks
 from fedsim import snapshots
@@ -114,23 +114,55 @@ def test_calibrated_controller_scores_a_victim_against_the_other_local_models(lo
     rows = seats.controller_calibrated(target, rnd=2, repeats=1)
     assert {(r["attacker"], r["victim"]) for r in rows} == {(a, v) for a in LEARNERS for v in LEARNERS if a != v}
     assert {r["classifier"] for r in rows} == {seats.CALIBRATED}
-    # by hand, for L1 → L2 with offline LiRA on log |error|: L2's local model against L1's and L3's
+    # by hand, L1 → L2, offline LiRA on log |error|: L2's subjects against L2's local model with L1's and
+    # L3's as references, the threshold from L1's attack-train subjects against L1's model (L2's, L3's)
     predictions = {g: np.load(local_run / "attacks" / "features" / f"{g}-r0002" / "prediction.npy")[:, 0]
                    for g in LEARNERS}
     row_of = {s: i for i, s in enumerate(target.cohort.subject_ids)}
     (split,) = learner_splits(target.partitions, "L1", "L2", repeats=1)
-    test_ids, y_test = split.test()
-    cols = [row_of[s] for s in test_ids] + [row_of[s] for s in split.train_nonmembers]
-    age = target.cohort.ages[cols].astype(np.float64)
-    def stat(pred: np.ndarray) -> np.ndarray:
-        return np.log(np.maximum(np.abs(pred[cols].astype(np.float64) - age), 1e-6))
+    (train_ids, y_train), (test_ids, y_test) = split.train(), split.test()
+    unseen = target.partitions.loc[target.partitions["group"] == "unseen", "subject_id"]
+    z = sorted(set(unseen) - set(test_ids))  # RMIA's population; LiRA pools its variance over it too
 
-    refs = np.stack([stat(predictions["L1"]), stat(predictions["L3"])])
-    mean = refs.mean(axis=0)
-    std = np.sqrt(((refs - mean) ** 2).sum() / len(cols))  # pooled over subjects: 2 references, 1 dof each
-    expected = stats.norm.logsf(stat(predictions["L2"]), mean, std)[: len(test_ids)]
+    def offline_lira(model: str, ids: np.ndarray) -> np.ndarray:
+        cols = [row_of[s] for s in ids] + [row_of[s] for s in z if s not in set(ids)]
+        age = target.cohort.ages[cols].astype(np.float64)
+
+        def stat(g: str) -> np.ndarray:
+            return np.log(np.maximum(np.abs(predictions[g][cols].astype(np.float64) - age), 1e-6))
+
+        refs = np.stack([stat(g) for g in LEARNERS if g != model])
+        mean = refs.mean(axis=0)
+        std = np.sqrt(((refs - mean) ** 2).sum() / len(cols))  # pooled: 2 references, 1 dof per subject
+        return stats.norm.logsf(stat(model), mean, std)[: len(ids)]
+
+    theirs = offline_lira("L2", test_ids)
+    threshold = best_threshold(y_train, offline_lira("L1", train_ids))
     (row,) = [r for r in rows if (r["attacker"], r["victim"], r["features"]) == ("L1", "L2", "lira-offline/log-abs")]
-    assert row["auc"] == pytest.approx(roc_auc_score(y_test, expected))
+    assert row["auc"] == pytest.approx(roc_auc_score(y_test, theirs))
+    assert row["accuracy"] == pytest.approx(accuracy_at(y_test, theirs, threshold=threshold))
+
+
+def test_seat_table_orders_seats_and_picks_each_seats_best_by_its_age_matched_control():
+    rows = [{"seat": seat, "features": f, "control": c, "attacker": a, "victim": v, "round": 3, "repeat": 0,
+             "accuracy": acc, "auc": acc, "auc_low": acc - 0.1, "auc_high": acc + 0.1, "tpr@0.01": 0.1,
+             "tpr@0.01_low": 0.0, "tpr@0.01_high": 0.2}
+            for seat, f, c, acc in [
+                (seats.OUTSIDER, "error", "none", 0.52), (seats.OUTSIDER, "error", "age-matched", 0.5),
+                (seats.CONTROLLER, "error", "none", 0.8), (seats.CONTROLLER, "error", "age-matched", 0.55),  # shift
+                (seats.CONTROLLER, "grad_norm", "none", 0.7), (seats.CONTROLLER, "grad_norm", "age-matched", 0.7),
+                (seats.LEARNER, "error", "none", 0.6), (seats.LEARNER, "error", "age-matched", 0.6)]
+            for a, v, acc in (("L1", "L2", acc), ("L2", "L1", acc - 0.1))]
+    results = pd.DataFrame(rows)
+    table = seats.seat_table(results)
+    assert list(table["seat"]) == [seats.LEARNER, seats.CONTROLLER, seats.CONTROLLER, seats.OUTSIDER]
+    controller_error = table[(table["seat"] == seats.CONTROLLER) & (table["features"] == "error")].iloc[0]
+    assert controller_error["accuracy"] == pytest.approx(0.75) and controller_error["age_matched"] == pytest.approx(0.5)
+    best = seats.best_sets(table)
+    assert best == {seats.LEARNER: "error", seats.CONTROLLER: "grad_norm", seats.OUTSIDER: "error"}
+    victims = seats.victim_table(results, best)
+    assert list(victims.index) == ["L1", "L2"]
+    assert victims.loc["L2", seats.CONTROLLER] == pytest.approx(0.7) and victims.loc["L1", seats.CONTROLLER] == pytest.approx(0.6)
 
 
 def test_calibrated_controller_needs_three_learners(local_run, tmp_path):
@@ -142,3 +174,15 @@ def test_calibrated_controller_needs_three_learners(local_run, tmp_path):
     parts.to_csv(copy / snapshots.PARTITIONS_FILE, index=False)
     results = seats.run_seats(open_run(copy), rnd=2, feature_sets=["error"], classifier="logreg", repeats=1)
     assert seats.CALIBRATED not in set(results["classifier"]) and set(results["seat"]) == set(seats.SEATS)
+
+
+def test_a_learner_without_a_local_model_that_round_and_a_negative_seed_are_one_line_errors(local_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(local_run, copy, ignore=shutil.ignore_patterns("attacks"))
+    (snapshots.round_dir(copy, 2) / "L3.safetensors").unlink()  # as if L3 failed in round 2
+    for args, message in ((["--round", "2"], "has no local model of L3 (did it fail that round?"),
+                          (["--round", "1", "--seed", "-1"], "--seed must be a non-negative integer")):
+        result = subprocess.run([sys.executable, "-m", "attacks.seats", str(copy), *args],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stderr.startswith("error:") and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
