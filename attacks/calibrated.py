@@ -59,6 +59,7 @@ from attacks.splits import AttackSplit, centralized_splits
 from attacks.threats import Target, open_run
 from fedsim import snapshots
 from fedsim.cli import run_cli
+from fedsim.data.cache import CohortArray
 from fedsim.defenses import release_model
 from fedsim.errors import FedsimError
 
@@ -67,16 +68,18 @@ __all__ = ["centralized_population", "run_calibrated"]
 # --- centralized attack on a run directory -------------------------------------------------
 
 
-def centralized_population(target: Target, *, seed: int) -> tuple[AttackSplit, tuple[str, ...]]:
+def centralized_population(
+    partitions: pd.DataFrame, cohort: CohortArray, *, seed: int, where: str = "this run",
+) -> tuple[AttackSplit, tuple[str, ...]]:
     """The centralized split the attacker works with, and its subjects (the reference population)."""
-    if "train" not in set(target.partitions["group"]):
+    if "train" not in set(partitions["group"]):
         raise FedsimError(
-            f"{str(target.run_dir)!r} is a federated run; calibrated attacks support centralized runs "
-            "(a train group) only so far"
+            f"{where} is a federated run; calibrated attacks support centralized runs "
+            "(a train group) only so far (a federation's curious controller: python -m attacks.seats)"
         )
-    split = centralized_splits(target.partitions, repeats=1, seed=seed)[0]
+    split = centralized_splits(partitions, repeats=1, seed=seed)[0]
     ids = np.concatenate([split.train_members, split.train_nonmembers, split.test_members, split.test_nonmembers])
-    return split, population_order(ids, target.cohort)
+    return split, population_order(ids, cohort)
 
 
 def run_calibrated(
@@ -107,7 +110,8 @@ def run_calibrated(
     if seed < 0:
         raise FedsimError(f"seed must be a non-negative integer, got {seed}")
     config = snapshots.read_config(target.run_dir)
-    split, population = centralized_population(target, seed=seed)  # refuses federated runs, by name
+    split, population = centralized_population(target.partitions, target.cohort, seed=seed,
+                                               where=repr(str(target.run_dir)))  # refuses federated runs, by name
     if target_round is None:
         if target.best_round is None:
             raise FedsimError(

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from attacks.calibration import DEFAULT_REFERENCES
-from attacks.references import ReferencePlan, ensure_references, population_order
-from attacks.splits import centralized_splits
+from attacks.calibrated import centralized_population
+from attacks.references import ReferencePlan, ensure_references
 from fedsim.config import load_env
 from fedsim.data.prepare import prepare_data
 from results_table import append_row
@@ -42,9 +42,7 @@ def main() -> None:
     cfg = load_env(args.env)
     epochs = args.epochs or cfg.train.epochs
     data = prepare_data(cfg)
-    split = centralized_splits(data.partitions, repeats=1, seed=0)[0]
-    known = np.concatenate([split.train_members, split.train_nonmembers, split.test_members, split.test_nonmembers])
-    population = population_order(known, data.cohort)
+    split, population = centralized_population(data.partitions, data.cohort, seed=0, where=f"environment {cfg.name!r}")
     attacked = len(split.test_members) + len(split.test_nonmembers)
     run_dir = Path(tempfile.mkdtemp(prefix="fedsim-refs-"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
