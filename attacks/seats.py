@@ -223,7 +223,8 @@ def write_seats_report(target: Target, results: pd.DataFrame, out: Path) -> Path
         "model before averaging (fit on A's, scored on B's); the <b>outsider</b> sees only the final community model's "
         "predicted ages. The controller's <code>lira-offline/…</code> and <code>rmia</code> rows are calibrated "
         "attacks with no classifier: each victim's local model is tested against the other learners' local models "
-        "of the same round, which never saw the victim's subjects.</p>"
+        "of the same round, which did not train on the victim's subjects that round (they started from the same "
+        "community model, so the test is conservative).</p>"
         + html_table(["seat", "round", "feature set", "accuracy %", "AUC [95% CI]", "TPR @ 1% FPR [95% CI]",
                       "age-matched %", ""], rows)
         + "<p class='note'>Mean over attacker–victim pairs and repeats; intervals are the mean per-attack bounds "
