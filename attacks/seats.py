@@ -268,11 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = seat_table(results)
     table.to_csv(out / "seats.csv", index=False)
     report = write_seats_report(target, results, out)
-    shown = Table(title=f"seats, {args.classifier}, mean over attacker–victim pairs and {args.repeats} repeats")
-    for col in ("seat", "round", "features", "accuracy %", "AUC", "TPR@1%FPR", "age-matched %"):
-        shown.add_column(col)
+    shown = Table(title=f"seats, round {rnd} (outsider: {target.rounds[-1]}), {args.classifier}, mean over "
+                        f"attacker–victim pairs and {args.repeats} repeats; matched: age-matched non-members")
+    for col in ("seat", "attack", "acc. %", "AUC", "TPR@1%", "matched %"):
+        # numbers stay whole; in an 80-column terminal long feature sets fold
+        shown.add_column(col, no_wrap=col != "attack", overflow="fold", min_width=12 if col == "attack" else None)
     for r in table.itertuples():
-        shown.add_row(r.seat, str(r.round), r.features, mean_pm(r.accuracy, r.accuracy_std), f"{r.auc:.3f}",
+        shown.add_row(r.seat, r.features, mean_pm(r.accuracy, r.accuracy_std), f"{r.auc:.3f}",
                       f"{r.tpr_at_1pct:.3f}", mean_pm(r.age_matched, None))
     console.print(shown)
     console.print(f"results: {out / 'results.csv'}\nreport: {report}")
