@@ -22,12 +22,12 @@ from fedsim import snapshots
 from fedsim.cli import run_cli
 from fedsim.config import EnvConfig, load_env, with_overrides
 from fedsim.data.cache import VolumeDataset
-from fedsim.data.partition import plot_partitions, write_partitions
+from fedsim.data.partition import write_partitions
 from fedsim.data.prepare import PreparedData, prepare_data
 from fedsim.defenses import EarlyStopping, local_training, privacy_summary, release_weights
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
-from fedsim.plots import plot_learning_curve
+from fedsim.plots import plot_learning_curve, plot_partitions
 from fedsim.train import evaluate, make_loader, train_epochs
 
 

@@ -1,14 +1,20 @@
-"""Figures of a run (learning curves); matplotlib on the Agg backend, files only."""
+"""Figures of a run (learning curves, partitions); matplotlib on the Agg backend, files only."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from fedsim.data.partition import TRAIN, UNSEEN, VAL, learner_groups  # noqa: E402
 
 
 def plot_learning_curve(metrics: list[dict[str, Any]], path: Path, *, xlabel: str = "epoch") -> None:
@@ -24,3 +30,67 @@ def plot_learning_curve(metrics: list[dict[str, Any]], path: Path, *, xlabel: st
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _group_order(groups: Sequence[str]) -> list[str]:
+    """Learners by number, then train, val, and unseen last, the order used in tables and plots."""
+    present = set(groups)
+    learners = learner_groups(present)
+    rest = [g for g in (TRAIN, VAL, UNSEEN) if g in present]
+    others = sorted(present - set(learners) - set(rest))
+    return learners + others + rest
+
+
+def plot_partitions(df: pd.DataFrame, path: str | Path) -> None:
+    """Save a PNG of the partition in the style of Stripelis et al. 2021's environment figure.
+
+    Left: subjects per group (bars). Right: one small age histogram per group over the same bins,
+    with its size and mean age, so size skew and age skew can be read off together.
+    Uses matplotlib's object-oriented ``Figure`` (Agg canvas), so no GUI backend or global
+    pyplot state is touched.
+    """
+    order = _group_order(df["group"].astype(str).tolist())
+    n_bins = int(df["age_bin"].max())
+    low, high = float(df["age"].min()), float(df["age"].max())
+    high = max(high, low + 1.0)  # a single-age cohort still gets a visible bin
+    edges = np.linspace(low, high, n_bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
+               "#9c755f", "#86bcb6"]
+    colours = {g: ("#7f7f7f" if g == UNSEEN else palette[i % len(palette)]) for i, g in enumerate(order)}
+
+    height = max(4.0, 0.85 * len(order) + 1.0)
+    fig = Figure(figsize=(11, height))
+    # fixed margins (in inches) instead of constrained layout, which doubles the drawing time
+    grid = fig.add_gridspec(len(order), 2, width_ratios=[1, 1.5], left=0.07, right=0.985, wspace=0.1,
+                            top=1 - 0.35 / height, bottom=0.5 / height, hspace=0.18)
+    sizes = df["group"].value_counts()
+    ax_sizes = fig.add_subplot(grid[:, 0])
+    counts = [int(sizes.get(g, 0)) for g in order]
+    bars = ax_sizes.bar(order, counts, color=[colours[g] for g in order])
+    ax_sizes.bar_label(bars, fontsize=8)
+    ax_sizes.set_ylabel("subjects")
+    ax_sizes.set_title("Subjects per group")
+    ax_sizes.tick_params(axis="x", labelrotation=45 if len(order) > 10 else 0)
+
+    first = None
+    for row, group in enumerate(order):
+        ax = fig.add_subplot(grid[row, 1], sharex=first)
+        first = first or ax
+        part = df[df["group"] == group]
+        hist = np.bincount(part["age_bin"].astype(int), minlength=n_bins + 1)[1 : n_bins + 1]
+        ax.bar(centres, hist, width=width * 0.95, color=colours[group])
+        ax.text(0.01, 0.92, f"{group}  n={len(part)}  mean {part['age'].mean():.1f} y", transform=ax.transAxes,
+                fontsize=8, va="top")
+        ax.set_yticks([])
+        ax.margins(y=0.35)
+        if row < len(order) - 1:
+            ax.tick_params(axis="x", labelbottom=False)
+        if row == 0:
+            ax.set_title(f"Age histogram per group ({n_bins} bins, {low:.1f}-{high:.1f} y)")
+    first.set_xlim(low, high)
+    ax.set_xlabel("age (years)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)

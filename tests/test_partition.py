@@ -13,10 +13,10 @@ from fedsim.data.partition import (
     age_bins,
     assign_groups,
     partition_table,
-    plot_partitions,
     read_partitions,
     write_partitions,
 )
+from fedsim.plots import plot_partitions
 from fedsim.errors import FedsimError
 
 ENVIRONMENTS = Path(__file__).resolve().parents[1] / "environments"

@@ -23,11 +23,12 @@ from fedsim import snapshots
 from fedsim.config import EnvConfig, from_resolved
 from fedsim.data.cache import VolumeDataset, build_cache
 from fedsim.data.manifest import load_manifest
-from fedsim.data.partition import learner_label, plot_partitions, read_partitions, write_partitions
+from fedsim.data.partition import learner_label, read_partitions, write_partitions
 from fedsim.data.prepare import PreparedData
 from fedsim.errors import FedsimError
 from fedsim.federation import keys
 from fedsim.paths import fedsim_home
+from fedsim.plots import plot_partitions
 
 RUN_TABLE = "run"  # the [run] table of config.toml: facts of this run, not of the environment
 
