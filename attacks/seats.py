@@ -65,8 +65,7 @@ def seats_dir(run_dir: Path, rnd: int) -> Path:
     return Path(run_dir) / "attacks" / SEATS_DIR / f"round-{rnd:04d}"
 
 
-def _check_local_models(target: Target, rnd: int) -> None:
-    learners = learner_groups(target.partitions["group"])
+def _check_local_models(target: Target, rnd: int, learners: Sequence[str]) -> None:
     missing = [g for g in learners if not (snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()]
     if len(missing) == len(learners):
         raise FedsimError(
@@ -85,7 +84,8 @@ def run_seats(
     """Every seat's attacks on round ``rnd`` (the outsider: the last round), plain and age-matched."""
     if rnd < 1:
         raise FedsimError(f"--round must be a trained round (1 or later), got {rnd}")
-    _check_local_models(target, rnd)
+    learners = learner_groups(target.partitions["group"])
+    _check_local_models(target, rnd, learners)
     black_box = [s for s in feature_sets if is_black_box(s)]
     if not black_box:
         raise FedsimError("the outsider sees predicted ages only: --features needs a black-box set, e.g. pred+label or error")
@@ -103,7 +103,7 @@ def run_seats(
                 seed=seed, age_matched=matched, cache=cache)]
     if rnd == last:
         rows += [{**row, "seat": OUTSIDER} for row in rows if row["seat"] == LEARNER and row["features"] in black_box]
-    if len(learner_groups(target.partitions["group"])) < MIN_CALIBRATION_LEARNERS:
+    if len(learners) < MIN_CALIBRATION_LEARNERS:
         if console is not None:
             console.print(f"[yellow]note:[/] calibrated controller attacks skipped: they need {MIN_CALIBRATION_LEARNERS} "
                           "learners (a victim's subjects need 2 other local models as OUT references)")

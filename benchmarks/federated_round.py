@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 
 from fedsim import snapshots
-from results_table import append_row
 from fedsim.config import load_env, with_overrides
 from fedsim.data.prepare import prepare_data
 from fedsim.federation.run_setup import RunSetup, learner_seed, write_run_setup
 from fedsim.federation.simulation import run_federation
 from fedsim.models import build_model
 from fedsim.train import evaluate, make_loader, make_optimizer, train_epochs
+from results_table import append_row
 
 RESULTS = Path(__file__).resolve().parent / "results" / "federated_round.md"
 
