@@ -1,13 +1,52 @@
-"""Membership-inference attacks on fedsim models, after Gupta et al. (MIDL 2021).
+"""Privacy attacks on fedsim run directories, by attack family over shared layers.
 
-The pipeline is three steps, each picked by name:
+::
 
-1. :mod:`attacks.features` — features of (model, subject) pairs (``"pred+label+grad:conv6"``),
-   computed in one batched pass per subject set and cached by the caller;
-   per-sample gradients come from :mod:`attacks.gradients` (loop, vmap or opacus).
-2. :mod:`attacks.classifiers` — scikit-learn estimators that call a subject a member.
-3. :mod:`attacks.metrics` — accuracy, ROC AUC and TPR at low FPR, members = class 1.
+    attacks/
+      api.py          audit(run_dir, features=…, seats=…) -> DataFrame: the notebook entry point
+      target.py       a run directory as a target: cohort, partitions, snapshots (community + local)
+      signals/        what a seat reads off a model for a subject
+        features.py     prediction, label, error, loss, activations, gradients: a registry, combinable specs
+        gradients.py    per-sample gradients (loop | vmap | Opacus, timed and chosen)
+        cache.py        the feature cache, keyed by the snapshot's content
+      threats/        who attacks whom, seeing what
+        splits.py       attack-train / attack-test subject sets, age-matched controls
+        seats.py        centralized adversary, malicious learner, curious controller, outsider
+      engine.py       the one loop: fit on the attacker's side, score the victim's subjects
+      membership/     the membership family
+        classifiers.py  attack classifiers (the paper's deep nets, sklearn baselines, loss threshold)
+        trained.py      trained-classifier attacks of any seat (Gupta et al. 2021)
+        calibration.py  LiRA and RMIA scores for regression
+        references.py   reference models trained and cached by fedsim
+        calibrated.py   calibrated attacks on a centralized run
+        seats.py        every seat on one round, the controller's calibrated attacks
+      evaluation/     metrics with intervals that have their coverage, one aggregation, controls' verdicts
+        metrics.py  intervals.py  summary.py
+      reporting/      figures and HTML pages (Jinja2 templates, autoescaped, figures inlined)
+        figures.py  html.py  membership.py  seats.py  sweep.py  markdown.py  templates/
+      experiments/    the study (every environment) and privacy–utility sweeps
+        study.py  sweep.py
+      cli/            the commands: parse, call the layers above, print (nothing below prints)
+        run.py  seats.py  calibrated.py  study.py  sweep.py  progress.py
+      run.py seats.py calibrated.py study.py sweep.py   ``python -m attacks.<name>`` → cli/<name>.py
 
-``fedsim`` never imports this package. Import from the submodules: this file stays free of
-imports so that light modules (subject splits) do not pull in torch, Opacus and scikit-learn.
+Dependencies run downward: cli → reporting → families + evaluation → engine → signals + threats → target.
+A new attack family is a folder beside ``membership/`` whose attacks run through :mod:`attacks.engine`;
+a new seat goes in :mod:`attacks.threats.seats`, a new signal in :mod:`attacks.signals.features`.
+``fedsim`` never imports this package. This file imports nothing until :func:`audit` is used, so that
+light modules (subject splits) do not pull in torch, Opacus and scikit-learn.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["audit"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "audit":
+        from attacks.api import audit
+
+        return audit
+    raise AttributeError(f"module 'attacks' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """What do white-box attack features cost? ``python benchmarks/per_sample_gradients.py [--subjects 64]``.
 
-Times :func:`attacks.features.compute_features` for ``grad:conv6+grad:output+grad_norm``
+Times :func:`attacks.signals.features.compute_features` for ``grad:conv6+grad:output+grad_norm``
 (gradient norms need every layer's per-sample gradient) with each per-sample gradient
 method on the CPU-profile 3D CNN, against the floor: one plain batched forward+backward
 over the same subjects in the same chunks, which any per-sample method must at least pay.
@@ -23,9 +23,9 @@ import numpy as np
 import opacus
 import torch
 
-from attacks.classifiers import CLASSIFIERS, attack_scores, make_classifier
-from attacks.features import assemble, compute_features, feature_layout
-from attacks.gradients import GRAD_METHODS, benchmark_methods, choose_method
+from attacks.membership.classifiers import CLASSIFIERS, attack_scores, make_classifier
+from attacks.signals.features import assemble, compute_features, feature_layout
+from attacks.signals.gradients import GRAD_METHODS, benchmark_methods, choose_method
 from fedsim.models import build_model, layer_parameters
 from fedsim.train import regression_loss
 
@@ -151,7 +151,7 @@ def main() -> None:
         f"`python benchmarks/per_sample_gradients.py --subjects {n} --batch-size {args.batch_size} "
         f"--repeats {args.repeats}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        f"Features `{SPEC}` of {n} random volumes through `attacks.features.compute_features` on the",
+        f"Features `{SPEC}` of {n} random volumes through `attacks.signals.features.compute_features` on the",
         f"CPU-profile 3D CNN (`cnn3d`, {MODEL}), best of {args.repeats} runs after a warm-up. The floor is",
         "one eval-mode batched forward+backward over the same subjects in the same chunks.",
         "",

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attacks.calibration import DEFAULT_REFERENCES
-from attacks.calibrated import centralized_population
-from attacks.references import ReferencePlan, ensure_references
+from attacks.membership.calibration import DEFAULT_REFERENCES
+from attacks.membership.calibrated import centralized_population
+from attacks.membership.references import ReferencePlan, ensure_references
 from fedsim.config import load_env
 from fedsim.data.prepare import prepare_data
 from results_table import append_row

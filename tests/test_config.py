@@ -68,5 +68,5 @@ def test_bad_environment_files(tmp_path, edit, match):
 
 
 def test_unknown_environment_lists_the_shipped_ones():
-    with pytest.raises(FedsimError, match="unknown environment 'skewed'; choose one of: centralized, centralized-dp, paper-centralized, paper-skewed-noniid, skewed-iid"):
+    with pytest.raises(FedsimError, match="unknown environment 'skewed'; choose one of: centralized, centralized-2d, centralized-dp, paper-centralized, paper-skewed-noniid, skewed-iid"):
         load_env("skewed")

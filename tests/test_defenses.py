@@ -102,7 +102,8 @@ def test_release_model_follows_the_run_config(tmp_path):
 def test_attacks_read_the_released_predictions_of_a_run(tmp_path, tiny_manifest):
     """A run with prediction_noise: the attack's prediction features carry exactly the noise of
     each volume, while gradients (white-box: the weights are known) stay the clean model's."""
-    from attacks.features import compute_features, load_snapshot
+    from attacks.signals.features import compute_features
+    from attacks.target import load_snapshot
     from fedsim.defenses import prediction_noise
 
     clean_run = federate(tmp_path / "clean", ENVS / "tiny.toml", tiny_manifest, rounds=1)

@@ -22,7 +22,7 @@ from fedsim.federation.run_setup import RunSetup, learner_seed, write_run_setup
 from fedsim.federation.server_app import app as server_app
 from fedsim.federation.strategy import LearnerFailure
 
-TINY = Path(__file__).resolve().parents[1] / "environments" / "tiny.toml"
+from federations import TINY, federate
 
 
 @pytest.fixture(autouse=True)
@@ -31,20 +31,6 @@ def _keep_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-def federate(run_dir: Path, tiny_manifest: Path, *, env: Path = TINY, seed: int | None = None,
-             rounds: int | None = None, **federation) -> Path:
-    """Prepare ``run_dir`` for a tiny environment and run it (or continue it) with LocalGrid."""
-    if not (run_dir / snapshots.CONFIG_FILE).is_file():
-        cfg = with_overrides(load_env(env), seed=seed, federation=federation)
-        write_run_setup(run_dir, cfg, prepare_data(cfg, tiny_manifest, progress=False), {"cpus_per_learner": 1})
-    setup = RunSetup.load(run_dir)
-    run_config = {keys.RUN_DIR: str(run_dir)}
-    if rounds is not None:
-        run_config[keys.NUM_SERVER_ROUNDS] = rounds
-    run_local(server_app, client_app, len(setup.learners), run_config)
-    return run_dir
 
 
 def community(run_dir: Path, rnd: int) -> dict[str, torch.Tensor]:

@@ -63,7 +63,7 @@ def test_resume_of_a_centralized_run(tmp_path, capsys):
 
 
 def test_resume_of_a_finished_run(tmp_path, tiny_manifest, capsys):
-    from test_federation import federate
+    from federations import federate
 
     threads = torch.get_num_threads()
     run = federate(tmp_path / "run", tiny_manifest)

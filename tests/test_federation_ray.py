@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from fedsim import snapshots
 from fedsim.federation import keys
 
-from test_federation import federate
+from federations import federate
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,116 @@
+"""The Python entry point for notebooks: :func:`audit` a run directory, get a pandas DataFrame.
+
+>>> import attacks
+>>> results = attacks.audit("runs/skewed-iid", features="error,pred+label", seats=["learner", "outsider"])
+>>> results.groupby(["seat", "control", "features"])["accuracy"].mean()
+
+Nothing here prints; progress goes to an optional callback. The commands call the same functions,
+with the same defaults, so a notebook and ``python -m attacks.run`` give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
+from attacks.membership.trained import run_attacks
+from attacks.signals.cache import FeatureCache
+from attacks.signals.features import TABLE1, is_black_box, parse_features
+from attacks.target import Target, is_centralized, load_snapshot, open_run, resolve_rounds
+from attacks.threats.seats import SEAT_NAMES, THREATS
+from attacks.threats.splits import DEFAULT_REPEATS
+from fedsim import snapshots
+from fedsim.errors import FedsimError
+
+__all__ = ["attack_run", "audit", "feature_sets"]
+
+
+def feature_sets(features: str | Sequence[str], *, classifier: str = DEFAULT_CLASSIFIER, repeats: int = DEFAULT_REPEATS) -> list[str]:
+    """The feature sets of ``features`` (``"table1"``, comma-separated specs or a list), once
+    ``classifier`` and ``repeats`` are checked: callers that train first fail on a typo before it."""
+    if repeats < 1:
+        raise FedsimError(f"--repeats must be at least 1, got {repeats}")
+    if classifier not in CLASSIFIERS:
+        raise FedsimError(f"unknown attack classifier {classifier!r}; choose one of: {', '.join(CLASSIFIERS)}")
+    if isinstance(features, str):
+        sets = list(TABLE1.values()) if features == "table1" else [f.strip() for f in features.split(",")]
+    else:
+        sets = list(features)
+    if classifier == "loss_threshold" and sets != ["error"]:
+        raise FedsimError("the loss_threshold attack scores the error alone; use it with --features error")
+    return sets
+
+
+def attack_run(
+    target: Target, *, threat: str, features: str | Sequence[str] = "table1", rounds: str = "default",
+    classifier: str = DEFAULT_CLASSIFIER, repeats: int = DEFAULT_REPEATS, seed: int = 0, stack: bool = False,
+    controls: bool = True, cache: FeatureCache | None = None, progress: Callable[[str, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One seat's attacks on the chosen rounds, with its controls: the same attack on the round-0
+    (untrained) model and with age-matched non-members (``control`` column), and stacked rounds."""
+    specs = feature_sets(features, classifier=classifier, repeats=repeats)
+    for spec in specs:  # a typo in a layer fails before any gradient is computed
+        parse_features(spec, load_snapshot(target.run_dir, target.rounds[0]).model)
+    chosen = resolve_rounds(rounds, target, centralized=threat == "centralized")
+    if stack and len(set(chosen)) < 2:
+        raise FedsimError(f"--stack needs at least 2 rounds to stack, got --rounds {rounds} = {chosen}")
+    cache = cache or FeatureCache(target, progress=progress)
+    common = dict(threat=threat, feature_sets=specs, classifier=classifier, repeats=repeats, seed=seed, cache=cache,
+                  progress=progress)
+    rows = run_attacks(target, rounds=chosen, **common)
+    if stack:
+        rows += run_attacks(target, rounds=chosen, stack=True, **common)
+    if controls:
+        if 0 not in chosen and threat != "controller":
+            rows += [dict(r, control="round-0") for r in run_attacks(target, rounds=[0], **common)]
+            if stack:  # the same stacked attack on the untrained model, as many times over
+                rows += [dict(r, control="round-0") for r in run_attacks(target, rounds=[0] * len(chosen), stack=True, **common)]
+        rows += run_attacks(target, rounds=chosen, age_matched=True, **common)
+        if stack:
+            rows += run_attacks(target, rounds=chosen, age_matched=True, stack=True, **common)
+    return rows
+
+
+def _has_local_models(target: Target) -> bool:
+    return any((snapshots.round_dir(target.run_dir, target.rounds[-1]) / f"{g}.safetensors").is_file()
+               for g in set(target.partitions["group"]) - {"unseen", "train", "val"})
+
+
+def audit(
+    run_dir: str | Path, *, features: str | Sequence[str] = "table1", seats: Sequence[str] | None = None,
+    rounds: str = "default", classifier: str = DEFAULT_CLASSIFIER, repeats: int = DEFAULT_REPEATS, seed: int = 0,
+    controls: bool = True, progress: Callable[[str, int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Membership attacks on a run directory from each seat: one row per attack, with a ``seat`` column.
+
+    ``seats``: threat names (:data:`attacks.threats.seats.THREATS`); by default ``centralized`` for a
+    centralized run, else ``learner`` and ``outsider``, plus ``controller`` when the run kept local
+    models. The outsider is given the black-box feature sets only. Features are cached on disk under
+    the run directory, keyed by the snapshots' content, and shared with the commands.
+    """
+    target = open_run(run_dir)
+    centralized = is_centralized(target)
+    if seats is None:
+        seats = ["centralized"] if centralized else ["learner", "outsider"] + (["controller"] if _has_local_models(target) else [])
+    unknown = [s for s in seats if s not in THREATS]
+    if unknown:
+        raise FedsimError(f"unknown seat {unknown[0]!r}; choose from: {', '.join(THREATS)}")
+    if centralized and set(seats) - {"centralized"}:
+        raise FedsimError("a centralized run has one seat: 'centralized'")
+    if not centralized and "centralized" in seats:
+        raise FedsimError("'centralized' is the seat of a centralized run; a federation has: learner, controller, outsider")
+    specs = feature_sets(features, classifier=classifier, repeats=repeats)
+    cache = FeatureCache(target, progress=progress)
+    frames = []
+    for seat in seats:
+        mine = [s for s in specs if is_black_box(s)] if seat == "outsider" else specs
+        if not mine:
+            raise FedsimError("the outsider sees predicted ages only: give it a black-box feature set, e.g. pred+label or error")
+        rows = attack_run(target, threat=seat, features=mine, rounds=rounds, classifier=classifier, repeats=repeats,
+                          seed=seed, controls=controls, cache=cache, progress=progress)
+        frames.append(pd.DataFrame(rows).assign(seat=SEAT_NAMES[seat]))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,1 @@
+"""The commands (``python -m attacks.run`` …): parse arguments, call the engine, print. Nothing below prints."""

@@ -1,0 +1,80 @@
+"""Every seat at the table: ``python -m attacks.seats RUN_DIR [--round R] [--features …]``.
+
+Malicious learner (community model, white box), curious controller (each learner's local model
+of a ``--snapshot-local`` run; trained and calibrated attacks) and outsider (released predicted
+ages of the final model) attack the same victims with the same side knowledge
+(:mod:`attacks.membership.seats`), each beside its age-matched control. Writes
+``RUN_DIR/attacks/seats/round-RRRR/``: ``results.csv`` (one row per seat, attacker, victim,
+feature set, control and repeat), ``seats.csv`` (the comparison table) and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from attacks.api import feature_sets
+from attacks.cli.progress import progress_bars
+from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
+from attacks.membership.seats import run_seats, seat_table, seats_dir
+from attacks.reporting.html import mean_pm
+from attacks.reporting.seats import write_seats_report
+from attacks.target import is_centralized, open_run
+from attacks.threats.seats import skipped_pairs_said
+from attacks.threats.splits import DEFAULT_REPEATS
+from fedsim import snapshots
+from fedsim.cli import run_cli
+from fedsim.errors import FedsimError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m attacks.seats", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path, help="a federated run directory made with --snapshot-local")
+    p.add_argument("--round", type=int, help="round whose community and local models are attacked (default: the last)")
+    p.add_argument("--features", default="table1", help="'table1' (the paper's rows) or comma-separated specs")
+    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=list(CLASSIFIERS),
+                   help=f"attack classifier (default: {DEFAULT_CLASSIFIER})")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"draws of the attack sets (default: {DEFAULT_REPEATS})")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    specs = feature_sets(args.features, classifier=args.classifier, repeats=args.repeats)
+    target = open_run(args.run_dir)
+    if is_centralized(target):
+        raise FedsimError(f"{str(args.run_dir)!r} is a centralized run; seats compare adversaries of a federation")
+    rnd = target.rounds[-1] if args.round is None else args.round
+    if rnd not in target.rounds:
+        raise FedsimError(f"round {rnd} is not on disk in {str(args.run_dir)!r}; rounds: {target.rounds[0]}..{target.rounds[-1]}")
+    console = Console(highlight=False)
+    with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")), \
+            progress_bars(console) as progress:
+        results = run_seats(target, rnd=rnd, feature_sets=specs, classifier=args.classifier, repeats=args.repeats,
+                            seed=args.seed, say=console.print, progress=progress)
+    out = seats_dir(args.run_dir, rnd)
+    out.mkdir(parents=True, exist_ok=True)
+    snapshots.atomic_write(out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
+    table = seat_table(results)
+    snapshots.atomic_write(out / "seats.csv", lambda tmp: table.to_csv(tmp, index=False))
+    report = write_seats_report(target, results, out)
+    shown = Table(title=f"seats, round {rnd} (outsider: {target.rounds[-1]}), {args.classifier}, mean over "
+                        f"attacker–victim pairs and {args.repeats} repeats; matched: age-matched non-members")
+    for col in ("seat", "attack", "acc. %", "AUC", "TPR@1%", "matched %"):
+        # numbers stay whole; in an 80-column terminal long feature sets fold
+        shown.add_column(col, no_wrap=col != "attack", overflow="fold", min_width=12 if col == "attack" else None)
+    for r in table.itertuples():
+        shown.add_row(r.seat, r.features, mean_pm(r.attack, r.attack_std), f"{r.auc:.3f}",
+                      f"{r.tpr_at_1pct:.3f}", mean_pm(r.matched))
+    console.print(shown)
+    console.print(f"results: {out / 'results.csv'}\nreport: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,87 @@
+"""The whole study in one command: ``python -m attacks.study [--out DIR]``.
+
+Trains the centralized baselines (3D-CNN and 2D-slice-mean) and the four federated environments
+(or those named with ``--envs``), attacks every run as ``python -m attacks.run`` does and writes one
+summary in the layout of the paper's Table 1 (feature sets × settings) plus a per-environment table
+of utility, memorisation and attack accuracy beside its controls (:mod:`attacks.experiments.study`).
+Each step is skipped when its output is on disk and still describes its inputs, and an interrupted
+federated run is resumed, so re-running the same command redoes nothing that finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from attacks.cli.progress import progress_bars
+from attacks.experiments.study import (
+    DEFAULT_ENVS, AttackSettings, attack_cached, environment_row, pair_table, table1, train_env,
+)
+from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
+from attacks.reporting.markdown import write_summary
+from attacks.threats.splits import DEFAULT_REPEATS
+from fedsim.cli import run_cli
+from fedsim.config import load_env
+from fedsim.errors import FedsimError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m attacks.study", description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("runs/study"), help="study directory (default: runs/study)")
+    p.add_argument("--envs", default=",".join(DEFAULT_ENVS), help=f"comma-separated (default: {','.join(DEFAULT_ENVS)})")
+    p.add_argument("--cohort", type=Path, help="manifest.csv of your own cohort (default: the embedded synthetic one)")
+    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=list(CLASSIFIERS),
+                   help=f"attack classifier (default: {DEFAULT_CLASSIFIER})")
+    p.add_argument("--features", default="table1", help="'table1' (default) or comma-separated feature specs")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"attack repeats (default: {DEFAULT_REPEATS})")
+    return p
+
+
+def print_frame(console: Console, frame: pd.DataFrame, title: str) -> None:
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col))
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    envs = [e.strip() for e in args.envs.split(",") if e.strip()]
+    if not envs:
+        raise FedsimError("--envs names no environment")
+    names = {env: load_env(env).name for env in envs}  # a typo fails now, not after an hour of training
+    if len(set(names.values())) < len(names):
+        raise FedsimError(f"--envs names an environment twice: {', '.join(names.values())}")
+    settings = AttackSettings(args.features, args.classifier, args.repeats)  # a typo fails before training, too
+    console = Console(highlight=False)
+    results, rows = {}, []
+    for env, name in names.items():
+        run_dir = args.out / name
+        train_env(env, run_dir, args.cohort, console.rule)
+        with progress_bars(console) as progress:
+            results[name] = attack_cached(run_dir, settings, say=console.print, progress=progress)
+        rows.append(environment_row(name, run_dir, results[name]))
+    per_env = pd.DataFrame(rows)
+    t1 = table1(results, dict(zip(per_env["environment"], per_env["model"])))
+    pairs = {r["environment"]: (f"{r['best_features']}, round {r['round']}",
+                                pair_table(results[r["environment"]], r["best_features"], r["round"]))
+             for r in rows if (results[r["environment"]]["threat"] == "learner").any()}
+    command = shlex.join(["python", "-m", "attacks.study", "--out", str(args.out), "--envs", ",".join(envs),
+                          *settings.args(), *(["--cohort", str(args.cohort)] if args.cohort else [])])
+    path = write_summary(args.out, t1, per_env, command, pairs)
+    print_frame(console, t1, "attack accuracy % (Table 1 layout)")
+    print_frame(console, per_env, "per environment")
+    console.print(f"summary: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

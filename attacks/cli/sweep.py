@@ -1,0 +1,102 @@
+"""Privacy–utility sweep of one defense: ``python -m attacks.sweep --env ENV --defense KEY --values V1,V2,…``.
+
+A defense is only worth what it buys: how much membership leakage it removes for how much accuracy
+it costs. Every value trains (``DIR/<value>/run/``) and is attacked as ``python -m attacks.run``
+does (:mod:`attacks.experiments.sweep`); the command writes ``sweep.csv``, ``sweep.md``,
+``sweep.png`` and a self-contained ``sweep.html``. Training and attacks already on disk and still
+valid are skipped, so rerunning the same command, or adding a value, redoes nothing that finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from attacks.api import feature_sets
+from attacks.cli.progress import progress_bars
+from attacks.experiments.study import AttackSettings, attack_cached, train_env
+from attacks.experiments.sweep import DEFAULT_FEATURES, SWEEPABLE, parse_settings, parse_values, plan_settings, sweep_rows
+from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
+from attacks.reporting.sweep import CONSOLE_DROPS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG, display_table, write_outputs
+from attacks.signals.features import parse_features
+from attacks.threats.splits import DEFAULT_REPEATS
+from fedsim import snapshots
+from fedsim.cli import run_cli
+from fedsim.config import load_env
+from fedsim.errors import FedsimError
+from fedsim.models import build_model
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m attacks.sweep", description=__doc__.splitlines()[0])
+    p.add_argument("--env", required=True, help="base environment name or .toml path, e.g. centralized")
+    p.add_argument("--defense", required=True, metavar="KEY",
+                   help=f"the [defense] key to sweep: {', '.join(SWEEPABLE)}")
+    p.add_argument("--values", required=True, help="comma-separated values ≥ 0, e.g. 0,0.5,1,2 "
+                   "(0 = off; for dp_noise_multiplier and central_noise_multiplier it removes that DP)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a [defense] key every value shares, e.g. dp_max_grad_norm=1.0 (repeatable)")
+    p.add_argument("--out", type=Path, help="sweep directory (default: runs/sweep-<env>-<KEY>)")
+    p.add_argument("--cohort", type=Path, help="manifest.csv of your own cohort (default: the embedded synthetic one)")
+    p.add_argument("--features", default=DEFAULT_FEATURES,
+                   help=f"comma-separated feature specs or 'table1' (default: {DEFAULT_FEATURES})")
+    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=list(CLASSIFIERS),
+                   help=f"attack classifier (default: {DEFAULT_CLASSIFIER})")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"attack repeats (default: {DEFAULT_REPEATS})")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    key = args.defense
+    if key not in SWEEPABLE:
+        raise FedsimError(f"unknown [defense] key {key!r} to sweep; choose one of: {', '.join(SWEEPABLE)}")
+    base = load_env(args.env)  # every input is checked here, before the first run trains
+    values = parse_values(key, args.values)
+    fixed = parse_settings(args.set, key)
+    attack = AttackSettings(args.features, args.classifier, args.repeats)
+    model = build_model(base.model.name, **base.model_kwargs())
+    for spec in feature_sets(args.features, classifier=args.classifier, repeats=args.repeats):
+        parse_features(spec, model)
+    if args.cohort is not None and not args.cohort.is_file():
+        raise FedsimError(f"--cohort {str(args.cohort)!r} is not a file")
+    out = args.out or Path("runs") / f"sweep-{base.name}-{key}"
+    settings = plan_settings(args.env, key, values, fixed, out)
+    command = shlex.join(["python", "-m", "attacks.sweep", "--env", args.env, "--defense", key,
+                          "--values", ",".join(s.label for s in settings),
+                          *(a for item in args.set for a in ("--set", item)), "--out", str(out), *attack.args(),
+                          *(["--cohort", str(args.cohort)] if args.cohort else [])])
+    console = Console(highlight=False)
+    rows: list[dict[str, Any]] = []
+    for i, s in enumerate(settings, start=1):
+        console.rule(f"[bold]{key} = {s.label}[/] ({i}/{len(settings)}): {s.env_file}")
+        if not s.env_file.is_file() or s.env_file.read_text() != s.text:  # unchanged files keep their time stamps
+            snapshots.write_text(s.env_file, s.text)
+        load_env(s.env_file)  # the file as written loads (plan_settings checked the same data)
+        train_env(str(s.env_file), s.run_dir, args.cohort, console.rule)
+        with progress_bars(console) as progress:
+            rows += sweep_rows(key, s, attack_cached(s.run_dir, attack, say=console.print, progress=progress))
+    frame = pd.DataFrame(rows)
+    page = write_outputs(out, frame, command, f"Privacy–utility sweep of [defense] {key} on {base.name}")
+    shown = display_table(frame).drop(columns=list(CONSOLE_DROPS))
+    table = Table(title=escape(f"[defense] {key} on {base.name}"))
+    for col in shown.columns:
+        table.add_column(col)
+    for row in shown.itertuples(index=False):
+        table.add_row(*(Text(str(v)) for v in row))
+    console.print(table)
+    console.print(f"sweep: {out / SWEEP_MD}, {out / SWEEP_CSV}, {out / SWEEP_PNG}, {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,149 @@
+"""The study: train every environment (centralized baselines and federations), attack each, tabulate.
+
+Each step is skipped when its output is on disk and still describes its inputs: a trained run is
+found by its ``DONE``, an attack by a stamp (``attacks/study.json``) that records the attack's
+arguments, the digest of every snapshot of the run and the digest of the ``results.csv`` it wrote.
+``python -m attacks.run`` rewriting the results, or ``fedsim.run --resume --rounds N`` extending
+the run, therefore makes the study attack again instead of reusing stale numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from attacks.api import attack_run, feature_sets
+from attacks.evaluation.summary import controls_table, main_round, summarise
+from attacks.membership.classifiers import DEFAULT_CLASSIFIER
+from attacks.reporting.membership import PAPER_TABLE1, RESULTS_CSV, pair_matrix, paper_column, write_report, write_results
+from attacks.signals.features import TABLE1
+from attacks.target import is_centralized, open_run
+from attacks.threats.splits import DEFAULT_REPEATS
+from fedsim import snapshots
+from fedsim.config import load_env
+from fedsim.errors import FedsimError
+
+__all__ = [
+    "DEFAULT_ENVS", "AttackSettings", "attack_cached", "environment_row", "pair_table", "stamp_of", "table1", "train_env",
+]
+
+DEFAULT_ENVS = ("centralized", "centralized-2d", "uniform-iid", "uniform-noniid", "skewed-iid", "skewed-noniid")
+STAMP = "study.json"
+Say = Callable[[str], object]
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """What the study attacks every run with (``python -m attacks.run``'s options)."""
+
+    features: str = "table1"
+    classifier: str = DEFAULT_CLASSIFIER
+    repeats: int = DEFAULT_REPEATS
+
+    def __post_init__(self) -> None:
+        feature_sets(self.features, classifier=self.classifier, repeats=self.repeats)  # a typo fails before training
+
+    def args(self) -> list[str]:
+        """The same settings as ``attacks.run`` arguments (shown beside every table)."""
+        return ["--features", self.features, "--classifier", self.classifier, "--repeats", str(self.repeats)]
+
+
+def train_env(env: str, run_dir: Path, cohort: Path | None, say: Say) -> None:
+    """Train ``env`` into ``run_dir`` in a child process (Ray and torch state stay out of this one)."""
+    if snapshots.is_done(run_dir):
+        say(f"[dim]{env}: trained run found in {run_dir}[/]")
+        return
+    centralized = load_env(env).partition.learners == 0
+    module = "fedsim.centralized" if centralized else "fedsim.run"
+    if snapshots.complete_rounds(run_dir):
+        if centralized:
+            raise FedsimError(f"centralized run {str(run_dir)!r} was interrupted and cannot resume; delete it and rerun")
+        args = ["--resume", str(run_dir)]
+    else:
+        args = ["--env", env, "--out", str(run_dir), *(["--cohort", str(cohort)] if cohort else [])]
+    say(f"[bold]{env}[/]: python -m {module} {' '.join(args)}")
+    code = subprocess.call([sys.executable, "-m", module, *args])
+    if code != 0 or not snapshots.is_done(run_dir):
+        raise FedsimError(f"training {env!r} failed (exit {code}); see above, then rerun the same command to continue")
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def stamp_of(run_dir: Path, settings: AttackSettings) -> dict[str, Any]:
+    """What an attack's results were computed from: the settings, every round's community model
+    (by content) and the run's ``DONE``, and the results file itself."""
+    rounds = {str(r): _sha256(snapshots.round_dir(run_dir, r) / snapshots.MODEL_FILE)
+              for r in snapshots.complete_rounds(run_dir)}
+    return {"settings": asdict(settings), "rounds": rounds, "done": _sha256(run_dir / snapshots.DONE_FILE),
+            "results": _sha256(run_dir / "attacks" / RESULTS_CSV)}
+
+
+def attack_cached(run_dir: Path, settings: AttackSettings, *, say: Say, progress: Callable[[str, int, int], None] | None = None,
+                  seed: int = 0) -> pd.DataFrame:
+    """Attack ``run_dir`` as ``attacks.run`` does, unless its results are stamped as computed from
+    the same settings and snapshots; returns the results."""
+    out = run_dir / "attacks"
+    stamp = out / STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == stamp_of(run_dir, settings):
+        say(f"[dim]{run_dir.name}: attack results found in {out}[/]")
+        return pd.read_csv(out / RESULTS_CSV)
+    say(f"[bold]{run_dir.name}[/]: python -m attacks.run {run_dir} {' '.join(settings.args())}")
+    target = open_run(run_dir)
+    rows = attack_run(target, threat="centralized" if is_centralized(target) else "learner", features=settings.features,
+                      classifier=settings.classifier, repeats=settings.repeats, seed=seed, progress=progress)
+    results = write_results(run_dir, rows)
+    write_report(run_dir, results, target, seed=seed)
+    snapshots.write_text(stamp, json.dumps(stamp_of(run_dir, settings), indent=1))
+    return pd.read_csv(out / RESULTS_CSV)
+
+
+def environment_row(env: str, run_dir: Path, results: pd.DataFrame) -> dict[str, Any]:
+    """Utility, memorisation and the strongest attack (by its age-matched control) of one run."""
+    done = snapshots.read_done(run_dir)
+    rnd = main_round(results)
+    controls = controls_table(results, rnd)
+    best = controls.loc[controls["matched"].fillna(controls["attack"]).idxmax()]
+    members = done.get("members_mae", done.get("train_mae"))
+    return {
+        "environment": env, "model": snapshots.read_config(run_dir)["model"]["name"], "round": rnd,
+        "unseen_mae": done.get("unseen_mae"), "members_mae": members,
+        "gap": None if members is None else done["unseen_mae"] - members,
+        "best_features": best["features"], "attack": best["attack"], "attack_low": best["attack_low"],
+        "attack_high": best["attack_high"], "age_matched": best["matched"], "round0": best["round0"],
+        "verdict": best["verdict"],
+    }
+
+
+def table1(results: Mapping[str, pd.DataFrame], models: Mapping[str, str]) -> pd.DataFrame:
+    """Accuracy (%) of every Table 1 feature set (rows) in every setting (columns), main attack only,
+    then the paper's column of every model that was attacked. Federated: mean over attacker × victim pairs."""
+    rows = []
+    for name, spec in TABLE1.items():
+        row: dict[str, Any] = {"features": name}
+        for env, res in results.items():
+            main = res[(res["control"] == "none") & (res["round"] > 0) & (res["features"] == spec)]
+            main = main[main["round"] == main["round"].max()]
+            row[env] = 100 * summarise(main, ["features"])["accuracy"].iloc[0] if len(main) else float("nan")
+        for model in dict.fromkeys(m for m in models.values() if m in PAPER_TABLE1):
+            label, paper = paper_column(model)
+            row[f"paper (centralized {label})"] = paper.get(name, float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pair_table(results: pd.DataFrame, spec: str, rnd: int) -> pd.DataFrame:
+    """Attacker × victim cells "attack / age-matched control" (accuracy %) of one federated run."""
+    attack, matched = (100 * pair_matrix(results, spec, rnd, control) for control in ("none", "age-matched"))
+    cells = attack.combine(matched, lambda a, m: pd.Series(
+        ["—" if pd.isna(x) else f"{x:.0f} / {y:.0f}" for x, y in zip(a, m)], index=a.index))
+    return cells.reset_index().rename(columns={"attacker": "A ↓ B →"})

@@ -1,0 +1,73 @@
+"""The sweep's outputs: ``sweep.csv``, ``sweep.md``, ``sweep.png`` and a self-contained ``sweep.html``."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pandas as pd
+
+from attacks.evaluation.summary import CHANCE, TPR
+from attacks.experiments.sweep import value_label
+from attacks.reporting.figures import plot_privacy_utility
+from attacks.reporting.html import png, write_page
+from attacks.reporting.markdown import markdown_table
+from fedsim import snapshots
+
+__all__ = ["CONSOLE_DROPS", "SWEEP_CSV", "SWEEP_HTML", "SWEEP_MD", "SWEEP_PNG", "display_table", "write_outputs"]
+
+SWEEP_CSV, SWEEP_MD, SWEEP_PNG, SWEEP_HTML = "sweep.csv", "sweep.md", "sweep.png", "sweep.html"
+TARGET_FPR = float(TPR.removeprefix("tpr@"))  # the FPR of TPR, and the TPR of a guessing attack
+TPR_COLUMN = f"TPR @ {100 * TARGET_FPR:g}% FPR"
+#: What the console shows of :func:`display_table` (a terminal is narrower than a page; the files have all).
+CONSOLE_DROPS = ("δ", "members MAE", "gap", "95% CI", "verdict")
+
+
+def _epsilon_text(row: pd.Series) -> str:
+    parts = [f"{row.epsilon:.2f}"] if pd.notna(row.epsilon) else []
+    parts += [f"central {row.central_epsilon:.2f}"] if pd.notna(row.central_epsilon) else []
+    return ", ".join(parts) or "—"
+
+
+def display_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """``sweep.csv`` as the text a person reads (sweep.md, sweep.html, the console)."""
+    key = str(frame["defense"].iloc[0])
+    return pd.DataFrame({
+        key: frame["value"].map(value_label), "ε": frame.apply(_epsilon_text, axis=1),
+        "δ": frame["delta"].map(lambda d: "—" if pd.isna(d) else f"{d:g}"),
+        "unseen MAE": frame["unseen_mae"].map("{:.2f}".format),
+        "members MAE": frame["members_mae"].map("{:.2f}".format),
+        "gap": frame["gap"].map("{:+.2f}".format), "features": frame["features"],
+        "accuracy %": frame["accuracy"].map(lambda a: f"{100 * a:.1f}"), "AUC": frame["auc"].map("{:.3f}".format),
+        TPR_COLUMN: frame["tpr_at_1pct"].map("{:.3f}".format),
+        "95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(frame["tpr_at_1pct_low"], frame["tpr_at_1pct_high"])],
+        "age-matched %": frame["age_matched"].map(lambda a: "—" if pd.isna(a) else f"{100 * a:.1f}"),
+        "round-0 %": frame["round0"].map(lambda a: "—" if pd.isna(a) else f"{100 * a:.1f}"),
+        "verdict": frame["verdict"],
+    })
+
+
+HOW_TO_READ = (
+    "MAE in years of the predictions the model releases (with prediction_noise: the noisy ones), on unseen subjects "
+    "and on its training members; gap = unseen − members. ε (DP-SGD: the largest over learners) at δ where the run "
+    "reports them. Each run is attacked as attacks.run chooses (centralized: its best-validation epoch; federated: "
+    "its last round, the mean over attacker × victim pairs; sweep.csv has the round), mean over repeats. Chance is "
+    f"{100 * CHANCE:.0f}% accuracy, AUC {CHANCE}, TPR {TARGET_FPR:g} at {100 * TARGET_FPR:g}% FPR (interval: 95% "
+    "bootstrap over victims and repeats). What beats the round-0 (untrained) and age-matched controls is "
+    "membership signal."
+)
+
+
+def write_outputs(out: Path, frame: pd.DataFrame, command: str, title: str) -> Path:
+    """``sweep.csv``, ``sweep.md``, ``sweep.png`` and the self-contained ``sweep.html``; returns the page."""
+    snapshots.atomic_write(out / SWEEP_CSV, lambda tmp: frame.to_csv(tmp, index=False))
+    shown = display_table(frame)
+    snapshots.write_text(out / SWEEP_MD,
+                         f"# {title}\n\n```\n{command}\n```\n\n{HOW_TO_READ}\n\n" + markdown_table(shown))
+    points = frame.assign(label=[value_label(v) + ("" if pd.isna(e) else f", ε {e:.1f}")
+                                 for v, e in zip(frame["value"], frame["epsilon"])]).rename(columns={
+        "tpr_at_1pct": "tpr", "tpr_at_1pct_low": "tpr_low", "tpr_at_1pct_high": "tpr_high"})
+    figure = png(plot_privacy_utility(points, chance_auc=CHANCE, chance_tpr=TARGET_FPR, title=title))
+    snapshots.atomic_write(out / SWEEP_PNG, lambda tmp: Path(tmp).write_bytes(base64.b64decode(figure)))
+    return write_page(out / SWEEP_HTML, "sweep.html", title=title, command=command, how_to_read=HOW_TO_READ,
+                      figure=figure, columns=list(shown.columns), rows=[list(map(str, r)) for r in shown.itertuples(index=False)])

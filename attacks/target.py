@@ -1,0 +1,129 @@
+"""A run directory as an attack target: its cohort, partitions, snapshots and the rounds to attack.
+
+Every attack family starts here. :func:`open_run` checks that a directory is a run and loads what
+every seat shares (the preprocessed cohort, ``partitions.csv``, the list of complete rounds);
+:func:`load_snapshot` rebuilds one model (the community model of a round, or a learner's local
+model) with the loss it was trained on, how the run releases its predictions, and the digest of
+its file, which keys every cache computed from it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from fedsim import snapshots
+from fedsim.data.cache import CohortArray, build_cache
+from fedsim.data.manifest import load_manifest
+from fedsim.data.partition import read_partitions
+from fedsim.defenses import PerturbedPredictions, perturb_predictions, release_model
+from fedsim.errors import FedsimError
+from fedsim.models import build_model
+
+__all__ = ["Snapshot", "Target", "is_centralized", "load_snapshot", "open_run", "resolve_rounds"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an attack needs from a run directory: its cohort, partitions and snapshots."""
+
+    run_dir: Path
+    cohort: CohortArray
+    partitions: pd.DataFrame
+    rounds: list[int]
+    best_round: int | None
+
+
+def open_run(run_dir: str | Path) -> Target:
+    """Load a run directory's cohort cache, partitions and list of snapshots; clear errors if not one."""
+    run_dir = Path(run_dir)
+    config = snapshots.read_config(run_dir)
+    rounds = snapshots.complete_rounds(run_dir)
+    if not rounds:
+        raise FedsimError(f"run {str(run_dir)!r} has no snapshots under {snapshots.ROUNDS_DIR}/")
+    manifest = config.get("cohort", {}).get("manifest")
+    if manifest is None:
+        raise FedsimError(f"{str(run_dir)!r}: config.toml does not record the cohort manifest")
+    cohort = build_cache(load_manifest(manifest), tuple(config["data"]["shape"]))
+    partitions = read_partitions(run_dir / snapshots.PARTITIONS_FILE)
+    done = snapshots.read_done(run_dir) if snapshots.is_done(run_dir) else {}
+    return Target(run_dir, cohort, partitions, rounds, done.get("best_round"))
+
+
+def is_centralized(target: Target) -> bool:
+    """Whether the run trained one model on a ``train`` group (else it is a federation of learners)."""
+    return "train" in set(target.partitions["group"])
+
+
+def resolve_rounds(spec: str, target: Target, *, centralized: bool) -> list[int]:
+    """The rounds named by ``--rounds``: ``default`` (best epoch of a centralized run, else the last),
+    ``last``, ``best``, ``all`` or a comma-separated list; a round not on disk is a one-line error."""
+    if spec == "default":
+        spec = "best" if centralized and target.best_round is not None else "last"
+    if spec == "last":
+        return [target.rounds[-1]]
+    if spec == "best":
+        if target.best_round is None:
+            raise FedsimError("--rounds best needs a finished centralized run (its DONE names the best epoch)")
+        return [target.best_round]
+    if spec == "all":
+        return list(target.rounds)
+    try:
+        wanted = [int(r) for r in spec.split(",")]
+    except ValueError:
+        raise FedsimError(f"--rounds must be last, best, all or a comma-separated list of integers, got {spec!r}") from None
+    absent = [r for r in wanted if r not in target.rounds]
+    if absent:
+        raise FedsimError(
+            f"round {absent[0]} does not exist in {str(target.run_dir)!r}; rounds on disk: {target.rounds[0]}..{target.rounds[-1]}"
+        )
+    return wanted
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A target model from a run directory, with the loss it was trained on.
+
+    ``digest`` is the SHA-256 of the weights file: caches of anything computed from this model are
+    keyed by it, so a snapshot that changed on disk is never attacked with stale features.
+    """
+
+    model: nn.Module
+    loss: str
+    round: int
+    meta: dict[str, Any]
+    #: ``release(pred, x)``: the run's prediction perturbation (``[defense] prediction_noise``), or None
+    release: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    name: str = "model"
+    digest: str = ""
+
+    @property
+    def released(self) -> dict[str, float] | None:
+        """The prediction perturbation's settings (part of any cache key of released predictions)."""
+        if self.release is None:
+            return None
+        return dict(self.release.keywords)  # a functools.partial of perturb_predictions
+
+
+def load_snapshot(run_dir: str | Path, rnd: int, *, name: str = "model") -> Snapshot:
+    """Rebuild the model of round ``rnd`` (``name`` = ``model`` or a learner id) in eval mode."""
+    run_dir = Path(run_dir)
+    config = snapshots.read_config(run_dir)
+    kwargs = {k: v for k, v in config["model"].items() if k != "name"}
+    kwargs["in_shape"] = tuple(kwargs["in_shape"])
+    model = build_model(config["model"]["name"], **kwargs)
+    state, meta = snapshots.load_round(run_dir, rnd, name=name)
+    model.load_state_dict(state)
+    digest = hashlib.sha256((snapshots.round_dir(run_dir, rnd) / f"{name}.safetensors").read_bytes()).hexdigest()
+    released = release_model(model, config)  # [defense] prediction_noise: the predictions are released noisy
+    release = (functools.partial(perturb_predictions, std=released.std, seed=released.seed)
+               if isinstance(released, PerturbedPredictions) else None)
+    return Snapshot(model.eval(), config.get("train", {}).get("loss", "mse"), rnd, meta, release, name, digest)
