@@ -8,13 +8,15 @@
       signals/        what a seat reads off a model for a subject
         features.py     prediction, label, error, loss, activations, gradients: a registry, combinable specs
         gradients.py    per-sample gradients (loop | vmap | Opacus, timed and chosen)
+        layout.py       where each part of a feature set sits (per-filter gradient blocks)
         cache.py        the feature cache, keyed by the snapshot's content
       threats/        who attacks whom, seeing what
         splits.py       attack-train / attack-test subject sets, age-matched controls
         seats.py        centralized adversary, malicious learner, curious controller, outsider
       engine.py       the one loop: fit on the attacker's side, score the victim's subjects
       membership/     the membership family
-        classifiers.py  attack classifiers (the paper's deep nets, sklearn baselines, loss threshold)
+        nets.py         the paper's deep attack classifiers (MLP, per-filter gradient head)
+        classifiers.py  attack classifiers by name (those nets, sklearn baselines, loss threshold)
         trained.py      trained-classifier attacks of any seat (Gupta et al. 2021)
         calibration.py  LiRA and RMIA scores for regression
         references.py   reference models trained and cached by fedsim

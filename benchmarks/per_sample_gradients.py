@@ -24,7 +24,8 @@ import opacus
 import torch
 
 from attacks.membership.classifiers import CLASSIFIERS, attack_scores, make_classifier
-from attacks.signals.features import assemble, compute_features, feature_layout
+from attacks.signals.features import assemble, compute_features
+from attacks.signals.layout import feature_layout
 from attacks.signals.gradients import GRAD_METHODS, benchmark_methods, choose_method
 from fedsim.models import build_model, layer_parameters
 from fedsim.train import regression_loss

@@ -17,7 +17,8 @@ import numpy as np
 from attacks.engine import Task, run_plan, tasks
 from attacks.membership.classifiers import DEFAULT_CLASSIFIER, attack_scores, classifier_parameters, make_classifier
 from attacks.signals.cache import FeatureCache
-from attacks.signals.features import Block, assemble, feature_layout, is_black_box, parse_features
+from attacks.signals.features import assemble, is_black_box, parse_features
+from attacks.signals.layout import Block, feature_layout
 from attacks.target import Target, load_snapshot
 from attacks.threats.seats import local_models, plan, sees_released
 from attacks.threats.splits import DEFAULT_REPEATS

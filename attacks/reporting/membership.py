@@ -23,7 +23,8 @@ from attacks.reporting.figures import (
 )
 from attacks.reporting.html import png, write_page
 from attacks.signals.cache import FeatureCache
-from attacks.signals.features import TABLE1, assemble, feature_layout, is_black_box
+from attacks.signals.features import TABLE1, assemble, is_black_box
+from attacks.signals.layout import feature_layout
 from attacks.target import Target, load_snapshot
 from attacks.threats.seats import SEAT_NAMES, plan, sees_released
 from fedsim import snapshots

@@ -11,7 +11,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from attacks.membership.classifiers import (
     CLASSIFIERS, GradientConvAttack, LossThresholdAttack, MLPAttack, attack_scores, make_classifier,
 )
-from attacks.signals.features import Block, assemble, compute_features, feature_layout
+from attacks.signals.features import assemble, compute_features
+from attacks.signals.layout import Block, feature_layout
 from attacks.evaluation.metrics import attack_metrics
 from fedsim.errors import FedsimError
 from fedsim.models import build_model

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from attacks.signals.features import (
-    FEATURES, TABLE1, assemble, compute_features, extract, feature_layout, parse_features,
+    FEATURES, TABLE1, assemble, compute_features, extract, parse_features,
 )
+from attacks.signals.layout import feature_layout
 from attacks.target import load_snapshot
 from attacks.signals.gradients import GRAD_METHODS, choose_method, per_sample_gradients
 from fedsim import snapshots
