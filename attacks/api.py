@@ -24,6 +24,7 @@ from attacks.target import Target, is_centralized, load_snapshot, open_run, reso
 from attacks.threats.seats import SEAT_NAMES, THREATS
 from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
+from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
 __all__ = ["attack_run", "audit", "feature_sets"]
@@ -53,8 +54,9 @@ def attack_run(
     """One seat's attacks on the chosen rounds, with its controls: the same attack on the round-0
     (untrained) model and with age-matched non-members (``control`` column), and stacked rounds."""
     specs = feature_sets(features, classifier=classifier, repeats=repeats)
+    model = load_snapshot(target.run_dir, target.rounds[0]).model
     for spec in specs:  # a typo in a layer fails before any gradient is computed
-        parse_features(spec, load_snapshot(target.run_dir, target.rounds[0]).model)
+        parse_features(spec, model)
     chosen = resolve_rounds(rounds, target, centralized=threat == "centralized")
     if stack and len(set(chosen)) < 2:
         raise FedsimError(f"--stack needs at least 2 rounds to stack, got --rounds {rounds} = {chosen}")
@@ -77,7 +79,7 @@ def attack_run(
 
 def _has_local_models(target: Target) -> bool:
     return any((snapshots.round_dir(target.run_dir, target.rounds[-1]) / f"{g}.safetensors").is_file()
-               for g in set(target.partitions["group"]) - {"unseen", "train", "val"})
+               for g in learner_groups(target.partitions["group"]))
 
 
 def audit(

@@ -11,6 +11,7 @@ negatives as well as read off the test ROC).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -73,6 +74,18 @@ class ScoreAttack:
         return X[:, 0], fitted
 
 
+def reference_scores(attack: Attack, fitted: Any, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) of the attacker's own subjects that the attack did not fit on, where it held some
+    out (the torch nets' early-stopping slice, ``validation_indices_``), else all of them: what the
+    threshold fixed at a low FPR (``tpr@…_fixed``) is read from. In-sample scores of an overfit
+    classifier would put its own non-members too low and the fixed threshold too low with them."""
+    held_out = getattr(fitted, "validation_indices_", None)
+    y = np.asarray(y)
+    if held_out is not None and len(held_out) and len(np.unique(y[held_out])) == 2:
+        return y[held_out], attack.score(fitted, X[held_out])[0]
+    return y, attack.score(fitted, X)[0]
+
+
 #: ``view(attack, model, rows, task) -> X``: what ``attack`` reads of cohort ``rows`` through
 #: ``model`` (``"model"``, or a learner's local model), for one task of the plan.
 View = Callable[[Any, str, np.ndarray, Task], np.ndarray]
@@ -104,14 +117,15 @@ def run_plan(
         train_model, test_model = sees(task.attacker), sees(task.victim)
         for attack in attacks:
             X_train = view(attack, train_model, train_rows, task)
-            # An attacker's training set (and fit) does not depend on the victim: fit once, attack all.
-            key = (train_model, attack.name, task.repeat, train_rows.tobytes() + np.asarray(y_train).tobytes())
+            # An attacker's fit depends on what it trains on, not on the victim: fit once per training view.
+            key = (train_model, attack.name, task.repeat, train_rows.tobytes(), np.asarray(y_train).tobytes(),
+                   hashlib.blake2b(np.ascontiguousarray(X_train).tobytes()).digest())
             if key not in fitted:
                 fit = attack.fit(X_train, y_train, repeat=task.repeat)
-                fitted[key] = (fit, attack.score(fit, X_train)[0])
-            fit, train_scores = fitted[key]
+                fitted[key] = (fit, reference_scores(attack, fit, X_train, y_train))
+            fit, reference = fitted[key]
             scores, threshold = attack.score(fit, view(attack, test_model, test_rows, task))
-            metrics = attack_metrics(y_test, scores, threshold=threshold, reference=(y_train, train_scores))
+            metrics = attack_metrics(y_test, scores, threshold=threshold, reference=reference)
             rows.append({**(columns or {}), "attacker": task.attacker, "victim": task.victim, "repeat": task.repeat,
                          "features": attack.name, "n_train": len(train_ids), **flat_metrics(metrics)})
             done += 1

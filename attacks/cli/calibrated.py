@@ -27,7 +27,6 @@ from attacks.membership.calibration import (
 )
 from attacks.target import open_run
 from fedsim import snapshots
-from fedsim.cli import run_cli
 from fedsim.errors import FedsimError
 
 
@@ -141,6 +140,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"results: {out / 'calibrated.csv'}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

@@ -26,7 +26,6 @@ from attacks.signals.features import FEATURES
 from attacks.target import is_centralized, open_run
 from attacks.threats.seats import skipped_pairs_said
 from attacks.threats.splits import DEFAULT_REPEATS
-from fedsim.cli import run_cli
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m attacks.run", description=__doc__.splitlines()[0])
@@ -74,6 +73,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"report: {report}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

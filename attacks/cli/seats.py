@@ -27,7 +27,6 @@ from attacks.target import is_centralized, open_run
 from attacks.threats.seats import skipped_pairs_said
 from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
-from fedsim.cli import run_cli
 from fedsim.errors import FedsimError
 
 
@@ -75,6 +74,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"results: {out / 'results.csv'}\nreport: {report}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

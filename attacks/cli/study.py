@@ -26,7 +26,6 @@ from attacks.experiments.study import (
 from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
 from attacks.reporting.markdown import write_summary
 from attacks.threats.splits import DEFAULT_REPEATS
-from fedsim.cli import run_cli
 from fedsim.config import load_env
 from fedsim.errors import FedsimError
 
@@ -82,6 +81,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"summary: {path}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

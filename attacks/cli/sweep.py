@@ -30,7 +30,6 @@ from attacks.reporting.sweep import CONSOLE_DROPS, SWEEP_CSV, SWEEP_MD, SWEEP_PN
 from attacks.signals.features import parse_features
 from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
-from fedsim.cli import run_cli
 from fedsim.config import load_env
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
@@ -97,6 +96,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"sweep: {out / SWEEP_MD}, {out / SWEEP_CSV}, {out / SWEEP_PNG}, {page}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

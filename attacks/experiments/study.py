@@ -24,6 +24,7 @@ from attacks.api import attack_run, feature_sets
 from attacks.evaluation.summary import controls_table, main_round, summarise
 from attacks.membership.classifiers import DEFAULT_CLASSIFIER
 from attacks.reporting.membership import PAPER_TABLE1, RESULTS_CSV, pair_matrix, paper_column, write_report, write_results
+from attacks.signals.cache import FEATURES_VERSION
 from attacks.signals.features import TABLE1
 from attacks.target import is_centralized, open_run
 from attacks.threats.splits import DEFAULT_REPEATS
@@ -79,12 +80,12 @@ def _sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def stamp_of(run_dir: Path, settings: AttackSettings) -> dict[str, Any]:
-    """What an attack's results were computed from: the settings, every round's community model
-    (by content) and the run's ``DONE``, and the results file itself."""
+def stamp_of(run_dir: Path, settings: AttackSettings, *, seed: int = 0) -> dict[str, Any]:
+    """What an attack's results were computed from: the settings and seed, the feature definitions'
+    version, every round's community model (by content) and the run's ``DONE``, and the results file itself."""
     rounds = {str(r): _sha256(snapshots.round_dir(run_dir, r) / snapshots.MODEL_FILE)
               for r in snapshots.complete_rounds(run_dir)}
-    return {"settings": asdict(settings), "rounds": rounds, "done": _sha256(run_dir / snapshots.DONE_FILE),
+    return {"settings": asdict(settings), "seed": seed, "features_version": FEATURES_VERSION, "rounds": rounds, "done": _sha256(run_dir / snapshots.DONE_FILE),
             "results": _sha256(run_dir / "attacks" / RESULTS_CSV)}
 
 
@@ -94,7 +95,7 @@ def attack_cached(run_dir: Path, settings: AttackSettings, *, say: Say, progress
     the same settings and snapshots; returns the results."""
     out = run_dir / "attacks"
     stamp = out / STAMP
-    if stamp.is_file() and json.loads(stamp.read_text()) == stamp_of(run_dir, settings):
+    if stamp.is_file() and json.loads(stamp.read_text()) == stamp_of(run_dir, settings, seed=seed):
         say(f"[dim]{run_dir.name}: attack results found in {out}[/]")
         return pd.read_csv(out / RESULTS_CSV)
     say(f"[bold]{run_dir.name}[/]: python -m attacks.run {run_dir} {' '.join(settings.args())}")
@@ -103,7 +104,7 @@ def attack_cached(run_dir: Path, settings: AttackSettings, *, say: Say, progress
                       classifier=settings.classifier, repeats=settings.repeats, seed=seed, progress=progress)
     results = write_results(run_dir, rows)
     write_report(run_dir, results, target, seed=seed)
-    snapshots.write_text(stamp, json.dumps(stamp_of(run_dir, settings), indent=1))
+    snapshots.write_text(stamp, json.dumps(stamp_of(run_dir, settings, seed=seed), indent=1))
     return pd.read_csv(out / RESULTS_CSV)
 
 

@@ -152,7 +152,8 @@ def released_mae(run_dir: Path, rnd: int) -> tuple[float, float]:
 
     With ``[defense] prediction_noise`` these are the noisy predictions users receive, the utility that
     defense costs and that the run's ``DONE`` (the clean model) does not show; without it they equal
-    ``DONE``'s. Read through the attack's feature cache: the default feature sets cost no extra pass.
+    ``DONE``'s. Read through the feature cache as an outsider sees them (a centralized run's black-box
+    feature sets have cached them already; a federation's learners read clean ones, so this costs one forward pass).
     """
     target = open_run(run_dir)
     error = FeatureCache(target).get(load_snapshot(run_dir, rnd), ["error"], released=True)["error"][:, 0]

@@ -1,7 +1,5 @@
 """Calibrated membership attacks on a regression model: LiRA and RMIA with reference models.
 
-``python -m attacks.calibrated RUN_DIR [--references 8] [--method lira-online,lira-offline,rmia]``
-
 A trained attack classifier (:mod:`attacks.run`) learns one decision rule for every subject.
 The attacks here instead test each subject against models that did and did not train on it
 (:mod:`attacks.membership.references`), so a subject whose age is simply hard to predict is not mistaken

@@ -20,7 +20,7 @@ from fedsim.errors import FedsimError
 
 __all__ = [
     "DEFAULT_METHODS", "DEFAULT_REFERENCES", "DEFAULT_STATISTICS", "LIKELIHOODS", "LIKELIHOOD_OF_LOSS", "METHODS",
-    "PER_SUBJECT_FROM", "STATISTICS", "VARIANCES", "Evidence", "attack_name", "check_gamma", "choice", "lira_offline", "lira_online",
+    "PER_SUBJECT_FROM", "STATISTICS", "VARIANCES", "Evidence", "attack_name", "attack_names", "check_gamma", "choice", "lira_offline", "lira_online",
     "loss_scores", "parse_methods", "regression_statistic", "resolve_variance", "rmia_scores", "score_attacks",
 ]
 
@@ -295,6 +295,16 @@ def parse_methods(spec: str | Sequence[str], n_references: int) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _runs(methods: Sequence[str], statistics: Sequence[str]) -> list[tuple[str, str | None]]:
+    """(method, statistic) of every score :func:`score_attacks` returns, in its order."""
+    return [(m, stat) for m in methods for stat in (statistics if METHODS[m].uses_statistic else (None,))]
+
+
+def attack_names(methods: Sequence[str], statistics: Sequence[str]) -> list[str]:
+    """What tables call each score of :func:`score_attacks` with these arguments, in its order."""
+    return [attack_name(m, stat or "") for m, stat in _runs(methods, statistics)]
+
+
 def score_attacks(
     evidence: Evidence,
     methods: Sequence[str],
@@ -304,10 +314,11 @@ def score_attacks(
     likelihood: str = "gaussian",
     gamma: float = 1.0,
 ) -> list[tuple[dict[str, Any], np.ndarray]]:
-    """Every (method, statistic) score vector of every population subject, with its settings."""
+    """Every (method, statistic) score vector of every population subject, with its settings, in the
+    order of :func:`attack_names`."""
     out = []
-    n_refs = len(evidence.references)
-    for name in methods:
+    resolved = resolve_variance(variance, len(evidence.references))
+    for name, stat_name in _runs(methods, statistics):
         if name == "loss":
             out.append(({"method": name, "statistic": "abs-error"}, loss_scores(evidence.target, evidence.age)))
         elif name == "rmia":
@@ -315,14 +326,12 @@ def score_attacks(
                                  likelihood=likelihood, gamma=gamma)
             out.append(({"method": name, "statistic": f"likelihood:{likelihood}", "gamma": gamma}, scores))
         else:
-            resolved = resolve_variance(variance, n_refs)
-            for stat_name in statistics:
-                stat = STATISTICS[choice(stat_name, list(STATISTICS), "statistic")]
-                target = stat.compute(evidence.target, evidence.age)
-                refs = stat.compute(evidence.references, evidence.age[None, :])
-                if name == "lira-online":
-                    scores = lira_online(target, refs, evidence.keep, variance=resolved)
-                else:
-                    scores = lira_offline(target, refs, evidence.keep, variance=resolved, alternative=stat.alternative)
-                out.append(({"method": name, "statistic": stat_name, "variance": resolved}, scores))
+            stat = STATISTICS[choice(stat_name, list(STATISTICS), "statistic")]
+            target = stat.compute(evidence.target, evidence.age)
+            refs = stat.compute(evidence.references, evidence.age[None, :])
+            if name == "lira-online":
+                scores = lira_online(target, refs, evidence.keep, variance=resolved)
+            else:
+                scores = lira_offline(target, refs, evidence.keep, variance=resolved, alternative=stat.alternative)
+            out.append(({"method": name, "statistic": stat_name, "variance": resolved}, scores))
     return out

@@ -72,6 +72,7 @@ class _TorchAttack(ClassifierMixin, BaseEstimator):
             train, val = train_test_split(
                 train, test_size=self.validation_fraction, stratify=target, random_state=seed
             )
+        self.validation_indices_ = val  # held out of the fit: where an attacker reads a fixed threshold
         self.scaler_ = StandardScaler().fit(X[train])
         Xt = torch.from_numpy(self.scaler_.transform(X).astype(np.float32))
         yt = torch.from_numpy(target)
@@ -228,7 +229,7 @@ class GradientConvAttack(_TorchAttack):
     Parameters
     ----------
     layout : tuple of Block or None, default=None
-        :func:`attacks.signals.features.feature_layout` of the spec ``X`` was assembled from;
+        :func:`attacks.signals.layout.feature_layout` of the spec ``X`` was assembled from;
         None treats every column as a vector feature.
     filter_sizes : tuple of int, default=(32, 32)
         Widths of the per-filter encoder.
@@ -272,7 +273,7 @@ class GradientConvAttack(_TorchAttack):
         if covered != n_features:
             raise ValueError(
                 f"The layout of GradientConvAttack covers {covered} columns but X has {n_features}; build it "
-                "with attacks.signals.features.feature_layout from the spec that X was assembled from."
+                "with attacks.signals.layout.feature_layout from the spec that X was assembled from."
             )
         if self.layout is None or not any(block.filters for block in self.layout):
             return _mlp([n_features, *self.hidden_sizes])

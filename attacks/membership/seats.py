@@ -25,7 +25,7 @@ import pandas as pd
 
 from attacks.engine import ScoreAttack, Task, run_plan, tasks
 from attacks.evaluation.summary import controls_table, summarise
-from attacks.membership.calibration import LIKELIHOOD_OF_LOSS, Evidence, attack_name, score_attacks
+from attacks.membership.calibration import LIKELIHOOD_OF_LOSS, Evidence, attack_names, score_attacks
 from attacks.membership.classifiers import DEFAULT_CLASSIFIER
 from attacks.membership.trained import run_attacks
 from attacks.signals.cache import FeatureCache
@@ -127,8 +127,7 @@ def controller_calibrated(
     age = target.cohort.ages.astype(np.float64)
     unseen = target.cohort.index_of(list(target.partitions.loc[target.partitions["group"] == "unseen", "subject_id"]))
     plan_ = tasks(plan("controller", target.partitions, repeats=repeats, seed=seed, age_matched=age_matched))
-    names = [attack_name(m, s) for m in CALIBRATED_METHODS
-             for s in (CALIBRATED_STATISTICS if m.startswith("lira") else ("",))]
+    names = attack_names(CALIBRATED_METHODS, CALIBRATED_STATISTICS)
     memo: dict[tuple, list[np.ndarray]] = {}
 
     def view(attack: ScoreAttack, model: str, rows: np.ndarray, task: Task) -> np.ndarray:

@@ -69,7 +69,9 @@ def _cached(target: Target, threat: str, rnd: int, spec: str | None = None) -> d
     cache = FeatureCache(target)
     if spec is not None:
         return cache.read(snapshot, released=sees_released(threat, is_black_box(spec)))
-    return {**cache.read(snapshot, released=sees_released(threat, True)), **cache.read(snapshot)}
+    # every feature as the seat read it: prediction-based ones released where it sees released predictions
+    released = {k: v for k, v in cache.read(snapshot, released=sees_released(threat, True)).items() if is_black_box(k)}
+    return {**cache.read(snapshot), **released}
 
 
 def _distributions(target: Target, threat: str, rnd: int, members_group: str, title: str) -> dict[str, Any]:
