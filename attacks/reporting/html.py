@@ -47,7 +47,16 @@ def interval(mean: float, low: float, high: float, *, scale: float = 1, digits: 
     return f"{text} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
+def bounds(low: float, high: float, *, scale: float = 1, digits: int = 3) -> str:
+    """``[low, high]`` for a column of its own beside the mean; "—" where there is no interval."""
+    if low is None or pd.isna(low):
+        return "—"
+    return f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
 _ENV.filters["pm"] = mean_pm
+_ENV.filters["bounds"] = lambda row, name, scale=1, digits=3: bounds(
+    row.get(f"{name}_low"), row.get(f"{name}_high"), scale=scale, digits=digits)
 _ENV.filters["ci"] = lambda row, name, scale=1, digits=3: interval(
     row[name], row.get(f"{name}_low"), row.get(f"{name}_high"), scale=scale, digits=digits)
 
