@@ -13,7 +13,6 @@ fedsim's best black-box set is at least as accurate as the library-style attack.
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +22,7 @@ from attacks.evaluation.summary import summarise
 from attacks.membership.classifiers import DEFAULT_CLASSIFIER
 from attacks.target import is_centralized, open_run
 from attacks.threats.splits import DEFAULT_REPEATS
-from results_table import append_row
+from results_table import append_row, machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "black_box.md"
 BLACK_BOX = ("error", "loss", "pred+label", "pred+label+loss")
@@ -44,7 +43,6 @@ def main() -> None:
     ours = table[table["classifier"] == DEFAULT_CLASSIFIER]
     best = ours.loc[ours["accuracy"].idxmax()]
     reference = table[table["classifier"] == REFERENCE[0]].iloc[0]
-    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
     columns = ["run", "threat", "classifier", "features", "accuracy % [95% CI]", "AUC", "TPR@1%", "best black-box ≥ hgb:loss",
                "machine"]
     for r in table.itertuples():
@@ -54,7 +52,7 @@ def main() -> None:
         append_row(RESULTS, "Black-box attack strength: fedsim's default classifier vs gradient boosting on the loss",
                    columns, [args.run_dir.name, threat, r.classifier, r.features,
                              f"{100 * r.accuracy:.1f} [{100 * r.accuracy_low:.1f}, {100 * r.accuracy_high:.1f}]",
-                             f"{r.auc:.3f}", f"{r.tpr_at_1pct:.3f}", verdict, machine])
+                             f"{r.auc:.3f}", f"{r.tpr_at_1pct:.3f}", verdict, machine()])
 
 
 if __name__ == "__main__":

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def machine() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one) and its core count, for a results row."""
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        name = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("model name")), name)
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def _head(columns: Sequence[str]) -> str:
