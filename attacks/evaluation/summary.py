@@ -23,7 +23,8 @@ __all__ = [
 
 TPR = "tpr@0.01"
 #: What results rows aggregate, and the names of their summary columns.
-METRICS = {"accuracy": "accuracy", "auc": "auc", TPR: "tpr_at_1pct", f"{TPR}_fixed": "tpr_at_1pct_fixed"}
+METRICS = {"accuracy": "accuracy", "auc": "auc", TPR: "tpr_at_1pct", f"{TPR}_fixed": "tpr_at_1pct_fixed",
+           "fpr@0.01_fixed": "fpr_at_1pct_fixed"}
 CHANCE = 0.5
 #: "Clearly above" means by at least this much accuracy and by two bootstrap standard errors of the difference.
 CLEAR_GAP = 0.05
@@ -127,7 +128,7 @@ def controls_table(results: pd.DataFrame, rnd: int, *, by: Sequence[str] = ()) -
                 row[f"{k}{suffix}"] = np.nan if s is None else s[f"accuracy{suffix}"]
         a = found["attack"]
         for metric in ("auc", "auc_low", "auc_high", "tpr_at_1pct", "tpr_at_1pct_low", "tpr_at_1pct_high",
-                       "tpr_at_1pct_fixed", "attacks", "n_members", "n_nonmembers"):
+                       "tpr_at_1pct_fixed", "fpr_at_1pct_fixed", "attacks", "n_members", "n_nonmembers"):
             row[metric] = a.get(metric, np.nan)
         rows.append({**row, "kind": kind, "verdict": text})
     return pd.DataFrame(rows)
