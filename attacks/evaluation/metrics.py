@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from attacks.threats.splits import MEMBER, NON_MEMBER
 
 __all__ = [
-    "MEMBER", "NON_MEMBER", "TprAtFpr", "accuracy_at", "aggregate", "attack_metrics", "auc_interval",
+    "MEMBER", "NON_MEMBER", "TprAtFpr", "accuracy_at", "attack_metrics", "auc_interval",
     "best_threshold", "flat_metrics", "roc_auc", "threshold_at_fpr", "tpr_at_fpr", "tpr_interval",
 ]
 
@@ -322,22 +322,3 @@ def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
         else:
             row[key] = value
     return row
-
-
-def aggregate(runs: Sequence[Mapping[str, float]], *, ddof: int = 1) -> dict[str, tuple[float, float]]:
-    """Mean and standard deviation of each numeric metric over repeated attacks.
-
-    ``ddof=1`` (sample std) by default: repeats are a sample of possible attacks.
-    With one run the std is nan. A :class:`TprAtFpr` value contributes its ``tpr``.
-    """
-    if not runs:
-        raise ValueError("aggregate needs at least one run")
-    keys = [k for k in runs[0] if all(k in run for run in runs)]
-    out = {}
-    for key in keys:
-        values = [run[key].tpr if isinstance(run[key], TprAtFpr) else run[key] for run in runs]
-        if all(isinstance(v, (int, float, np.number)) for v in values):
-            arr = np.asarray(values, dtype=np.float64)
-            std = float(arr.std(ddof=ddof)) if len(arr) > ddof else float("nan")
-            out[key] = (float(arr.mean()), std)
-    return out

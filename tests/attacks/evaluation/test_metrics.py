@@ -10,7 +10,7 @@ from scipy.optimize import brentq
 from scipy.stats import beta
 
 from attacks.evaluation.metrics import (
-    MEMBER, accuracy_at, aggregate, attack_metrics, auc_interval, best_threshold, roc_auc, tpr_at_fpr,
+    MEMBER, accuracy_at, attack_metrics, auc_interval, best_threshold, roc_auc, tpr_at_fpr,
 )
 
 # scikit-learn's ROC toy example: members score 0.35 and 0.8, non-members 0.1 and 0.4.
@@ -118,17 +118,6 @@ def test_every_metric_ignores_monotone_rescaling_of_scores():
     assert tpr_at_fpr(y_true, rescaled, fpr=0.01).tpr == tpr_at_fpr(y_true, y_score, fpr=0.01).tpr
     assert accuracy_at(y_true, rescaled, threshold=math.exp(198 / 50)) == accuracy_at(y_true, y_score, threshold=198)
 
-
-def test_aggregate_is_mean_and_sample_std():
-    y_true, y_score = make_scores()
-    runs = [
-        {"accuracy": 0.6, "auc": 0.7, "tpr@0.01": tpr_at_fpr(y_true, y_score, fpr=0.01)},
-        {"accuracy": 0.8, "auc": 0.9, "tpr@0.01": tpr_at_fpr(y_true, y_score, fpr=0.01)},
-    ]
-    summary = aggregate(runs)
-    assert summary["accuracy"] == pytest.approx((0.7, math.sqrt(0.02)))
-    assert summary["tpr@0.01"] == pytest.approx((0.7, 0.0))
-    assert math.isnan(aggregate(runs[:1])["auc"][1])
 
 
 @pytest.mark.parametrize(
