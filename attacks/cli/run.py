@@ -22,7 +22,7 @@ from attacks.cli.progress import progress_bars
 from attacks.evaluation.summary import summarise
 from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
 from attacks.reporting.membership import RESULTS_CSV, write_report, write_results
-from attacks.signals.features import FEATURES
+from attacks.signals.features import feature_listing
 from attacks.target import is_centralized, open_run
 from attacks.threats.seats import skipped_pairs_said
 from attacks.threats.splits import DEFAULT_REPEATS
@@ -33,8 +33,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threat", choices=["centralized", "learner"],
                    help="default: centralized for a centralized run, else learner (every seat: python -m attacks.seats)")
     p.add_argument("--features", default="table1",
-                   help="'table1' (the paper's rows) or comma-separated specs of: " + ", ".join(FEATURES)
-                   + "; e.g. 'error,pred+label,loss'")
+                   help="'table1' (the paper's rows) or comma-separated specs joined by '+' from: "
+                   + feature_listing() + "; e.g. 'error,pred+label,loss'")
     p.add_argument("--rounds", default="default", help="last | best | all | 3,10 (default: best for centralized, else last)")
     p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=list(CLASSIFIERS),
                    help=f"default: {DEFAULT_CLASSIFIER} — the paper's deep classifiers: an MLP, with a conv head on gradient tensors")

@@ -26,7 +26,7 @@ from fedsim.models import get_layer, layer_parameters
 
 __all__ = [
     "FEATURES", "TABLE1", "Batch", "Feature", "assemble", "compute_features",
-    "extract", "is_black_box", "parse_features", "register_feature",
+    "extract", "feature_listing", "is_black_box", "parse_features", "register_feature",
 ]
 
 #: Loss names of ``fedsim.train.regression_loss``; gradient features use the run's loss.
@@ -148,7 +148,7 @@ def _split(spec: str | Sequence[str]) -> list[str]:
         base, _, layer = part.partition(":")
         base = aliases.get(base, base)
         if base not in FEATURES:
-            raise FedsimError(f"unknown feature {part!r} in {spec!r}; choose from: {_listing()}")
+            raise FedsimError(f"unknown feature {part!r} in {spec!r}; choose from: {feature_listing()}")
         if FEATURES[base].layers is None and layer:
             raise FedsimError(f"feature {base!r} takes no layer, got {part!r}")
         if FEATURES[base].layers is not None and not layer:
@@ -160,7 +160,9 @@ def _split(spec: str | Sequence[str]) -> list[str]:
     return names
 
 
-def _listing() -> str:
+def feature_listing() -> str:
+    """Every registered feature as a spec names it (``grad:<layer>``), with its alias: for errors and help texts."""
+
     def one(f: Feature) -> str:
         shown = f"{f.name}:<layer>" if f.layers else f.name
         return f"{shown} ({f.alias})" if f.alias else shown
