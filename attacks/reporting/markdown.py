@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +18,9 @@ SUMMARY_MD, SUMMARY_CSV = "summary.md", "summary.csv"
 def markdown_table(frame: pd.DataFrame, digits: int = 1) -> str:
     """``frame`` as a Markdown table, floats with ``digits`` decimals."""
     def cell(v: object) -> str:
-        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            return "—" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
 
     head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
     return head + "".join("| " + " | ".join(cell(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
