@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedsim import centralized
 from fedsim.data.cohort import CohortSpec, write_cohort
 
 TINY_SHAPE = (16, 20, 16)
@@ -30,3 +31,11 @@ def fedsim_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 synthetic subjects at 16x20x16, written as real NIfTI files."""
     return write_cohort(CohortSpec(48, TINY_SHAPE, seed=0), tmp_path_factory.mktemp("cohort") / "tiny", progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_manifest: Path) -> Path:
+    """A 2-epoch tiny-centralized run, one per test module (attack tests write their results into it)."""
+    out = tmp_path_factory.mktemp("centralized") / "run"
+    centralized.main(["--env", "tiny-centralized", "--cohort", str(tiny_manifest), "--out", str(out), "--epochs", "2"])
+    return out

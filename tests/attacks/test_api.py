@@ -7,15 +7,7 @@ import pytest
 
 import attacks
 from attacks import run
-from fedsim import centralized
 from fedsim.errors import FedsimError
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_manifest):
-    out = tmp_path_factory.mktemp("api") / "run"
-    centralized.main(["--env", "tiny-centralized", "--cohort", str(tiny_manifest), "--out", str(out), "--epochs", "2"])
-    return out
 
 
 def test_audit_returns_the_commands_numbers_prints_nothing_and_reports_progress(tiny_run, capsys):

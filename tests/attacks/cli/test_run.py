@@ -17,14 +17,6 @@ from attacks.membership.classifiers import make_classifier
 from attacks.signals.features import compute_features
 from attacks.target import load_snapshot, open_run
 from attacks.run import main
-from fedsim import centralized
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_manifest):
-    out = tmp_path_factory.mktemp("attack") / "run"
-    centralized.main(["--env", "tiny-centralized", "--cohort", str(tiny_manifest), "--out", str(out), "--epochs", "2"])
-    return out
 
 
 def test_attack_writes_one_row_per_attack_and_reuses_features(tiny_run):

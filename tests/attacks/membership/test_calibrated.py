@@ -17,7 +17,6 @@ from attacks.calibrated import main
 from attacks.membership.calibration import Evidence, lira_offline, lira_online, loss_scores, rmia_scores, score_attacks
 from attacks.evaluation.metrics import roc_auc
 from attacks.membership.references import ReferencePlan, assign_halves, ensure_references, predict_rows, train_model
-from fedsim import centralized
 from fedsim.cli import run_cli
 from fedsim.config import load_env, with_overrides
 from fedsim.data.cache import CohortArray
@@ -172,13 +171,6 @@ def test_references_train_with_the_runs_defenses(tmp_path):
 
 
 # --- the command on a tiny centralized run ----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_manifest):
-    out = tmp_path_factory.mktemp("calibrated") / "run"
-    centralized.main(["--env", "tiny-centralized", "--cohort", str(tiny_manifest), "--out", str(out), "--epochs", "2"])
-    return out
 
 
 def test_command_writes_results_and_reuses_references(tiny_run, capsys):
