@@ -4,7 +4,6 @@ that Ray runs, in about a second per federation. Real Ray is in test_federation_
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from fedsim import snapshots
-from fedsim.config import from_resolved, load_env, with_overrides
+from fedsim.config import from_resolved, load_env, tomllib, with_overrides  # tomli before Python 3.11
 from fedsim.data.prepare import prepare_data
 from fedsim.errors import FedsimError
 from fedsim.federation import keys
