@@ -118,8 +118,8 @@ def controls_table(results: pd.DataFrame, rnd: int, *, by: Sequence[str] = ()) -
     if main is None:
         return pd.DataFrame()
     order = ordered(groups["attack"]["features"])
-    index = sorted(main.index, key=lambda k: order.index(k[-1]) if isinstance(k, tuple) else order.index(k))
-    for key in index if by else order:
+    # with ``by`` the index holds (group…, feature set) tuples: groups keep their order, feature sets Table 1's
+    for key in sorted(main.index, key=lambda k: order.index(k[-1])) if by else order:
         found = {k: (s.loc[key] if s is not None and key in s.index else None) for k, s in summaries.items()}
         kind, text = verdict(found["attack"], found["round0"], found["matched"])
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
