@@ -29,7 +29,7 @@
       experiments/    the study (every environment) and privacy–utility sweeps
         study.py  sweep.py
       cli/            the commands: parse, call the layers above, print (nothing below prints)
-        run.py  seats.py  calibrated.py  study.py  sweep.py  progress.py
+        run.py  seats.py  calibrated.py  study.py  sweep.py  options.py (their shared options)
       run.py seats.py calibrated.py study.py sweep.py   ``python -m attacks.<name>`` → cli/<name>.py
 
 Dependencies run downward: cli → reporting → families + evaluation → engine → signals + threats → target.

@@ -3,7 +3,7 @@
 Times rounds of the real federation (``run_simulation``, one Ray actor per CPU, as
 ``python -m fedsim.run`` runs them) against the same work in a plain PyTorch loop in this
 process: every learner trains ``local_epochs`` on its subjects from the same community model with
-the same seeds and ``fedsim.train`` loop, the models are averaged by sample count, and the average
+the same seeds and ``fedsim.training`` loop, the models are averaged by sample count, and the average
 is scored on the unseen set — which is what one federated round does. Round 1 includes Ray's
 actor start-up and is reported separately; the ratio uses the median of the later rounds.
 Writes ``benchmarks/results/federated_round.md``.
@@ -28,7 +28,7 @@ from fedsim.data.prepare import prepare_data
 from fedsim.federation.run_setup import RunSetup, learner_seed, write_run_setup
 from fedsim.federation.simulation import run_federation
 from fedsim.models import build_model
-from fedsim.train import evaluate, make_loader, make_optimizer, train_epochs
+from fedsim.training import evaluate, make_loader, make_optimizer, train_epochs
 from results_table import append_row
 
 RESULTS = Path(__file__).resolve().parent / "results" / "federated_round.md"

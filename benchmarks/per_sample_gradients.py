@@ -28,7 +28,7 @@ from attacks.signals.features import assemble, compute_features
 from attacks.signals.layout import feature_layout
 from attacks.signals.gradients import GRAD_METHODS, benchmark_methods, choose_method
 from fedsim.models import build_model, layer_parameters
-from fedsim.train import regression_loss
+from fedsim.training import regression_loss
 
 RESULTS = Path(__file__).resolve().parent / "results" / "per_sample_gradients.md"
 SPEC = "grad:conv6+grad:output+grad_norm"

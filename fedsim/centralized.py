@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from fedsim import snapshots
-from fedsim.cli import run_cli
-from fedsim.config import EnvConfig, load_env, with_overrides
+from fedsim.cli import command_parser, run_cli
+from fedsim.cli.progress import echo_rounds, progress_bars
+from fedsim.config import EnvConfig, available_environments, load_env, with_overrides
 from fedsim.data.cache import VolumeDataset
 from fedsim.data.partition import write_partitions
 from fedsim.data.prepare import PreparedData, prepare_data
@@ -28,20 +29,20 @@ from fedsim.defenses import EarlyStopping, local_training, privacy_summary, rele
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 from fedsim.plots import plot_learning_curve, plot_partitions
-from fedsim.train import evaluate, make_loader, train_epochs
+from fedsim.progress import Progress, logger, report_round
+from fedsim.tracking import add_tensorboard_option, tensorboard
+from fedsim.training import evaluate, make_loader, train_epochs
 
 
-def train_centralized(
-    cfg: EnvConfig, data: PreparedData, run_dir: Path, *, console: Console | None = None
-) -> dict[str, float]:
+def train_centralized(cfg: EnvConfig, data: PreparedData, run_dir: Path) -> dict[str, float]:
     """Train, snapshot every epoch, and return the metrics of the best-validation epoch.
 
     The environment's ``[defense]`` wraps the pieces: label noise and DP-SGD the training set,
     model and optimizer (ε per epoch in the metrics), model noise every snapshot (the released
     model: it is what is evaluated and saved, while training goes on from the clean weights),
-    and early stopping the epoch loop.
+    and early stopping the epoch loop. Every epoch is reported to the ``fedsim`` logger
+    (:func:`fedsim.progress.report_round`).
     """
-    console = console or Console(quiet=True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model.name, **cfg.model_kwargs())
     released = copy.deepcopy(model)  # what is evaluated and saved (a copy: no draw from the RNG)
@@ -63,6 +64,9 @@ def train_centralized(
             metrics["epsilon"] = session.epsilon(delta)
         snapshots.save_round(run_dir, epoch, state, {"env": cfg.name, "sample_counts": counts, "metrics": metrics})
         snapshots.append_metrics(run_dir, metrics)
+        eps = f"  ε {metrics['epsilon']:.2f}" if "epsilon" in metrics else ""
+        report_round(f"epoch {epoch:3d}/{cfg.train.epochs}  train MAE {metrics['train_mae']:5.2f}  "
+                     f"val {metrics['val_mae']:5.2f}  unseen {metrics['unseen_mae']:5.2f}{eps}  ({seconds:.1f}s)", metrics)
         return metrics
 
     best = record(0, 0.0)
@@ -72,16 +76,10 @@ def train_centralized(
         train_epochs(session.model, session.loader, session.optimizer, loss=cfg.train.loss,
                      target_scale=cfg.model.target_scale)
         m = record(epoch, time.perf_counter() - start)
-        mark = ""
         if m["val_mae"] < best_val:
-            best, best_val, mark = m, m["val_mae"], " *"
-        eps = f"  ε {m['epsilon']:.2f}" if "epsilon" in m else ""
-        console.print(
-            f"epoch {epoch:3d}/{cfg.train.epochs}  train MAE {m['train_mae']:5.2f}  val {m['val_mae']:5.2f}  "
-            f"unseen {m['unseen_mae']:5.2f}{eps}  ({m['seconds']:.1f}s){mark}"
-        )
+            best, best_val = m, m["val_mae"]
         if stopper.step(m["val_mae"]):
-            console.print(f"early stopping: no lower validation MAE for {stopper.patience} epochs")
+            logger.info(f"early stopping: no lower validation MAE for {stopper.patience} epochs")
             break
     plot_learning_curve(snapshots.read_metrics(run_dir), run_dir / "learning_curve.png")
     summary = {"best_round": best["round"], "predict_mean_mae": baseline, **{k: v for k, v in best.items() if k != "round"}}
@@ -90,34 +88,50 @@ def train_centralized(
     return summary
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fedsim.centralized", description=__doc__.splitlines()[0])
-    p.add_argument("--env", default="centralized", help="environment name or .toml path (default: centralized)")
-    p.add_argument("--cohort", type=Path, help="manifest.csv of your own cohort (default: the embedded synthetic one)")
-    p.add_argument("--out", type=Path, help="run directory (default: runs/<env>-<timestamp>)")
-    p.add_argument("--epochs", type=int, help="override [train] epochs")
-    p.add_argument("--seed", type=int, help="override the environment's seed")
-    return p.parse_args(argv)
+def new_centralized_run(cfg: EnvConfig, cohort: str | Path | None, out: Path | None, *,
+                        progress: Progress | None = None) -> tuple[PreparedData, Path]:
+    """Prepare the data of a centralized ``cfg`` and write a fresh run directory (refusing one with rounds)."""
+    if cfg.partition.learners != 0:
+        raise FedsimError(f"environment {cfg.name!r} is federated (learners = {cfg.partition.learners}); "
+                          "train it with fedsim train")
+    data = prepare_data(cfg, cohort, progress=progress)
+    run_dir = snapshots.new_run_dir(out, cfg.name)
+    if snapshots.complete_rounds(run_dir):
+        raise FedsimError(f"{str(run_dir)!r} already holds epochs of a run; choose another --out or delete it")
+    snapshots.write_config(run_dir, cfg.to_dict(manifest=data.manifest))
+    write_partitions(data.partitions, run_dir / snapshots.PARTITIONS_FILE)
+    plot_partitions(data.partitions, run_dir / "partitions.png")
+    return data, run_dir
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
+def parser(prog: str = "python -m fedsim.centralized") -> argparse.ArgumentParser:
+    p = command_parser(
+        prog, "The centralized brain-age baseline: one model on all training subjects.",
+        "Keeps the best-validation epoch (as Gupta et al. 2021) and writes the same run directory as a "
+        "federation, epoch k being snapshot round k, so every attack reads it like any other run.",
+        examples=["--out runs/centralized", "--env centralized-2d --out runs/centralized-2d", "--env centralized-dp --epochs 10"])
+    p.add_argument("--env", default="centralized", help="environment name or .toml path (default: centralized); one of: "
+                   + ", ".join(e for e in available_environments() if not load_env(e).partition.learners))
+    p.add_argument("--cohort", type=Path, metavar="MANIFEST", help="manifest.csv of your own cohort (default: the embedded synthetic one)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<env>-<timestamp>)")
+    p.add_argument("--epochs", type=int, metavar="N", help="override [train] epochs")
+    p.add_argument("--seed", type=int, metavar="N", help="override the environment's seed")
+    add_tensorboard_option(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fedsim.centralized") -> int:
+    args = parser(prog).parse_args(argv)
     cfg = load_env(args.env)
     if args.epochs is not None and args.epochs < 1:
         raise FedsimError(f"--epochs must be at least 1, got {args.epochs}")
     cfg = with_overrides(cfg, seed=args.seed, train={"epochs": args.epochs})
-    if cfg.partition.learners != 0:
-        raise FedsimError(
-            f"environment {cfg.name!r} is federated (learners = {cfg.partition.learners}); use python -m fedsim.run"
-        )
-    console = Console()
-    data = prepare_data(cfg, args.cohort)
-    run_dir = snapshots.new_run_dir(args.out, cfg.name)
-    snapshots.write_config(run_dir, cfg.to_dict(manifest=data.manifest))
-    write_partitions(data.partitions, run_dir / snapshots.PARTITIONS_FILE)
-    plot_partitions(data.partitions, run_dir / "partitions.png")
+    console = Console(highlight=False)
+    with progress_bars(console) as progress:
+        data, run_dir = new_centralized_run(cfg, args.cohort, args.out, progress=progress)
     console.print(f"[bold]{cfg.name}[/]: {data.manifest} → {run_dir}")
-    s = train_centralized(cfg, data, run_dir, console=console)
+    with echo_rounds(console), tensorboard(args.tensorboard):
+        s = train_centralized(cfg, data, run_dir)
     table = Table(title=f"best validation epoch {s['best_round']}")
     for col in ("set", "subjects", "MAE (years)"):
         table.add_column(col)

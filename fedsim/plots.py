@@ -1,4 +1,8 @@
-"""Figures of a run (learning curves, partitions); matplotlib on the Agg backend, files only."""
+"""Figures of a run (learning curves, partitions), written to files.
+
+Built on ``matplotlib.figure.Figure`` (its own Agg canvas), never pyplot: importing fedsim leaves
+the user's plot backend and pyplot's figure list alone.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from fedsim.data.partition import TRAIN, UNSEEN, VAL, learner_groups  # noqa: E402
+from fedsim.data.partition import TRAIN, UNSEEN, VAL, learner_groups
 
 
 def plot_learning_curve(metrics: list[dict[str, Any]], path: Path, *, xlabel: str = "epoch") -> None:
     """MAE per round/epoch for every ``*_mae`` series in ``metrics.jsonl``."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     rounds = [m["round"] for m in metrics]
     for key in sorted({k for m in metrics for k in m if k.endswith("_mae")}):
         ax.plot(rounds, [m.get(key, float("nan")) for m in metrics], marker=".", label=key.removesuffix("_mae"))
@@ -29,7 +30,6 @@ def plot_learning_curve(metrics: list[dict[str, Any]], path: Path, *, xlabel: st
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _group_order(groups: Sequence[str]) -> list[str]:
@@ -46,8 +46,6 @@ def plot_partitions(df: pd.DataFrame, path: str | Path) -> None:
 
     Left: subjects per group (bars). Right: one small age histogram per group over the same bins,
     with its size and mean age, so size skew and age skew can be read off together.
-    Uses matplotlib's object-oriented ``Figure`` (Agg canvas), so no GUI backend or global
-    pyplot state is touched.
     """
     order = _group_order(df["group"].astype(str).tolist())
     n_bins = int(df["age_bin"].max())

@@ -30,7 +30,7 @@ def fedsim_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 synthetic subjects at 16x20x16, written as real NIfTI files."""
-    return write_cohort(CohortSpec(48, TINY_SHAPE, seed=0), tmp_path_factory.mktemp("cohort") / "tiny", progress=False)
+    return write_cohort(CohortSpec(48, TINY_SHAPE, seed=0), tmp_path_factory.mktemp("cohort") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -59,16 +59,16 @@ def test_bad_nifti_files_fail_with_one_sentence(tmp_path, ras_image):
 
 def test_cache_is_built_once_and_rebuilt_when_inputs_change(tmp_path, tiny_manifest):
     manifest = load_manifest(tiny_manifest)
-    first = build_cache(manifest, (16, 20, 16), cache_dir=tmp_path, progress=False)
+    first = build_cache(manifest, (16, 20, 16), cache_dir=tmp_path)
     files = sorted(tmp_path.glob("*.npy"))
     assert len(files) == 1 and first.volumes.shape == (48, 16, 20, 16)
-    again = build_cache(manifest, (16, 20, 16), cache_dir=tmp_path, progress=False)
+    again = build_cache(manifest, (16, 20, 16), cache_dir=tmp_path)
     assert sorted(tmp_path.glob("*.npy")) == files
     np.testing.assert_array_equal(first.volumes, again.volumes)
     np.testing.assert_array_equal(
         first.volumes[5], load_volume(manifest["path"][5], (16, 20, 16))
     )
-    build_cache(manifest, (8, 10, 8), cache_dir=tmp_path, progress=False)
+    build_cache(manifest, (8, 10, 8), cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.npy"))) == 2
 
     ds = VolumeDataset(first, np.array([3, 7]))

@@ -19,12 +19,12 @@ from fedsim.config import load_env
 from fedsim.data.cache import VolumeDataset, build_cache
 from fedsim.data.manifest import load_manifest
 from fedsim.models import build_model
-from fedsim.train import evaluate, make_loader, make_optimizer, train_epochs
+from fedsim.training import evaluate, make_loader, make_optimizer, train_epochs
 
 
 def test_training_lowers_the_error_on_its_own_subjects(tiny_manifest):
     cfg = load_env("tiny-centralized")
-    cohort = build_cache(load_manifest(tiny_manifest), (16, 20, 16), progress=False)
+    cohort = build_cache(load_manifest(tiny_manifest), (16, 20, 16))
     subset = VolumeDataset(cohort, np.arange(8))
     torch.manual_seed(0)
     model = build_model(cfg.model.name, **cfg.model_kwargs())

@@ -56,15 +56,15 @@ def test_written_cohort_is_real_nifti_with_manifest(tiny_manifest):
 
 def test_same_spec_is_reused_and_a_different_one_refused(tmp_path):
     spec = CohortSpec(4, (12, 12, 12), seed=0)
-    manifest = write_cohort(spec, tmp_path / "c", progress=False)
+    manifest = write_cohort(spec, tmp_path / "c")
     mtime = manifest.stat().st_mtime_ns
-    assert write_cohort(spec, tmp_path / "c", progress=False) == manifest
+    assert write_cohort(spec, tmp_path / "c") == manifest
     assert manifest.stat().st_mtime_ns == mtime
     with pytest.raises(FedsimError, match="already holds a different cohort"):
-        write_cohort(CohortSpec(5, (12, 12, 12), seed=0), tmp_path / "c", progress=False)
+        write_cohort(CohortSpec(5, (12, 12, 12), seed=0), tmp_path / "c")
 
 
 def test_default_cohort_lives_under_fedsim_home(fedsim_home):
-    manifest = default_cohort(CohortSpec(4, (12, 12, 12), seed=3), progress=False)
+    manifest = default_cohort(CohortSpec(4, (12, 12, 12), seed=3))
     assert manifest.is_relative_to(fedsim_home)
-    assert default_cohort(CohortSpec(4, (12, 12, 12), seed=3), progress=False) == manifest
+    assert default_cohort(CohortSpec(4, (12, 12, 12), seed=3)) == manifest

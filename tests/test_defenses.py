@@ -37,7 +37,7 @@ from fedsim.federation.run_setup import RunSetup, write_run_setup
 from fedsim.federation.server_app import app as server_app
 from fedsim.federation.server_app import summarize
 from fedsim.models import build_model
-from fedsim.train import regression_loss
+from fedsim.training import regression_loss
 
 ENVS = Path(__file__).resolve().parents[1] / "environments"
 TINY = (ENVS / "tiny.toml").read_text()
@@ -62,7 +62,7 @@ def federate(run_dir: Path, env: Path, manifest: Path, rounds: int | None = None
     """Prepare (once) and run or continue a tiny federation in-process."""
     if not (run_dir / snapshots.CONFIG_FILE).is_file():
         cfg = load_env(env)
-        write_run_setup(run_dir, cfg, prepare_data(cfg, manifest, progress=False), {"cpus_per_learner": 1})
+        write_run_setup(run_dir, cfg, prepare_data(cfg, manifest), {"cpus_per_learner": 1})
     run_config = {keys.RUN_DIR: str(run_dir)} | ({keys.NUM_SERVER_ROUNDS: rounds} if rounds else {})
     run_local(server_app, client_app, len(RunSetup.load(run_dir).learners), run_config)
     return run_dir
@@ -110,7 +110,7 @@ def test_attacks_read_the_released_predictions_of_a_run(tmp_path, tiny_manifest)
     noisy_run = federate(tmp_path / "noisy", env_file(tmp_path, "prediction_noise = 2.5"), tiny_manifest, rounds=1)
     assert load_snapshot(clean_run, 1).release is None
     snap = load_snapshot(noisy_run, 1)
-    cohort = build_cache(load_manifest(tiny_manifest), SHAPE, progress=False)
+    cohort = build_cache(load_manifest(tiny_manifest), SHAPE)
     rows = np.arange(12)
     plain = compute_features(snap.model, cohort, ["prediction", "grad_norm"], indices=rows)
     released = compute_features(snap.model, cohort, ["prediction", "grad_norm"], indices=rows, release=snap.release)
@@ -124,7 +124,7 @@ def test_attacks_read_the_released_predictions_of_a_run(tmp_path, tiny_manifest)
 
 
 def test_label_noise_has_the_configured_std_and_is_fixed_per_subject(tiny_manifest):
-    cohort = build_cache(load_manifest(tiny_manifest), SHAPE, progress=False)
+    cohort = build_cache(load_manifest(tiny_manifest), SHAPE)
     noisy = NoisyLabels(VolumeDataset(cohort, np.arange(48)), std=2.0, seed=0)
     noise = np.array([float(noisy[i][1]) - cohort.ages[i] for i in range(48)])
     np.testing.assert_allclose(noise, noisy.noise, atol=1e-4)
@@ -136,7 +136,7 @@ def test_label_noise_has_the_configured_std_and_is_fixed_per_subject(tiny_manife
 
 
 def test_local_training_wraps_the_dataset_only_when_label_noise_is_set(tmp_path, tiny_manifest):
-    cohort = build_cache(load_manifest(tiny_manifest), SHAPE, progress=False)
+    cohort = build_cache(load_manifest(tiny_manifest), SHAPE)
     data = VolumeDataset(cohort, np.arange(12))
     plain = local_training(load_env("tiny"), tiny_model(), data, seed=0)
     noisy = local_training(load_env(env_file(tmp_path, "label_noise = 1.5")), tiny_model(), data, seed=0)
@@ -175,7 +175,7 @@ def test_dp_sgd_clips_every_per_sample_gradient(tiny_manifest):
     base = load_env("tiny-dp")
     clip = 0.01
     cfg = dataclasses.replace(base, defense=dataclasses.replace(base.defense, dp_max_grad_norm=clip))
-    cohort = build_cache(load_manifest(tiny_manifest), SHAPE, progress=False)
+    cohort = build_cache(load_manifest(tiny_manifest), SHAPE)
     model = tiny_model()
     session = local_training(cfg, model, VolumeDataset(cohort, np.arange(16)), seed=0)
     assert session.model is not model and len(session.loader) == 4  # Poisson batches, rate 4/16

@@ -136,7 +136,7 @@ def test_learner_seeds_depend_on_round_and_learner_only():
 
 def test_run_config_round_trips_through_config_toml(tmp_path, tiny_manifest):
     cfg = with_overrides(load_env(TINY), seed=3, federation={"rounds": 5, "max_failures": 1})
-    write_run_setup(tmp_path, cfg, prepare_data(cfg, tiny_manifest, progress=False), {"cpus_per_learner": 1})
+    write_run_setup(tmp_path, cfg, prepare_data(cfg, tiny_manifest), {"cpus_per_learner": 1})
     raw = snapshots.read_config(tmp_path)
     assert raw["run"]["cpus_per_learner"] == 1 and Path(raw["cohort"]["manifest"]) == tiny_manifest.resolve()
     back = from_resolved(raw)

@@ -44,7 +44,7 @@ def test_resume_takes_no_environment(tmp_path, capsys):
 
 
 def test_centralized_environment_is_refused(capsys):
-    assert "use python -m fedsim.centralized" in one_error_line(capsys, ["--env", "tiny-centralized"])
+    assert "train it with fedsim centralized" in one_error_line(capsys, ["--env", "tiny-centralized"])
 
 
 def test_unknown_environment_and_missing_env(capsys):

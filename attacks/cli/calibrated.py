@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from attacks.cli.options import add_run_dir
 from attacks.evaluation.summary import summarise
 from attacks.membership.calibrated import run_calibrated
 from attacks.membership.calibration import (
@@ -27,6 +28,7 @@ from attacks.membership.calibration import (
 )
 from attacks.target import open_run
 from fedsim import snapshots
+from fedsim.cli import command_parser
 from fedsim.errors import FedsimError
 
 
@@ -43,9 +45,12 @@ def _classifier_rows(run_dir: Path) -> pd.DataFrame | None:
     return summarise(results, ["classifier", "features", "round"]).rename(columns={"tpr_at_1pct": "tpr"})
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m attacks.calibrated", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path, help="a centralized run directory written by fedsim.centralized")
+def parser(prog: str = "python -m attacks.calibrated") -> argparse.ArgumentParser:
+    p = command_parser(
+        prog, "Calibrated membership attacks (LiRA, RMIA) with reference models.",
+        "Trains (and caches) reference models on random halves of the population, then scores every subject against them; writes RUN_DIR/attacks/calibrated.csv and .json beside the trained classifiers of fedsim attack.",
+        examples=["runs/centralized", "runs/centralized --references 16 --method rmia"])
+    add_run_dir(p, "a centralized run directory written by fedsim centralized")
     p.add_argument("--references", type=int, default=DEFAULT_REFERENCES,
                    help=f"reference models, an even number (default: {DEFAULT_REFERENCES}; cached and reused)")
     p.add_argument("--method", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(METHODS)}")
@@ -58,17 +63,17 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--round", type=int, dest="target_round",
                    help="the target snapshot (default: the best-validation epoch of the run)")
     p.add_argument("--epochs", type=int, help="reference training epochs (default: the target's, its best epoch)")
-    p.add_argument("--seed", type=int, default=0, help="attack split and reference seed (default: 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="attack split and reference seed (default: 0)")
     p.add_argument("--no-controls", action="store_true", help="skip the round-0 (untrained target) control")
-    return p.parse_args(argv)
+    return p
 
 
 def _pct_interval(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:.2f} ({row[f'{key}_low']:.2f}–{row[f'{key}_high']:.2f})"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.calibrated") -> int:
+    args = parser(prog).parse_args(argv)
     if args.references < 2 or args.references % 2:
         raise FedsimError(
             f"--references must be an even number of at least 2 (references come in complementary pairs), "

@@ -11,44 +11,40 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from attacks.api import attack_run
-from attacks.cli.progress import progress_bars
+from attacks.cli.options import add_attack_options, add_run_dir
 from attacks.evaluation.summary import summarise
-from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
 from attacks.reporting.membership import RESULTS_CSV, write_report, write_results
-from attacks.signals.features import feature_listing
 from attacks.target import is_centralized, open_run
 from attacks.threats.seats import skipped_pairs_said
-from attacks.threats.splits import DEFAULT_REPEATS
+from fedsim.cli import command_parser
+from fedsim.cli.progress import progress_bars
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m attacks.run", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path, help="a run directory written by fedsim.run or fedsim.centralized")
+def parser(prog: str = "python -m attacks.run") -> argparse.ArgumentParser:
+    p = command_parser(
+        prog, "Membership inference on a run (the paper's Table 1), beside its controls.",
+        "Trains attack classifiers on what one seat sees (predictions, errors, activations, gradients) and scores them on members vs non-members of the chosen rounds; also runs the same attack on the untrained round-0 model and with age-matched non-members: what survives both is membership signal. Writes RUN_DIR/attacks/ (results.csv, results.json, report.html).",
+        examples=["runs/centralized", "runs/skewed-iid --features error,loss --rounds all",
+                  "runs/skewed-iid --classifier hgb --repeats 3"])
+    add_run_dir(p)
     p.add_argument("--threat", choices=["centralized", "learner"],
-                   help="default: centralized for a centralized run, else learner (every seat: python -m attacks.seats)")
-    p.add_argument("--features", default="table1",
-                   help="'table1' (the paper's rows) or comma-separated specs joined by '+' from: "
-                   + feature_listing() + "; e.g. 'error,pred+label,loss'")
-    p.add_argument("--rounds", default="default", help="last | best | all | 3,10 (default: best for centralized, else last)")
-    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=list(CLASSIFIERS),
-                   help=f"default: {DEFAULT_CLASSIFIER} — the paper's deep classifiers: an MLP, with a conv head on gradient tensors")
-    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
-                   help=f"independent draws of the attack sets (default: {DEFAULT_REPEATS})")
-    p.add_argument("--seed", type=int, default=0)
+                   help="centralized or learner (default: centralized for a centralized run, else learner; "
+                   "every seat: fedsim seats)")
+    p.add_argument("--rounds", default="default", metavar="ROUNDS", help="last | best | all | 3,10 (default: best for centralized, else last)")
+    add_attack_options(p)
     p.add_argument("--stack", action="store_true",
                    help="also attack with each feature set's values of all --rounds side by side (at least 2 rounds)")
     p.add_argument("--no-controls", action="store_true", help="skip the round-0 and age-matched controls")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.run") -> int:
+    args = parser(prog).parse_args(argv)
     target = open_run(args.run_dir)
     threat = args.threat or ("centralized" if is_centralized(target) else "learner")
     console = Console()

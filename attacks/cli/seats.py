@@ -12,38 +12,36 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from attacks.api import feature_sets
-from attacks.cli.progress import progress_bars
-from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
+from attacks.cli.options import add_attack_options, add_run_dir
 from attacks.membership.seats import run_seats, seat_table, seats_dir
 from attacks.reporting.html import mean_pm
 from attacks.reporting.seats import write_seats_report
 from attacks.target import is_centralized, open_run
 from attacks.threats.seats import skipped_pairs_said
-from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
+from fedsim.cli import command_parser
+from fedsim.cli.progress import progress_bars
 from fedsim.errors import FedsimError
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m attacks.seats", description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path, help="a federated run directory made with --snapshot-local")
-    p.add_argument("--round", type=int, help="round whose community and local models are attacked (default: the last)")
-    p.add_argument("--features", default="table1", help="'table1' (the paper's rows) or comma-separated specs")
-    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=list(CLASSIFIERS),
-                   help=f"attack classifier (default: {DEFAULT_CLASSIFIER})")
-    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"draws of the attack sets (default: {DEFAULT_REPEATS})")
-    p.add_argument("--seed", type=int, default=0)
+def parser(prog: str = "python -m attacks.seats") -> argparse.ArgumentParser:
+    p = command_parser(
+        prog, "Every seat of a federation attacks the same victims, beside its control.",
+        "The malicious learner holds the community model, the curious controller each learner's local model (a --snapshot-local run) and the outsider the released predicted ages; all use the same side knowledge and sit beside an age-matched control. Writes RUN_DIR/attacks/seats/round-RRRR/ with a report.html.",
+        examples=["runs/skewed-iid", "runs/skewed-iid --round 5 --features error,grad_norm"])
+    add_run_dir(p, "a federated run directory trained with --snapshot-local")
+    p.add_argument("--round", type=int, metavar="R", help="round whose community and local models are attacked (default: the last)")
+    add_attack_options(p)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.seats") -> int:
+    args = parser(prog).parse_args(argv)
     specs = feature_sets(args.features, classifier=args.classifier, repeats=args.repeats)
     target = open_run(args.run_dir)
     if is_centralized(target):

@@ -19,26 +19,26 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from attacks.cli.progress import progress_bars
+from attacks.cli.options import add_attack_options, add_cohort_option
 from attacks.experiments.study import (
     DEFAULT_ENVS, AttackSettings, attack_cached, environment_row, pair_table, table1, train_env,
 )
-from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
 from attacks.reporting.markdown import write_summary
-from attacks.threats.splits import DEFAULT_REPEATS
+from fedsim.cli import command_parser
+from fedsim.cli.progress import progress_bars
 from fedsim.config import load_env
 from fedsim.errors import FedsimError
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m attacks.study", description=__doc__.splitlines()[0])
+def parser(prog: str = "python -m attacks.study") -> argparse.ArgumentParser:
+    p = command_parser(
+        prog, "The whole study in one command: train and attack every environment.",
+        "Trains the centralized baselines and the four federations (or --envs), attacks each run and writes the paper's Table 1 layout plus a table per environment. Anything on disk that still describes its inputs is reused, so rerunning the same command redoes nothing that finished.",
+        examples=["--out runs/study", "--envs centralized,skewed-iid --repeats 3"])
     p.add_argument("--out", type=Path, default=Path("runs/study"), help="study directory (default: runs/study)")
     p.add_argument("--envs", default=",".join(DEFAULT_ENVS), help=f"comma-separated (default: {','.join(DEFAULT_ENVS)})")
-    p.add_argument("--cohort", type=Path, help="manifest.csv of your own cohort (default: the embedded synthetic one)")
-    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=list(CLASSIFIERS),
-                   help=f"attack classifier (default: {DEFAULT_CLASSIFIER})")
-    p.add_argument("--features", default="table1", help="'table1' (default) or comma-separated feature specs")
-    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"attack repeats (default: {DEFAULT_REPEATS})")
+    add_cohort_option(p)
+    add_attack_options(p, seed=False)
     return p
 
 
@@ -51,8 +51,8 @@ def print_frame(console: Console, frame: pd.DataFrame, title: str) -> None:
     console.print(table)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.study") -> int:
+    args = parser(prog).parse_args(argv)
     envs = [e.strip() for e in args.envs.split(",") if e.strip()]
     if not envs:
         raise FedsimError("--envs names no environment")

@@ -22,21 +22,25 @@ from rich.table import Table
 from rich.text import Text
 
 from attacks.api import feature_sets
-from attacks.cli.progress import progress_bars
+from attacks.cli.options import add_attack_options, add_cohort_option
 from attacks.experiments.study import AttackSettings, attack_cached, train_env
 from attacks.experiments.sweep import DEFAULT_FEATURES, SWEEPABLE, parse_settings, parse_values, plan_settings, sweep_rows
-from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
 from attacks.reporting.sweep import CONSOLE_DROPS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG, display_table, write_outputs
 from attacks.signals.features import parse_features
-from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
+from fedsim.cli import command_parser
+from fedsim.cli.progress import progress_bars
 from fedsim.config import load_env
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m attacks.sweep", description=__doc__.splitlines()[0])
+def parser(prog: str = "python -m attacks.sweep") -> argparse.ArgumentParser:
+    p = command_parser(
+        prog, "Privacy-utility sweep of one defense: leakage removed vs accuracy lost.",
+        "Every value trains a run and attacks it; writes sweep.csv, sweep.md, sweep.png and sweep.html. Values already trained and attacked are skipped, so adding a value redoes nothing that finished.",
+        examples=["--env centralized --defense label_noise --values 0,2,5",
+                  "--env skewed-iid --defense model_noise --values 0,0.05"])
     p.add_argument("--env", required=True, help="base environment name or .toml path, e.g. centralized")
     p.add_argument("--defense", required=True, metavar="KEY",
                    help=f"the [defense] key to sweep: {', '.join(SWEEPABLE)}")
@@ -45,17 +49,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a [defense] key every value shares, e.g. dp_max_grad_norm=1.0 (repeatable)")
     p.add_argument("--out", type=Path, help="sweep directory (default: runs/sweep-<env>-<KEY>)")
-    p.add_argument("--cohort", type=Path, help="manifest.csv of your own cohort (default: the embedded synthetic one)")
-    p.add_argument("--features", default=DEFAULT_FEATURES,
-                   help=f"comma-separated feature specs or 'table1' (default: {DEFAULT_FEATURES})")
-    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=list(CLASSIFIERS),
-                   help=f"attack classifier (default: {DEFAULT_CLASSIFIER})")
-    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"attack repeats (default: {DEFAULT_REPEATS})")
+    add_cohort_option(p)
+    add_attack_options(p, features=DEFAULT_FEATURES, seed=False)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sweep") -> int:
+    args = parser(prog).parse_args(argv)
     key = args.defense
     if key not in SWEEPABLE:
         raise FedsimError(f"unknown [defense] key {key!r} to sweep; choose one of: {', '.join(SWEEPABLE)}")

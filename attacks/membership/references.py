@@ -3,7 +3,7 @@
 A calibrated attack (:mod:`attacks.calibrated`) asks, for every subject, how the target's
 prediction compares with those of models that did and did not train on that subject. Those
 reference models are trained here with the run's own resolved configuration (``config.toml``:
-model, optimizer, loss, batch size, seed handling) and the same ``fedsim.train`` loop, on random
+model, optimizer, loss, batch size, seed handling) and the same ``fedsim.training`` loop, on random
 halves of the *population* the attacker knows, for as many epochs as the target trained.
 
 The halves come in complementary pairs (Carlini et al. 2022's "each example IN for exactly half
@@ -44,7 +44,7 @@ from fedsim.data.cache import CohortArray, VolumeDataset
 from fedsim.defenses import local_training, release_model, release_weights
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
-from fedsim.train import make_loader, predict, train_epochs
+from fedsim.training import make_loader, predict, train_epochs
 
 __all__ = [
     "REFERENCES_DIR", "ReferencePlan", "ReferenceSet", "assign_halves", "ensure_references",
@@ -100,7 +100,7 @@ def train_model(
 ) -> tuple[nn.Module, float]:
     """Train a fresh model of ``cfg`` on cohort ``rows`` for ``epochs``, as a centralized run does.
 
-    Same constructor, optimizer, loss, batch size and ``fedsim.train`` loop as the target, and the
+    Same constructor, optimizer, loss, batch size and ``fedsim.training`` loop as the target, and the
     same ``[defense]`` wrappers (:func:`fedsim.defenses.local_training`: DP-SGD, label noise; then
     model noise on the weights), so that references behave like the target they calibrate: the
     attacker knows the training algorithm, not its random draws. The seed sets the

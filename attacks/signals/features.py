@@ -29,7 +29,7 @@ __all__ = [
     "extract", "feature_listing", "is_black_box", "parse_features", "register_feature",
 ]
 
-#: Loss names of ``fedsim.train.regression_loss``; gradient features use the run's loss.
+#: Loss names of ``fedsim.training.regression_loss``; gradient features use the run's loss.
 LOSSES = ("mse", "l1")
 
 #: Table 1 of Gupta et al. (2021): row name -> feature spec (``activation`` = conv6 output, our choice).

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import torch
-from opacus import GradSampleModule
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from fedsim.defenses.dp_sgd import import_opacus
 from fedsim.errors import FedsimError
 from fedsim.models import layer_parameters
-from fedsim.train import regression_loss
+from fedsim.training import OPACUS_HOOK_WARNING, regression_loss
 
 __all__ = ["GRAD_METHODS", "Method", "benchmark_methods", "choose_method", "per_sample_gradients"]
 
@@ -102,12 +102,12 @@ def _opacus(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str]
     for n, p in clone.named_parameters():
         p.requires_grad_(n in names)
     with _mode(clone, train_param_modules=True):
-        gsm = GradSampleModule(clone, batch_first=True, loss_reduction="sum", strict=True)
+        gsm = import_opacus().GradSampleModule(clone, batch_first=True, loss_reduction="sum", strict=True)
         try:
             pred = gsm(x)
             with warnings.catch_warnings():
                 # Opacus's backward hooks fire on layer outputs; the input needs no gradient.
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                warnings.filterwarnings("ignore", message=OPACUS_HOOK_WARNING)
                 (regression_loss(loss, pred, y, scale) * len(x)).backward()
             params = dict(clone.named_parameters())
             grads = {}
@@ -200,7 +200,7 @@ def per_sample_gradients(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Predictions and each subject's loss gradient, flattened per layer.
 
-    The loss is :func:`fedsim.train.regression_loss` of one subject, i.e.
+    The loss is :func:`fedsim.training.regression_loss` of one subject, i.e.
     ``((pred - age) / target_scale) ** 2`` for ``mse``: the training loss, so the
     gradient is what one SGD step on that subject would apply. Dropout is off.
 

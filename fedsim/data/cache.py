@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 from nibabel.filebasedimages import ImageFileError
-from rich.progress import track
 from scipy import ndimage as ndi
 from torch.utils.data import Dataset
 
 from fedsim.errors import FedsimError
 from fedsim.paths import fedsim_home
+from fedsim.progress import Progress, counted
 
 # Bump when the preprocessing below changes, so old caches are not reused.
 PREPROCESS_VERSION = 1
@@ -88,7 +88,8 @@ def _cache_key(manifest: pd.DataFrame, shape: tuple[int, int, int]) -> str:
 
 
 def build_cache(
-    manifest: pd.DataFrame, shape: tuple[int, int, int], *, cache_dir: Path | None = None, progress: bool = True
+    manifest: pd.DataFrame, shape: tuple[int, int, int], *, cache_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> CohortArray:
     """Preprocess every subject of a validated manifest once; later calls just map the file."""
     shape = tuple(int(s) for s in shape)
@@ -102,7 +103,7 @@ def build_cache(
         partial = cache_dir / f"{key}.partial.npy"
         out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(manifest), *shape))
         rows = enumerate(manifest["path"])
-        for i, path in track(rows, total=len(manifest), description="preprocessing", disable=not progress):
+        for i, path in counted(rows, len(manifest), "preprocessing", progress):
             out[i] = load_volume(path, shape, where=f"subject {ids[i]!r}")
         out.flush()
         del out

@@ -18,12 +18,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from rich.progress import track
+from rich.console import Console
 
-from fedsim.cli import run_cli
+from fedsim.cli import command_parser, run_cli
+from fedsim.cli.progress import progress_bars
 from fedsim.config import tomllib
 from fedsim.errors import FedsimError
 from fedsim.paths import fedsim_home
+from fedsim.progress import Progress, counted
 from fedsim.data.synthetic import AgeDistribution, AnatomyParams, grid_affine, make_subject
 
 _DEFAULTS = tomllib.loads((Path(__file__).parent / "cohort_defaults.toml").read_text())
@@ -49,7 +51,7 @@ class CohortSpec:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def write_cohort(spec: CohortSpec, out: Path, *, progress: bool = True) -> Path:
+def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = None) -> Path:
     """Generate ``spec`` into ``out`` and return the manifest path.
 
     Files are written to ``out.partial`` and renamed at the end, so an interrupted run never
@@ -68,7 +70,7 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: bool = True) -> Path:
     (partial / "images").mkdir(parents=True)
     affine = grid_affine(spec.shape)
     rows = []
-    for i in track(range(spec.subjects), description=f"writing {spec.subjects} synthetic T1s", disable=not progress):
+    for i in counted(range(spec.subjects), spec.subjects, "writing synthetic T1s", progress):
         subject = make_subject(i, shape=spec.shape, seed=spec.seed, ages=spec.ages, anatomy=spec.anatomy)
         sid = f"sub-{i + 1:05d}"
         rel = f"images/{sid}_T1w.nii.gz"
@@ -90,15 +92,13 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: bool = True) -> Path:
 
 
 def write_preview(manifest: Path, png: Path) -> None:
-    """Mid-slices of the youngest and oldest subject, to check atrophy by eye."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Mid-slices of the youngest and oldest subject, to check atrophy by eye (no pyplot state)."""
+    from matplotlib.figure import Figure
 
     df = pd.read_csv(manifest)
     picks = [df.loc[df["age"].idxmin()], df.loc[df["age"].idxmax()]]
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6))
+    fig = Figure(figsize=(9, 6))
+    axes = fig.subplots(2, 3)
     for row_axes, row in zip(axes, picks):
         vol = np.asarray(nib.load(manifest.parent / row["path"]).dataobj, dtype=np.float32)
         mid = [s // 2 for s in vol.shape]
@@ -109,33 +109,39 @@ def write_preview(manifest: Path, png: Path) -> None:
             ax.set_title(f"{row['subject_id']} age {row['age']:.1f}: {title}", fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
-    plt.close(fig)
 
 
-def default_cohort(spec: CohortSpec, *, progress: bool = True) -> Path:
+def default_cohort(spec: CohortSpec, *, progress: Progress | None = None) -> Path:
     """The embedded synthetic cohort for ``spec``: generated on first use, reused afterwards."""
     out = fedsim_home() / "cohorts" / f"synthetic-{spec.key()}"
     return write_cohort(spec, out, progress=progress)
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fedsim.data.cohort", description=__doc__.splitlines()[0])
+def parser(prog: str = "python -m fedsim.data.cohort") -> argparse.ArgumentParser:
+    p = command_parser(
+        prog, "Write a synthetic T1 cohort: NIfTI files, manifest.csv and a preview.",
+        "Subjects are deformed copies of nilearn's MNI152 template (no download): a biological age that "
+        "drives atrophy, their own anatomy, contrast, bias field and noise. Training commands generate the default cohort themselves; write one to look at it, "
+        "or to hand a fixed cohort to --cohort.",
+        examples=["--out runs/cohort", "--out runs/cohort-2mm --subjects 200 --shape 91 109 91"])
     p.add_argument("--out", type=Path, required=True, help="directory to write images/, manifest.csv, preview.png")
     p.add_argument("--subjects", type=int, default=1000, help="number of subjects (default: 1000)")
     p.add_argument("--shape", type=int, nargs=3, default=[36, 43, 36], metavar=("X", "Y", "Z"),
                    help="grid over the 182x218x182 mm MNI box (default: 36 43 36, ~5 mm; 91 109 91 = the paper's 2 mm)")
-    p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fedsim.data.cohort") -> int:
+    args = parser(prog).parse_args(argv)
     if args.subjects < 1:
         raise FedsimError(f"--subjects must be at least 1, got {args.subjects}")
     if min(args.shape) < 8:
         raise FedsimError(f"--shape must be at least 8 voxels per side, got {args.shape}")
-    manifest = write_cohort(CohortSpec(args.subjects, tuple(args.shape), args.seed), args.out)
-    print(f"cohort: {manifest} ({args.subjects} subjects; preview: {manifest.parent / 'preview.png'})")
+    console = Console(highlight=False)
+    with progress_bars(console) as progress:
+        manifest = write_cohort(CohortSpec(args.subjects, tuple(args.shape), args.seed), args.out, progress=progress)
+    console.print(f"cohort: {manifest} ({args.subjects} subjects; preview: {manifest.parent / 'preview.png'})")
     return 0
 
 

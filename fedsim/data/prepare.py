@@ -18,6 +18,7 @@ from fedsim.data.cohort import CohortSpec, default_cohort
 from fedsim.data.manifest import load_manifest
 from fedsim.data.partition import assign_groups, partition_table
 from fedsim.errors import FedsimError
+from fedsim.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class PreparedData:
         return sorted(self.partitions["group"].unique(), key=lambda g: (g[0] != "L", len(g), g))
 
 
-def resolve_manifest(cfg: EnvConfig, cohort: str | Path | None, *, progress: bool = True) -> Path:
+def resolve_manifest(cfg: EnvConfig, cohort: str | Path | None, *, progress: Progress | None = None) -> Path:
     """The user's manifest, or the embedded synthetic cohort of ``cfg`` (generated once)."""
     if cohort is not None:
         return Path(cohort)
@@ -47,7 +48,7 @@ def resolve_manifest(cfg: EnvConfig, cohort: str | Path | None, *, progress: boo
     return default_cohort(spec, progress=progress)
 
 
-def prepare_data(cfg: EnvConfig, cohort: str | Path | None = None, *, progress: bool = True) -> PreparedData:
+def prepare_data(cfg: EnvConfig, cohort: str | Path | None = None, *, progress: Progress | None = None) -> PreparedData:
     """Load (or generate), preprocess and partition the cohort of an environment."""
     manifest_path = resolve_manifest(cfg, cohort, progress=progress)
     manifest = load_manifest(manifest_path)

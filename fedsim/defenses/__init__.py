@@ -1,7 +1,7 @@
 """Privacy defenses, switched on by the ``[defense]`` table of an environment file.
 
 Each one is a wrapper around a piece the training code already has, never an edit of the loop
-in :mod:`fedsim.train`:
+in :mod:`fedsim.training`:
 
 ============================  =====================================  ================================
 defense (``[defense]`` keys)  wraps                                  where
@@ -37,7 +37,7 @@ from fedsim.defenses.perturbation import (
     perturb_state,
     prediction_noise,
 )
-from fedsim.train import make_loader, make_optimizer
+from fedsim.training import make_loader, make_optimizer
 
 __all__ = [
     "EarlyStopping",
@@ -68,7 +68,7 @@ def defense_of(config: EnvConfig | Mapping[str, Any]) -> DefenseConfig:
 
 @dataclass
 class LocalTraining:
-    """What :func:`fedsim.train.train_epochs` runs on: the model, loader and optimizer, wrapped
+    """What :func:`fedsim.training.train_epochs` runs on: the model, loader and optimizer, wrapped
     by the defenses of the environment. ``private`` holds the DP-SGD accountant (or ``None``)."""
 
     model: nn.Module

@@ -3,7 +3,7 @@ carries a learner's accountant from round to round.
 
 Opacus' ``PrivacyEngine.make_private`` wraps the three objects (per-sample gradients through
 hooks, clipping to ``max_grad_norm`` and Gaussian noise in the optimizer, Poisson sampling in
-the loader); ``fedsim.train.train_epochs`` then runs on the wrapped ones unchanged. The fedsim
+the loader); ``fedsim.training.train_epochs`` then runs on the wrapped ones unchanged. The fedsim
 models pass Opacus' validator as they are: InstanceNorm without running statistics (no
 BatchNorm), Conv3d and pooling all have per-sample gradients.
 
@@ -15,10 +15,12 @@ history of rounds ``< r`` with its own steps, and a replayed round overwrites it
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -35,11 +37,23 @@ NOISE_STREAM = 0xD9  # SeedSequence stream of DP-SGD's Gaussian noise
 Step = tuple[float, float, int]
 
 
+def import_opacus() -> ModuleType:
+    """Opacus, imported without its import-time ``logging.basicConfig`` (``opacus/utils/module_utils.py``
+    adds a handler to the root logger): fedsim leaves the user's logging configuration alone."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    import opacus
+    import opacus.accountants  # noqa: F401 - the submodules fedsim uses, while the root logger is watched
+    import opacus.grad_sample  # noqa: F401
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return opacus
+
+
 def epsilon(history: Iterable[Sequence[float]], delta: float) -> float:
     """ε at ``delta`` of a composed history of sampled Gaussian mechanisms (RDP accountant)."""
-    from opacus.accountants import RDPAccountant  # Opacus is imported only where DP is on (~1.5 s)
-
-    accountant = RDPAccountant()
+    accountant = import_opacus().accountants.RDPAccountant()  # Opacus is imported only where DP is on (~1.5 s)
     accountant.history = [(float(z), float(q), int(n)) for z, q, n in history]
     return float(accountant.get_epsilon(delta)) if accountant.history else 0.0
 
@@ -78,17 +92,15 @@ def make_private(
 ) -> PrivateTraining:
     """Wrap for DP-SGD; deterministic by ``seed`` (Poisson sampling uses ``loader``'s generator).
 
-    The loss must be a batch mean (``fedsim.train.regression_loss`` is), and ``prior`` is the
+    The loss must be a batch mean (``fedsim.training.regression_loss`` is), and ``prior`` is the
     history already spent on the same data (earlier rounds).
     """
-    from opacus import PrivacyEngine
+    PrivacyEngine = import_opacus().PrivacyEngine
 
     device = next(model.parameters()).device
     noise = torch.Generator(device=device).manual_seed(
         int(np.random.SeedSequence([seed, NOISE_STREAM]).generate_state(1)[0])
     )
-    # Opacus' hooks on the first layer, whose input needs no gradient: expected, and harmless
-    warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
     with warnings.catch_warnings():
         # "Secure RNG turned off": fedsim wants reproducible noise (seeded), and says so
         warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")

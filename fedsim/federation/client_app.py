@@ -22,7 +22,7 @@ from fedsim.defenses.dp_sgd import PrivacyLedger
 from fedsim.federation import keys
 from fedsim.federation.run_setup import RunSetup, learner_seed
 from fedsim.models import build_model
-from fedsim.train import train_epochs
+from fedsim.training import train_epochs
 
 # Flower's code for "the ClientApp raised" (flwr.common.constant.ErrorCode, not public API).
 CLIENT_APP_RAISED_EXCEPTION = 2

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from rich.console import Console
 
 from fedsim import snapshots
 from fedsim.defenses import privacy_summary
@@ -27,13 +26,12 @@ from fedsim.federation.run_setup import RunSetup, resolve_run_dir
 from fedsim.federation.strategy import SnapshotFedAvg
 from fedsim.models import build_model
 from fedsim.plots import plot_learning_curve
-from fedsim.train import evaluate, make_loader
-
-console = Console(highlight=False)
+from fedsim.progress import report_round
+from fedsim.training import evaluate, make_loader
 
 
 class RoundRecorder:
-    """``evaluate_fn`` of the strategy: unseen MAE, snapshot, ``metrics.jsonl`` line, progress line.
+    """``evaluate_fn`` of the strategy: unseen MAE, snapshot, ``metrics.jsonl`` line, round report.
 
     The metrics line is appended before the snapshot, whose ``meta.json`` marks the round
     complete; a crash in between leaves a line that a resume drops (:func:`_forget_after`).
@@ -71,7 +69,7 @@ class RoundRecorder:
         return MetricRecord({keys.UNSEEN_MAE: unseen.mae})
 
     def _progress(self, rnd: int, metrics: dict, report: dict) -> None:
-        line = f"round {rnd:3d}/{self.rounds}  community unseen MAE [bold]{metrics['unseen_mae']:5.2f}[/]"
+        line = f"round {rnd:3d}/{self.rounds}  community unseen MAE {metrics['unseen_mae']:5.2f}"
         train = [v["train_mae"] for v in report["learners"].values()]
         if train:
             line += f"  learners' train MAE {min(train):.1f}–{max(train):.1f}"
@@ -81,8 +79,8 @@ class RoundRecorder:
         if "central_epsilon" in metrics:
             line += f"  central ε {metrics['central_epsilon']:.2f}"
         if report["failed"]:
-            line += f"  [red]failed: {', '.join(sorted(report['failed']))}[/]"
-        console.print(line + f"  {metrics['seconds']:.1f}s")
+            line += f"  failed: {', '.join(sorted(report['failed']))}"
+        report_round(line + f"  {metrics['seconds']:.1f}s", metrics)
 
 
 def _forget_after(run_dir: Path, last: int) -> None:

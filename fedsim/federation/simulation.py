@@ -9,10 +9,12 @@ cluster already running on the machine, and a stale cluster file makes ``ray.ini
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -57,6 +59,25 @@ def ray_address(requested: str | None) -> str:
     return requested or os.environ.get("RAY_ADDRESS") or PRIVATE_RAY
 
 
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Flower logs its deprecation banner, warnings and the tracebacks of Ray failures itself;
+    fedsim reports progress, learner failures and a one-line error instead (``verbose``: all).
+    Flower's log level and the warning filters are restored afterwards."""
+    if verbose:
+        yield
+        return
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    flwr_logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
+            yield
+    finally:
+        flwr_logger.setLevel(level)
+
+
 def run_federation(
     run_dir: Path, learners: int, *, cpus: float, gpus: float, address: str = PRIVATE_RAY, verbose: bool = False
 ) -> None:
@@ -79,11 +100,6 @@ def run_federation(
         # Ray runs workers at nice 15 by default: on a shared machine the learners, which are the
         # whole job, then starve behind any other process. Be as nice as the launching command.
         os.environ.setdefault("RAY_worker_niceness", "0")
-    if not verbose:
-        # Flower logs its deprecation banner, warnings and the tracebacks of Ray failures itself;
-        # fedsim reports progress, learner failures and a one-line error instead (--verbose: all)
-        logging.getLogger("flwr").setLevel(logging.CRITICAL)
-        warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
     backend_config = {
         "client_resources": {"num_cpus": cpus, "num_gpus": gpus},
         # actors' output (torch warnings, "Manually terminating ClientAppActor") is noise here:
@@ -91,13 +107,14 @@ def run_federation(
         "init_args": {"log_to_driver": verbose, "logging_level": "WARNING"},
     }
     try:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=learners,
-            backend_config=backend_config,
-            verbose_logging=verbose,
-        )
+        with _quiet(verbose):
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=learners,
+                backend_config=backend_config,
+                verbose_logging=verbose,
+            )
     except FedsimError:
         raise
     except Exception as err:  # noqa: BLE001 - Ray/Flower internals: report in one line

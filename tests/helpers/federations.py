@@ -27,7 +27,7 @@ def federate(run_dir: Path, manifest: Path | None = None, *, env: Path | str = T
     (learners set it for their Ray actor, here they run in this process)."""
     if not (run_dir / snapshots.CONFIG_FILE).is_file():
         cfg = with_overrides(load_env(env), seed=seed, federation=federation)
-        write_run_setup(run_dir, cfg, prepare_data(cfg, manifest, progress=False), {"cpus_per_learner": 1})
+        write_run_setup(run_dir, cfg, prepare_data(cfg, manifest), {"cpus_per_learner": 1})
     setup = RunSetup.load(run_dir)
     run_config = {keys.RUN_DIR: str(run_dir)}
     if rounds is not None:

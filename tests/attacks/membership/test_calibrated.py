@@ -155,12 +155,12 @@ def test_references_train_with_the_runs_defenses(tmp_path):
         predictions[name] = predict_rows(model, cohort, rows)
     assert not np.allclose(predictions["plain"], predictions["dp"])
     np.testing.assert_array_equal(predictions["dp"], predictions["dp again"])  # seeded, DP noise included
-    # without [defense] a reference trains exactly as the plain fedsim.train loop does (bit for bit)
+    # without [defense] a reference trains exactly as the plain fedsim.training loop does (bit for bit)
     import torch
 
     from fedsim.data.cache import VolumeDataset
     from fedsim.models import build_model
-    from fedsim.train import make_loader, make_optimizer, train_epochs
+    from fedsim.training import make_loader, make_optimizer, train_epochs
 
     torch.manual_seed(5)
     by_hand = build_model(base.model.name, **base.model_kwargs())
@@ -246,7 +246,7 @@ def test_a_federated_run_is_refused_by_name(tmp_path, tiny_manifest, capsys):
 
     threads = torch.get_num_threads()
     run_dir, cfg = tmp_path / "fed", load("tiny")
-    write_run_setup(run_dir, cfg, prepare_data(cfg, tiny_manifest, progress=False), {"cpus_per_learner": 1})
+    write_run_setup(run_dir, cfg, prepare_data(cfg, tiny_manifest), {"cpus_per_learner": 1})
     run_local(server_app, client_app, cfg.partition.learners, {keys.RUN_DIR: str(run_dir), keys.NUM_SERVER_ROUNDS: 1})
     torch.set_num_threads(threads)
     capsys.readouterr()  # Flower's logs of the federation

@@ -16,7 +16,7 @@ from attacks.signals.layout import Block, feature_layout
 from attacks.evaluation.metrics import attack_metrics
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
-from fedsim.train import regression_loss
+from fedsim.training import regression_loss
 
 
 @parametrize_with_checks([

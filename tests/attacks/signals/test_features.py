@@ -16,7 +16,7 @@ from fedsim import snapshots
 from fedsim.data.cache import CohortArray
 from fedsim.errors import FedsimError
 from fedsim.models import build_model, layer_parameters
-from fedsim.train import regression_loss
+from fedsim.training import regression_loss
 
 SHAPE = (16, 20, 16)
 # Dropout is on in the configs so that the tests see it switched off.

@@ -7,6 +7,7 @@ profile (``target_scale`` 1) is exactly the paper's MSE in years².
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,10 @@ _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "mse": nn.functional.mse_loss,
     "l1": nn.functional.l1_loss,
 }
+
+
+# Opacus' per-sample hooks on a first layer whose input needs no gradient: expected, and harmless
+OPACUS_HOOK_WARNING = "Full backward hook is firing when gradients are computed with respect to module outputs"
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -53,16 +58,18 @@ def train_epochs(
 ) -> float:
     """Train ``epochs`` passes over ``loader``; returns the mean training MAE (years) of the last."""
     model.train()
-    for _ in range(epochs):
-        abs_err, n = 0.0, 0
-        for x, age in loader:
-            x, age = x.to(device), age.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            pred = model(x)
-            regression_loss(loss, pred, age, target_scale).backward()
-            optimizer.step()
-            abs_err += float((pred.detach() - age).abs().sum())
-            n += len(age)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=OPACUS_HOOK_WARNING)
+        for _ in range(epochs):
+            abs_err, n = 0.0, 0
+            for x, age in loader:
+                x, age = x.to(device), age.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                pred = model(x)
+                regression_loss(loss, pred, age, target_scale).backward()
+                optimizer.step()
+                abs_err += float((pred.detach() - age).abs().sum())
+                n += len(age)
     return abs_err / max(n, 1)
 
 

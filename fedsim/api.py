@@ -1,0 +1,124 @@
+"""The Python entry points for notebooks: write a cohort, train an environment, read a run.
+
+>>> import fedsim
+>>> run = fedsim.train("skewed-iid", out="runs/skewed-iid", snapshot_local=True)
+>>> run.metrics[["round", "unseen_mae"]]
+>>> run.summary["memorisation_gap"]
+
+The same functions as the commands (``fedsim train`` / ``python -m fedsim.run``, ``fedsim
+centralized``, ``fedsim cohort``), with the same defaults and the same run directory; nothing
+here prints. Pass ``on_round`` to see each round's metrics as it finishes, ``progress`` for the
+long data steps, ``tensorboard`` for event files. The attacks read a run with :func:`attacks.audit`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fedsim import snapshots
+from fedsim.config import load_env, with_overrides
+from fedsim.data.cohort import CohortSpec, write_cohort
+from fedsim.errors import FedsimError
+from fedsim.progress import Progress, on_rounds
+from fedsim.tracking import tensorboard as tensorboard_writer
+
+__all__ = ["RunDir", "cohort", "open_run", "train"]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory on disk, as training left it: what was trained, its metrics and summary.
+
+    It is a path-like (``os.fspath(run)``), so it goes wherever a run directory does.
+    """
+
+    path: Path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved environment the run was trained with (``config.toml``)."""
+        return snapshots.read_config(self.path)
+
+    @property
+    def rounds(self) -> list[int]:
+        """The complete rounds (epochs, for a centralized run) on disk."""
+        return snapshots.complete_rounds(self.path)
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """One row per round or epoch (``metrics.jsonl``): MAEs, seconds, ε…"""
+        return pd.DataFrame(snapshots.read_metrics(self.path))
+
+    @property
+    def done(self) -> bool:
+        return snapshots.is_done(self.path)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The final summary (``DONE``): the last round's (or best epoch's) errors, memorisation gap, ε."""
+        if not self.done:
+            raise FedsimError(f"run {str(self.path)!r} is not finished (no {snapshots.DONE_FILE})")
+        return snapshots.read_done(self.path)
+
+
+def open_run(path: str | os.PathLike[str]) -> RunDir:
+    """An existing run directory (one written by :func:`train` or a training command)."""
+    run = RunDir(Path(path))
+    if not (run.path / snapshots.CONFIG_FILE).is_file():
+        raise FedsimError(f"{str(run.path)!r} is not a fedsim run directory (no {snapshots.CONFIG_FILE})")
+    return run
+
+
+def cohort(out: str | os.PathLike[str], *, subjects: int = 1000, shape: tuple[int, int, int] = (36, 43, 36),
+           seed: int = 0, progress: Progress | None = None) -> Path:
+    """Write a synthetic cohort (NIfTI files + ``manifest.csv``) to ``out``; returns the manifest,
+    which ``train(..., cohort=…)`` takes. Reuses ``out`` if it already holds the same cohort."""
+    return write_cohort(CohortSpec(subjects, tuple(shape), seed), Path(out), progress=progress)
+
+
+def train(
+    env: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, cohort: str | os.PathLike[str] | None = None,
+    seed: int | None = None, rounds: int | None = None, snapshot_local: bool = False, ray_address: str | None = None,
+    cpus_per_learner: float = 1.0, gpus_per_learner: float | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None, progress: Progress | None = None,
+    tensorboard: str | os.PathLike[str] | None = None, verbose: bool = False,
+) -> RunDir:
+    """Train environment ``env`` into ``out`` (default ``runs/<env>-<timestamp>``) and return the run.
+
+    A federated environment runs FedAvg on Flower + Ray as ``fedsim train`` does (``rounds``
+    overrides ``[federation] rounds``; ``snapshot_local`` keeps every local model, ``ray_address``
+    attaches to a cluster); a centralized one (``learners = 0``) trains as ``fedsim centralized``
+    does (``rounds`` overrides ``[train] epochs``; the Ray options do not apply). ``on_round(metrics)``
+    is called after every round or epoch.
+    """
+    from fedsim.centralized import new_centralized_run, train_centralized  # torch: only when training
+    from fedsim.federation import runs
+    from fedsim.federation.simulation import ray_address as resolve_address
+
+    if rounds is not None and rounds < 1:
+        raise FedsimError(f"rounds must be at least 1, got {rounds}")
+    cfg = load_env(env)
+    out = None if out is None else Path(out)
+    with on_rounds(on_round), tensorboard_writer(None if tensorboard is None else Path(tensorboard)):
+        if cfg.partition.learners == 0:
+            if snapshot_local or ray_address or cpus_per_learner != 1.0 or gpus_per_learner is not None:
+                raise FedsimError(f"environment {cfg.name!r} is centralized: snapshot_local and the Ray options do not apply")
+            cfg = with_overrides(cfg, seed=seed, train={"epochs": rounds})
+            data, run_dir = new_centralized_run(cfg, cohort, out, progress=progress)
+            train_centralized(cfg, data, run_dir)
+        else:
+            cfg = with_overrides(cfg, seed=seed, federation={"rounds": rounds, "snapshot_local": snapshot_local or None})
+            address = resolve_address(ray_address)
+            run_dir = runs.new_run(cfg, cohort, out, progress=progress)
+            runs.place_learners(run_dir, address=address, cpus=cpus_per_learner, gpus=gpus_per_learner)
+            runs.federate(run_dir, address=address, verbose=verbose)
+    return RunDir(run_dir)
