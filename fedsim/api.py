@@ -7,7 +7,7 @@
 
 The same functions as the commands (``fedsim train`` / ``python -m fedsim.run``, ``fedsim
 centralized``, ``fedsim cohort``), with the same defaults and the same run directory; nothing
-here prints. Pass ``on_round`` to see each round's metrics as it finishes, ``progress`` for the
+here prints. :func:`resume` continues an interrupted run. Pass ``on_round`` to see each round's metrics as it finishes, ``progress`` for the
 long data steps, ``tensorboard`` for event files. The attacks read a run with :func:`attacks.audit`.
 """
 
@@ -20,15 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from fedsim import snapshots
 from fedsim.config import load_env, with_overrides
 from fedsim.data.cohort import CohortSpec, write_cohort
 from fedsim.errors import FedsimError
 from fedsim.progress import Progress, on_rounds
+from fedsim.tracking import require_tensorboard
 from fedsim.tracking import tensorboard as tensorboard_writer
 
-__all__ = ["RunDir", "cohort", "open_run", "train"]
+__all__ = ["RunDir", "cohort", "open_run", "resume", "train"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class RunDir:
     """
 
     path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -64,7 +69,8 @@ class RunDir:
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The final summary (``DONE``): the last round's (or best epoch's) errors, memorisation gap, ε."""
+        """The final summary (``DONE``): the errors of the last round (best epoch) and ε; a federation's
+    also has its memorisation gap (unseen − members' MAE)."""
         if not self.done:
             raise FedsimError(f"run {str(self.path)!r} is not finished (no {snapshots.DONE_FILE})")
         return snapshots.read_done(self.path)
@@ -98,27 +104,56 @@ def train(
     overrides ``[federation] rounds``; ``snapshot_local`` keeps every local model, ``ray_address``
     attaches to a cluster); a centralized one (``learners = 0``) trains as ``fedsim centralized``
     does (``rounds`` overrides ``[train] epochs``; the Ray options do not apply). ``on_round(metrics)``
-    is called after every round or epoch.
+    is called after every round or epoch. The caller's torch random state is left as it was.
     """
     from fedsim.centralized import new_centralized_run, train_centralized  # torch: only when training
     from fedsim.federation import runs
     from fedsim.federation.simulation import ray_address as resolve_address
 
-    if rounds is not None and rounds < 1:
-        raise FedsimError(f"rounds must be at least 1, got {rounds}")
     cfg = load_env(env)
+    centralized = cfg.partition.learners == 0
+    if centralized and (snapshot_local or ray_address or cpus_per_learner != 1.0 or gpus_per_learner is not None):
+        raise FedsimError(f"environment {cfg.name!r} is centralized: snapshot_local and the Ray options do not apply")
+    address = resolve_address(ray_address)
+    runs.check_options(rounds=rounds, address=address, cpus=cpus_per_learner, gpus=gpus_per_learner)
+    if tensorboard is not None:
+        require_tensorboard()
     out = None if out is None else Path(out)
-    with on_rounds(on_round), tensorboard_writer(None if tensorboard is None else Path(tensorboard)):
-        if cfg.partition.learners == 0:
-            if snapshot_local or ray_address or cpus_per_learner != 1.0 or gpus_per_learner is not None:
-                raise FedsimError(f"environment {cfg.name!r} is centralized: snapshot_local and the Ray options do not apply")
+    with torch.random.fork_rng(devices=[]), on_rounds(on_round), _tensorboard(tensorboard):
+        if centralized:
             cfg = with_overrides(cfg, seed=seed, train={"epochs": rounds})
             data, run_dir = new_centralized_run(cfg, cohort, out, progress=progress)
             train_centralized(cfg, data, run_dir)
         else:
             cfg = with_overrides(cfg, seed=seed, federation={"rounds": rounds, "snapshot_local": snapshot_local or None})
-            address = resolve_address(ray_address)
             run_dir = runs.new_run(cfg, cohort, out, progress=progress)
             runs.place_learners(run_dir, address=address, cpus=cpus_per_learner, gpus=gpus_per_learner)
             runs.federate(run_dir, address=address, verbose=verbose)
     return RunDir(run_dir)
+
+
+def resume(
+    run: str | os.PathLike[str], *, rounds: int | None = None, ray_address: str | None = None,
+    cpus_per_learner: float = 1.0, gpus_per_learner: float | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None, tensorboard: str | os.PathLike[str] | None = None,
+    verbose: bool = False,
+) -> RunDir:
+    """Continue an interrupted federated run from its last complete round (``rounds``: extend a
+    finished one), as ``fedsim train --resume`` does; it reproduces the uninterrupted run."""
+    from fedsim.federation import runs
+    from fedsim.federation.simulation import ray_address as resolve_address
+
+    run_dir = open_run(run).path
+    address = resolve_address(ray_address)
+    runs.check_options(rounds=rounds, address=address, cpus=cpus_per_learner, gpus=gpus_per_learner)
+    if tensorboard is not None:
+        require_tensorboard()
+    runs.resume_run(run_dir, rounds)
+    runs.place_learners(run_dir, address=address, cpus=cpus_per_learner, gpus=gpus_per_learner)
+    with torch.random.fork_rng(devices=[]), on_rounds(on_round), _tensorboard(tensorboard):
+        runs.federate(run_dir, address=address, verbose=verbose)
+    return RunDir(run_dir)
+
+
+def _tensorboard(log_dir: str | os.PathLike[str] | None):
+    return tensorboard_writer(None if log_dir is None else Path(log_dir))

@@ -65,15 +65,25 @@ def listening(callback: Callable[[logging.LogRecord], None]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def on_rounds(callback: Callable[[dict[str, Any]], None] | None) -> Iterator[None]:
-    """Call ``callback(metrics)`` after every round or epoch trained while inside (``None``: nothing)."""
+    """Call ``callback(metrics)`` after every round or epoch trained while inside (``None``: nothing).
+
+    An exception in ``callback`` does not stop training (in a federation it would be raised in
+    Flower's server thread, and lost): it stops the calls and is raised when the block ends.
+    """
     if callback is None:
         yield
         return
+    failed: list[BaseException] = []
 
     def forward(record: logging.LogRecord) -> None:
         metrics = getattr(record, METRICS, None)
-        if metrics is not None:
-            callback(metrics)
+        if metrics is not None and not failed:
+            try:
+                callback(metrics)
+            except Exception as err:  # noqa: BLE001 - the caller's; re-raised below
+                failed.append(err)
 
     with listening(forward):
         yield
+    if failed:
+        raise failed[0]

@@ -32,6 +32,16 @@ def scalar_tags(metrics: dict[str, Any]) -> dict[str, float]:
     return tags
 
 
+def require_tensorboard() -> type:
+    """TensorBoard's ``SummaryWriter``, or a one-line error naming the extra to install; called
+    before any work, so a missing package fails at once and not after the data is prepared."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise FedsimError("TensorBoard logging needs the tensorboard package: pip install -e \".[tensorboard]\"") from err
+    return SummaryWriter
+
+
 @contextlib.contextmanager
 def tensorboard(log_dir: Path | None) -> Iterator[None]:
     """Write the metrics of every round trained while inside to TensorBoard event files in ``log_dir``
@@ -39,11 +49,7 @@ def tensorboard(log_dir: Path | None) -> Iterator[None]:
     if log_dir is None:
         yield
         return
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:
-        raise FedsimError("--tensorboard needs the tensorboard package: pip install -e \".[tensorboard]\"") from err
-    writer = SummaryWriter(log_dir=str(log_dir))
+    writer = require_tensorboard()(log_dir=str(log_dir))
 
     def log(record: logging.LogRecord) -> None:
         metrics = getattr(record, METRICS, None)

@@ -7,8 +7,9 @@ profile (``target_scale`` 1) is exactly the paper's MSE in years².
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,18 @@ _LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 # Opacus' per-sample hooks on a first layer whose input needs no gradient: expected, and harmless
 OPACUS_HOOK_WARNING = "Full backward hook is firing when gradients are computed with respect to module outputs"
+
+
+@contextlib.contextmanager
+def _opacus_hooks_quiet(model: nn.Module) -> Iterator[None]:
+    """Silence :data:`OPACUS_HOOK_WARNING` for an Opacus-wrapped model (DP-SGD) only; other models
+    train without touching the warning filters."""
+    if not type(model).__module__.startswith("opacus"):
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=OPACUS_HOOK_WARNING)
+        yield
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -58,8 +71,7 @@ def train_epochs(
 ) -> float:
     """Train ``epochs`` passes over ``loader``; returns the mean training MAE (years) of the last."""
     model.train()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=OPACUS_HOOK_WARNING)
+    with _opacus_hooks_quiet(model):
         for _ in range(epochs):
             abs_err, n = 0.0, 0
             for x, age in loader:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedsim import centralized
+from fedsim.cli import centralized
 from fedsim.data.cohort import CohortSpec, write_cohort
 
 TINY_SHAPE = (16, 20, 16)

@@ -9,7 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import fedsim
@@ -64,6 +63,29 @@ def test_train_and_open_run_refuse_bad_input(tmp_path: Path, tiny_manifest: Path
     with pytest.raises(FedsimError, match="not a fedsim run"):
         fedsim.open_run(tmp_path)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_failing_on_round_is_raised_after_training_not_lost():
+    from fedsim.progress import on_rounds
+
+    calls = []
+
+    def bad(metrics):
+        calls.append(metrics["round"])
+        raise KeyError("unseen_mea")
+
+    with pytest.raises(KeyError, match="unseen_mea"):
+        with on_rounds(bad):
+            report_round("round 1", {"round": 1})
+            report_round("round 2", {"round": 2})  # training goes on; the callback is not called again
+    assert calls == [1]
+
+
+def test_tensorboard_missing_fails_before_any_work(tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    with pytest.raises(FedsimError, match=r"pip install -e \"\.\[tensorboard\]\""):
+        fedsim.train("tiny-centralized", tmp_path / "run", tensorboard=tmp_path / "tb")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "tb").exists()
 
 
 def test_on_round_only_while_training():

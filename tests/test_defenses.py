@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from fedsim import snapshots
-from fedsim.centralized import main as centralized_main
+from fedsim.cli.centralized import main as centralized_main
 from fedsim.config import from_resolved, load_env
 from fedsim.data.cache import VolumeDataset, build_cache
 from fedsim.data.manifest import load_manifest

@@ -65,11 +65,16 @@ def test_every_documented_fedsim_command_line_parses():
 
 
 _RUNNER = textwrap.dedent("""
-    import builtins, runpy, sys
+    import builtins, os, runpy, sys
     asked = open(sys.argv[2], "w")
+    example = os.path.abspath(sys.argv[1])
     real_print = builtins.print
-    # the example's own print() calls go to a file; a library's print(..., file=x) keeps its x
-    builtins.print = lambda *a, file=None, **k: real_print(*a, file=asked if file is None else file, **k)
+
+    def print(*args, file=None, **kwargs):  # the example's own calls go to a file; any other print stays
+        mine = file is None and os.path.abspath(sys._getframe(1).f_code.co_filename) == example
+        real_print(*args, file=asked if mine else file, **kwargs)
+
+    builtins.print = print
     runpy.run_path(sys.argv[1], run_name="__main__")
     asked.close()
 """)

@@ -98,10 +98,9 @@ def test_ray_address_of_a_running_head(tmp_path, tiny_manifest):
 
 _EMPTY_ACTOR_POOL = """
 import sys
-from fedsim.cli import run_cli
+from fedsim.cli import exit_process, run_cli
 from fedsim.federation.simulation import run_federation
-from fedsim.run import _exit
-_exit(run_cli(lambda argv: run_federation(sys.argv[1], 3, cpus=1.0, gpus=0.5)))
+exit_process(run_cli(lambda argv: run_federation(sys.argv[1], 3, cpus=1.0, gpus=0.5)))
 """
 
 

@@ -51,18 +51,18 @@ def parser(prog: str = "python -m attacks.calibrated") -> argparse.ArgumentParse
         "Trains (and caches) reference models on random halves of the population, then scores every subject against them; writes RUN_DIR/attacks/calibrated.csv and .json beside the trained classifiers of fedsim attack.",
         examples=["runs/centralized", "runs/centralized --references 16 --method rmia"])
     add_run_dir(p, "a centralized run directory written by fedsim centralized")
-    p.add_argument("--references", type=int, default=DEFAULT_REFERENCES,
+    p.add_argument("--references", type=int, default=DEFAULT_REFERENCES, metavar="N",
                    help=f"reference models, an even number (default: {DEFAULT_REFERENCES}; cached and reused)")
-    p.add_argument("--method", default=",".join(DEFAULT_METHODS), help=f"comma-separated, from: {', '.join(METHODS)}")
-    p.add_argument("--statistic", default=",".join(DEFAULT_STATISTICS),
+    p.add_argument("--method", default=",".join(DEFAULT_METHODS), metavar="METHODS", help=f"comma-separated, from: {', '.join(METHODS)}")
+    p.add_argument("--statistic", default=",".join(DEFAULT_STATISTICS), metavar="NAMES",
                    help=f"LiRA statistic(s), comma-separated: {', '.join(STATISTICS)} (default: both)")
-    p.add_argument("--variance", default="auto",
+    p.add_argument("--variance", default="auto", metavar="NAME",
                    help=f"LiRA variance: {', '.join(VARIANCES)} (auto: per-subject from {PER_SUBJECT_FROM} references)")
-    p.add_argument("--likelihood", default="auto", help="RMIA: gaussian, laplace or auto (from the run's loss)")
-    p.add_argument("--gamma", type=float, default=1.0, help="RMIA's γ (default: 1)")
-    p.add_argument("--round", type=int, dest="target_round",
+    p.add_argument("--likelihood", default="auto", metavar="NAME", help="RMIA: gaussian, laplace or auto (from the run's loss)")
+    p.add_argument("--gamma", type=float, default=1.0, metavar="G", help="RMIA's γ (default: 1)")
+    p.add_argument("--round", type=int, dest="target_round", metavar="R",
                    help="the target snapshot (default: the best-validation epoch of the run)")
-    p.add_argument("--epochs", type=int, help="reference training epochs (default: the target's, its best epoch)")
+    p.add_argument("--epochs", type=int, metavar="N", help="reference training epochs (default: the target's, its best epoch)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="attack split and reference seed (default: 0)")
     p.add_argument("--no-controls", action="store_true", help="skip the round-0 (untrained target) control")
     return p

@@ -24,10 +24,5 @@ def add_attack_options(p: argparse.ArgumentParser, *, features: str = "table1", 
         p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the attack splits (default: 0)")
 
 
-def add_cohort_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cohort", type=Path, metavar="MANIFEST",
-                   help="manifest.csv of your own cohort (default: the embedded synthetic one)")
-
-
 def add_run_dir(p: argparse.ArgumentParser, what: str = "a run directory written by fedsim train or fedsim centralized") -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=what)

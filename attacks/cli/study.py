@@ -19,14 +19,14 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from attacks.cli.options import add_attack_options, add_cohort_option
+from attacks.cli.options import add_attack_options
 from attacks.experiments.study import (
     DEFAULT_ENVS, AttackSettings, attack_cached, environment_row, pair_table, table1, train_env,
 )
 from attacks.reporting.markdown import write_summary
-from fedsim.cli import command_parser
+from fedsim.cli import add_cohort_option, command_parser
 from fedsim.cli.progress import progress_bars
-from fedsim.config import load_env
+from fedsim.config import available_environments, load_env
 from fedsim.errors import FedsimError
 
 
@@ -35,8 +35,10 @@ def parser(prog: str = "python -m attacks.study") -> argparse.ArgumentParser:
         prog, "The whole study in one command: train and attack every environment.",
         "Trains the centralized baselines and the four federations (or --envs), attacks each run and writes the paper's Table 1 layout plus a table per environment. Anything on disk that still describes its inputs is reused, so rerunning the same command redoes nothing that finished.",
         examples=["--out runs/study", "--envs centralized,skewed-iid --repeats 3"])
-    p.add_argument("--out", type=Path, default=Path("runs/study"), help="study directory (default: runs/study)")
-    p.add_argument("--envs", default=",".join(DEFAULT_ENVS), help=f"comma-separated (default: {','.join(DEFAULT_ENVS)})")
+    p.add_argument("--out", type=Path, default=Path("runs/study"), metavar="DIR", help="study directory (default: runs/study)")
+    p.add_argument("--envs", default=",".join(DEFAULT_ENVS), metavar="ENVS",
+                   help=f"comma-separated environments, from: {', '.join(available_environments())} "
+                   f"(default: {', '.join(DEFAULT_ENVS)})")
     add_cohort_option(p)
     add_attack_options(p, seed=False)
     return p

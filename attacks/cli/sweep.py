@@ -22,15 +22,15 @@ from rich.table import Table
 from rich.text import Text
 
 from attacks.api import feature_sets
-from attacks.cli.options import add_attack_options, add_cohort_option
+from attacks.cli.options import add_attack_options
 from attacks.experiments.study import AttackSettings, attack_cached, train_env
 from attacks.experiments.sweep import DEFAULT_FEATURES, SWEEPABLE, parse_settings, parse_values, plan_settings, sweep_rows
 from attacks.reporting.sweep import CONSOLE_DROPS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG, display_table, write_outputs
 from attacks.signals.features import parse_features
 from fedsim import snapshots
-from fedsim.cli import command_parser
+from fedsim.cli import add_cohort_option, command_parser
 from fedsim.cli.progress import progress_bars
-from fedsim.config import load_env
+from fedsim.config import available_environments, load_env
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 
@@ -41,14 +41,15 @@ def parser(prog: str = "python -m attacks.sweep") -> argparse.ArgumentParser:
         "Every value trains a run and attacks it; writes sweep.csv, sweep.md, sweep.png and sweep.html. Values already trained and attacked are skipped, so adding a value redoes nothing that finished.",
         examples=["--env centralized --defense label_noise --values 0,2,5",
                   "--env skewed-iid --defense model_noise --values 0,0.05"])
-    p.add_argument("--env", required=True, help="base environment name or .toml path, e.g. centralized")
+    p.add_argument("--env", required=True, help="base environment name or .toml path, one of: "
+                   + ", ".join(available_environments()))
     p.add_argument("--defense", required=True, metavar="KEY",
                    help=f"the [defense] key to sweep: {', '.join(SWEEPABLE)}")
     p.add_argument("--values", required=True, help="comma-separated values ≥ 0, e.g. 0,0.5,1,2 "
                    "(0 = off; for dp_noise_multiplier and central_noise_multiplier it removes that DP)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a [defense] key every value shares, e.g. dp_max_grad_norm=1.0 (repeatable)")
-    p.add_argument("--out", type=Path, help="sweep directory (default: runs/sweep-<env>-<KEY>)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="sweep directory (default: runs/sweep-<env>-<KEY>)")
     add_cohort_option(p)
     add_attack_options(p, features=DEFAULT_FEATURES, seed=False)
     return p

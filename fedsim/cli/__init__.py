@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from fedsim.errors import FedsimError
 
@@ -52,7 +53,16 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions as written (already wrapped); option help wrapped without breaking names at hyphens."""
 
     def _split_lines(self, text: str, width: int) -> list[str]:
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+
+def add_cohort_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cohort", type=Path, metavar="MANIFEST",
+                   help="manifest.csv of your own cohort (default: the embedded synthetic one)")
+
+
+def add_out_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<env>-<timestamp>)")
 
 
 def command_parser(prog: str, summary: str, details: str = "", *, examples: Sequence[str] = ()) -> argparse.ArgumentParser:

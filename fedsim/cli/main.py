@@ -5,15 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 from fedsim.cli import exit_process, run_cli
 
 # stage: (module whose main(argv, prog=…) it runs, one line for the list)
 STAGES: dict[str, tuple[str, str]] = {
-    "cohort": ("fedsim.data.cohort", "write a synthetic T1 cohort (NIfTI + manifest.csv)"),
-    "train": ("fedsim.run", "federated training: FedAvg on Flower + Ray"),
-    "centralized": ("fedsim.centralized", "the centralized baseline"),
+    "cohort": ("fedsim.cli.cohort", "write a synthetic T1 cohort (NIfTI + manifest.csv)"),
+    "train": ("fedsim.cli.train", "federated training: FedAvg on Flower + Ray"),
+    "centralized": ("fedsim.cli.centralized", "the centralized baseline"),
     "attack": ("attacks.cli.run", "membership inference on a run, with its controls"),
     "seats": ("attacks.cli.seats", "learner, controller and outsider attack the same victims"),
     "calibrated": ("attacks.cli.calibrated", "LiRA and RMIA with reference models"),
@@ -41,11 +41,16 @@ def usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``fedsim STAGE ARGS…`` to the stage's ``main``; no stage or ``--help`` prints the usage."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"] and len(argv) > 1:  # fedsim help train = fedsim train --help
+        argv = [argv[1], "--help"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage(), end="")
         return 0
     if argv[0] == "--version":
-        print(f"fedsim {version('fedsim')}")
+        try:
+            print(f"fedsim {version('fedsim')}")
+        except PackageNotFoundError:
+            print("fedsim (not installed as a package: pip install -e .)")
         return 0
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:

@@ -6,22 +6,16 @@ files. ``python -m fedsim.data.cohort --out DIR --subjects N --shape 36 43 36 --
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from rich.console import Console
-
-from fedsim.cli import command_parser, run_cli
-from fedsim.cli.progress import progress_bars
 from fedsim.config import tomllib
 from fedsim.errors import FedsimError
 from fedsim.paths import fedsim_home
@@ -57,6 +51,10 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = Non
     Files are written to ``out.partial`` and renamed at the end, so an interrupted run never
     leaves a half cohort that looks complete. An existing cohort with the same spec is reused.
     """
+    if spec.subjects < 1:
+        raise FedsimError(f"--subjects must be at least 1, got {spec.subjects}")
+    if min(spec.shape) < 8:
+        raise FedsimError(f"--shape must be at least 8 voxels per side, got {list(spec.shape)}")
     out = Path(out)
     if (out / MANIFEST).is_file():
         existing = json.loads((out / _SPEC_FILE).read_text()) if (out / _SPEC_FILE).is_file() else None
@@ -117,33 +115,8 @@ def default_cohort(spec: CohortSpec, *, progress: Progress | None = None) -> Pat
     return write_cohort(spec, out, progress=progress)
 
 
-def parser(prog: str = "python -m fedsim.data.cohort") -> argparse.ArgumentParser:
-    p = command_parser(
-        prog, "Write a synthetic T1 cohort: NIfTI files, manifest.csv and a preview.",
-        "Subjects are deformed copies of nilearn's MNI152 template (no download): a biological age that "
-        "drives atrophy, their own anatomy, contrast, bias field and noise. Training commands generate the default cohort themselves; write one to look at it, "
-        "or to hand a fixed cohort to --cohort.",
-        examples=["--out runs/cohort", "--out runs/cohort-2mm --subjects 200 --shape 91 109 91"])
-    p.add_argument("--out", type=Path, required=True, help="directory to write images/, manifest.csv, preview.png")
-    p.add_argument("--subjects", type=int, default=1000, help="number of subjects (default: 1000)")
-    p.add_argument("--shape", type=int, nargs=3, default=[36, 43, 36], metavar=("X", "Y", "Z"),
-                   help="grid over the 182x218x182 mm MNI box (default: 36 43 36, ~5 mm; 91 109 91 = the paper's 2 mm)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fedsim.data.cohort") -> int:
-    args = parser(prog).parse_args(argv)
-    if args.subjects < 1:
-        raise FedsimError(f"--subjects must be at least 1, got {args.subjects}")
-    if min(args.shape) < 8:
-        raise FedsimError(f"--shape must be at least 8 voxels per side, got {args.shape}")
-    console = Console(highlight=False)
-    with progress_bars(console) as progress:
-        manifest = write_cohort(CohortSpec(args.subjects, tuple(args.shape), args.seed), args.out, progress=progress)
-    console.print(f"cohort: {manifest} ({args.subjects} subjects; preview: {manifest.parent / 'preview.png'})")
-    return 0
-
-
 if __name__ == "__main__":
+    from fedsim.cli import run_cli
+    from fedsim.cli.cohort import main
+
     raise SystemExit(run_cli(main))

@@ -1,7 +1,8 @@
-"""A federated run from an environment to ``DONE``: create or resume its directory, run it, finish it.
+"""A federated run from an environment to ``DONE``: check the options, create or resume its
+directory, place its learners on Ray, run it.
 
-``python -m fedsim.run`` (and ``fedsim train``) and :func:`fedsim.train` are thin layers over
-these three steps, so a notebook and the command produce the same run directory.
+``fedsim train`` (``python -m fedsim.run``) and :func:`fedsim.train` are thin layers over these
+steps, so a notebook and the command produce the same run directory.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from fedsim.federation.simulation import PRIVATE_RAY, learner_resources, run_fed
 from fedsim.progress import Progress
 
 
+def check_options(*, rounds: int | None, address: str, cpus: float = 1.0, gpus: float | None = None) -> None:
+    """The options that need no data, checked before any data work."""
+    if rounds is not None and rounds < 1:
+        raise FedsimError(f"--rounds must be at least 1, got {rounds}")
+    if gpus is not None or cpus != 1.0:
+        learner_resources(1, cpus=cpus, gpus=gpus, cluster=address != PRIVATE_RAY)
+
+
 def new_run(cfg: EnvConfig, cohort: str | Path | None, out: Path | None, *, progress: Progress | None = None) -> Path:
     """Prepare the data of a federated ``cfg`` and write a fresh run directory (refusing one with rounds)."""
     if cfg.partition.learners == 0:
@@ -26,7 +35,8 @@ def new_run(cfg: EnvConfig, cohort: str | Path | None, out: Path | None, *, prog
     data = prepare_data(cfg, cohort, progress=progress)
     run_dir = snapshots.new_run_dir(out, cfg.name)
     if snapshots.complete_rounds(run_dir):
-        raise FedsimError(f"{str(run_dir)!r} already holds rounds of a run; continue it with --resume {run_dir}")
+        raise FedsimError(f"{str(run_dir)!r} already holds rounds of a run; continue it with "
+                          f"fedsim train --resume {run_dir} (fedsim.resume in Python)")
     write_run_setup(run_dir, cfg, data, {})
     return run_dir
 
@@ -63,6 +73,6 @@ def federate(run_dir: Path, *, address: str, verbose: bool = False) -> dict[str,
     done = snapshots.complete_rounds(run_dir)
     if not done or done[-1] < setup.cfg.federation.rounds:
         raise FedsimError(f"the federation stopped after round {done[-1] if done else 'none'}; "
-                          f"continue with --resume {run_dir}")
+                          f"continue it with fedsim train --resume {run_dir} (fedsim.resume in Python)")
     # the ServerApp finished the run (learning curve, DONE) after its final round
     return snapshots.read_done(run_dir) if snapshots.is_done(run_dir) else finish_run(setup)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from fedsim.federation.run_setup import RunSetup, resolve_run_dir
 from fedsim.federation.strategy import SnapshotFedAvg
 from fedsim.models import build_model
 from fedsim.plots import plot_learning_curve
-from fedsim.progress import report_round
+from fedsim.progress import listening, report_round
 from fedsim.training import evaluate, make_loader
 
 
@@ -176,13 +177,18 @@ def main(grid: Grid, context: Context) -> None:
         keys.DEVICE: "cuda" if gpus > 0 else "cpu",
         keys.NUM_THREADS: max(1, int(setup.run.get("cpus_per_learner", 1))),
     })
-    # [defense] central_dp wraps the strategy in Flower's DP wrapper; the recorder reads the inner one
-    wrap_strategy(strategy, setup.cfg, run_dir=setup.run_dir).start(
-        grid=grid,
-        initial_arrays=initial_arrays(setup, last),
-        num_rounds=rounds - (last or 0),
-        timeout=fed.round_timeout,
-        train_config=train_config,
-        evaluate_fn=RoundRecorder(setup, strategy, rounds),
-    )
+    # Launched by `flwr run`, this process is the command: it prints the round lines that
+    # fedsim's own launcher (run_federation, in-process, no run config) prints itself.
+    launched_by_flwr = bool(context.run_config.get(keys.RUN_DIR))
+    echo = listening(lambda record: print(record.getMessage(), flush=True)) if launched_by_flwr else nullcontext()
+    with echo:
+        # [defense] central_dp wraps the strategy in Flower's DP wrapper; the recorder reads the inner one
+        wrap_strategy(strategy, setup.cfg, run_dir=setup.run_dir).start(
+            grid=grid,
+            initial_arrays=initial_arrays(setup, last),
+            num_rounds=rounds - (last or 0),
+            timeout=fed.round_timeout,
+            train_config=train_config,
+            evaluate_fn=RoundRecorder(setup, strategy, rounds),
+        )
     _finish_if_complete(setup, rounds)
