@@ -75,7 +75,7 @@ def train_centralized(cfg: EnvConfig, data: PreparedData, run_dir: Path) -> dict
         is_best = m["val_mae"] < best_val
         if is_best:
             best, best_val = m, m["val_mae"]
-        report(m, "  * best validation so far" if is_best else "")
+        report(m, "  *" if is_best else "")
         if stopper.step(m["val_mae"]):
             logger.info(f"early stopping: no lower validation MAE for {stopper.patience} epochs")
             break

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedsim.data.partitioners import PARTITIONERS
 from fedsim.errors import FedsimError
 
 if sys.version_info >= (3, 11):
@@ -98,6 +99,8 @@ class PartitionConfig:
     age_bin_weights: list[list[float]] | None = _spec(
         _matrix, "a list of per-learner lists of non-negative numbers, one per age bin", None
     )
+    by: str = _spec(_one_of(*PARTITIONERS), f"one of {', '.join(PARTITIONERS)} (fedsim.data.partitioners)", "paper")
+    alpha: float | None = _spec(lambda v: v is None or _positive(v), "a positive number (Dirichlet concentration)", None)
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,12 @@ def _cross_checks(where: str, cfg: EnvConfig) -> None:
                 )
             if sum(row) <= 0:
                 raise FedsimError(f"{where}: [partition] age_bin_weights row {i} sums to 0; every learner needs subjects")
+    if p.by != "paper" and (p.learner_weights is not None or p.age_bin_weights is not None):
+        raise FedsimError(f"{where}: [partition] learner_weights and age_bin_weights belong to by = \"paper\", not {p.by!r}")
+    if (p.by == "dirichlet") != (p.alpha is not None):
+        raise FedsimError(f"{where}: [partition] alpha goes with by = \"dirichlet\" (and it needs one, e.g. alpha = 0.5)")
+    if p.by != "paper" and p.learners == 0:
+        raise FedsimError(f"{where}: [partition] by = {p.by!r} splits among learners; a centralized environment has none")
     if p.learners == 0 and p.val_fraction == 0:
         raise FedsimError(f"{where}: [partition] a centralized environment (learners = 0) needs val_fraction > 0")
     if p.learners > 0 and cfg.federation is None:

@@ -10,8 +10,9 @@ from fedsim.errors import FedsimError
 
 @pytest.fixture
 def image(tmp_path):
-    (tmp_path / "a.nii.gz").write_bytes(b"x")
-    (tmp_path / "b.nii.gz").write_bytes(b"x")
+    (tmp_path / "a.nii.gz").write_bytes(b"scan a")
+    (tmp_path / "b.nii.gz").write_bytes(b"scan b")
+    (tmp_path / "copy-of-a.nii.gz").write_bytes(b"scan a")
     return tmp_path
 
 
@@ -41,6 +42,11 @@ def test_valid_manifest_resolves_relative_paths(image):
         ("subject_id,path,age\ns1,a.nii.gz,60\ns2,b.nii.gz,-4\n", "line 3 \\(subject 's2'\\): age .*-4"),
         ("subject_id,path,age\ns1,missing.nii.gz,60\n", "line 2 \\(subject 's1'\\): image file 'missing.nii.gz' not found"),
         ("subject_id,path,age\n,a.nii.gz,60\n", "line 2: empty subject_id"),
+        ("subject_id,path,age\ns1,a.nii.gz,700\n", "line 2 \\(subject 's1'\\): age '?700'? is outside the human range"),
+        ("subject_id,path,age\ns1,a.nii.gz,60\ns2,./a.nii.gz,61\n",
+         "line 3 \\(subject 's2'\\): the same image file as subject 's1' \\(line 2\\); every row must be an independent"),
+        ("subject_id,path,age\ns1,a.nii.gz,60\ns2,b.nii.gz,61\ns3,copy-of-a.nii.gz,62\n",
+         "line 4 \\(subject 's3'\\): a copy of the image as subject 's1' \\(line 2\\)"),
     ],
 )
 def test_bad_manifests_fail_with_one_clear_sentence(image, text, match):

@@ -57,8 +57,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def add_cohort_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cohort", type=Path, metavar="MANIFEST",
-                   help="manifest.csv of your own cohort (default: the embedded synthetic one)")
+    p.add_argument("--cohort", type=Path, metavar="PATH",
+                   help="your own cohort: a BIDS dataset (raw, or a derivative with space-MNI T1s) or a "
+                   "manifest.csv (default: the embedded synthetic cohort)")
 
 
 def add_out_option(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 from fedsim import snapshots
 from fedsim.centralized import new_centralized_run, train_centralized
 from fedsim.cli import add_cohort_option, add_out_option, command_parser
-from fedsim.cli.progress import echo_rounds, progress_bars
+from fedsim.cli.progress import echo_rounds, progress_bars, say_start
 from fedsim.config import available_environments, load_env, with_overrides
 from fedsim.errors import FedsimError
 from fedsim.tracking import add_tensorboard_option, require_tensorboard, tensorboard
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fedsim.cen
     console = Console(highlight=False)
     with progress_bars(console) as progress:
         data, run_dir = new_centralized_run(cfg, args.cohort, args.out, progress=progress)
-    console.print(f"[bold]{cfg.name}[/]: {data.manifest} → {run_dir}")
+    say_start(console, cfg.name, data.manifest, run_dir)
     with echo_rounds(console), tensorboard(args.tensorboard):
         s = train_centralized(cfg, data, run_dir)
     table = Table(title=f"best validation epoch {s['best_round']}")

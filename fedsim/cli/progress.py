@@ -1,18 +1,20 @@
-"""What the commands draw: rich progress bars for step callbacks, and one line per trained round."""
+"""What the commands draw: rich progress bars for step callbacks, the run's first line, one line per trained round."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from fedsim.data.bids import describe
 from fedsim.progress import Progress as ProgressCallback
 from fedsim.progress import listening
 
-__all__ = ["echo_rounds", "progress_bars"]
+__all__ = ["echo_rounds", "progress_bars", "say_start"]
 
 
 @contextlib.contextmanager
@@ -36,11 +38,19 @@ def progress_bars(console: Console) -> Iterator[ProgressCallback]:
         yield report
 
 
+def say_start(console: Console, env: str, manifest: Path, run_dir: Path) -> None:
+    """What is trained on and where it goes; for a BIDS cohort, what was taken from it."""
+    console.print(f"[bold]{env}[/]: {manifest} → {run_dir}")
+    bids = describe(manifest)
+    if bids:
+        console.print(bids, markup=False)
+
+
 @contextlib.contextmanager
 def echo_rounds(console: Console) -> Iterator[None]:
     """Print the ``fedsim`` logger's lines (a round or epoch each) on ``console`` while inside."""
     def echo(record: logging.LogRecord) -> None:
-        console.print(record.getMessage(), highlight=False, markup=False)
+        console.print(record.getMessage(), highlight=False, markup=False, soft_wrap=True)
 
     with listening(echo):
         yield

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from fedsim import snapshots
 from fedsim.cli import add_cohort_option, add_out_option, command_parser
-from fedsim.cli.progress import echo_rounds, progress_bars
+from fedsim.cli.progress import echo_rounds, progress_bars, say_start
 from fedsim.config import available_environments, load_env, with_overrides
 from fedsim.errors import FedsimError
 from fedsim.federation import keys
@@ -101,7 +101,7 @@ def _run_dir(args: argparse.Namespace, console: Console, progress: Progress) -> 
         raise FedsimError("give --env NAME (e.g. --env skewed-noniid) or --resume RUN_DIR")
     cfg = with_overrides(load_env(args.env), seed=args.seed, federation={"rounds": args.rounds, "snapshot_local": args.snapshot_local or None})
     run_dir = new_run(cfg, args.cohort, args.out, progress=progress)
-    console.print(f"[bold]{cfg.name}[/]: {snapshots.read_config(run_dir)['cohort']['manifest']} → {run_dir}")
+    say_start(console, cfg.name, Path(snapshots.read_config(run_dir)["cohort"]["manifest"]), run_dir)
     return run_dir
 
 

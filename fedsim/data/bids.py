@@ -23,6 +23,7 @@ from fedsim.paths import fedsim_home
 DESCRIPTION = "dataset_description.json"
 PARTICIPANTS = "participants.tsv"
 CHOICES = "choices.csv"
+SOURCE = "source.json"
 _ENTITY = re.compile(r"_(ses|run|space)-([A-Za-z0-9]+)")
 
 
@@ -109,8 +110,24 @@ def write_bids_manifest(root: Path) -> BidsManifest:
     out = fedsim_home() / "bids" / h.hexdigest()[:16]
     out.mkdir(parents=True, exist_ok=True)
     choices.to_csv(out / CHOICES, index=False)
-    (out / "source.json").write_text(json.dumps({"bids_root": str(Path(root).resolve())}))
+    written = BidsManifest(out / "manifest.csv", len(rows), len(choices), skipped)
+    (out / SOURCE).write_text(json.dumps({"bids_root": str(Path(root).resolve()), "subjects": written.subjects,
+                                          "chosen": written.chosen, "skipped": written.skipped}))
     partial = out / "manifest.csv.partial"
     rows.to_csv(partial, index=False)
     os.replace(partial, out / "manifest.csv")  # last, and atomic: a manifest means the folder is complete
-    return BidsManifest(out / "manifest.csv", len(rows), len(choices), skipped)
+    return written
+
+
+def describe(manifest: Path) -> str | None:
+    """One line on what was taken from the BIDS dataset behind ``manifest`` (None for a CSV manifest)."""
+    source = Path(manifest).parent / SOURCE
+    if not source.is_file():
+        return None
+    s = json.loads(source.read_text())
+    line = f"BIDS dataset {s['bids_root']}: {s['subjects']} subjects"
+    if s["chosen"]:
+        line += f"; {s['chosen']} had several T1s, took the first session and run ({Path(manifest).parent / CHOICES})"
+    if s["skipped"]:
+        line += f"; {s['skipped']} participant(s) without a T1 left out"
+    return line

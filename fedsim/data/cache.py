@@ -1,4 +1,4 @@
-"""NIfTI → canonical orientation → target shape → per-scan z-score, cached as one memory map.
+"""NIfTI → world-space resampling onto the MNI-box grid → per-scan z-score, cached as one memory map.
 
 Epochs, learners and attacks all read the same ``(N, X, Y, Z)`` float32 array from disk, so no
 NIfTI is decoded twice. The cache is keyed by a hash of the input files (path, size, mtime) and
@@ -19,27 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 from nibabel.filebasedimages import ImageFileError
-from scipy import ndimage as ndi
 from torch.utils.data import Dataset
 
+from fedsim.data.geometry import METHOD, check_geometry, resample_world
 from fedsim.errors import FedsimError
 from fedsim.paths import fedsim_home
 from fedsim.progress import Progress, counted
 
 # Bump when the preprocessing below changes, so old caches are not reused.
-PREPROCESS_VERSION = 1
-
-
-def resample_to_shape(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Resample over the same field of view to ``shape`` (anti-aliased linear interpolation)."""
-    if volume.shape == tuple(shape):
-        return volume
-    factors = np.asarray(volume.shape, dtype=float) / np.asarray(shape, dtype=float)
-    smoothed = ndi.gaussian_filter(volume, sigma=np.maximum(0.0, 0.4 * (factors - 1.0)))
-    # centre of target voxel j lies at (j + 0.5) * factor - 0.5 in source voxels
-    return ndi.affine_transform(
-        smoothed, factors, offset=0.5 * factors - 0.5, output_shape=tuple(shape), order=1, mode="nearest"
-    )
+PREPROCESS_VERSION = 2
 
 
 def zscore(volume: np.ndarray) -> np.ndarray:
@@ -49,10 +37,11 @@ def zscore(volume: np.ndarray) -> np.ndarray:
 
 
 def load_volume(path: str | Path, shape: tuple[int, int, int], *, where: str = "") -> np.ndarray:
-    """Load one T1 NIfTI and preprocess it to a float32 ``shape`` array."""
+    """Load one T1 NIfTI and preprocess it to a float32 ``shape`` array on the MNI-box grid
+    (:mod:`fedsim.data.geometry`); a file that is not a usable 3-D T1 is one-line error."""
     label = f"{where}: " if where else ""
     try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
+        img = nib.load(str(path))
         data = np.asarray(img.dataobj, dtype=np.float32)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as err:
         reason = " ".join(str(err).split())  # nibabel's messages span lines
@@ -63,7 +52,13 @@ def load_volume(path: str | Path, shape: tuple[int, int, int], *, where: str = "
         raise FedsimError(f"{label}{str(path)!r} has shape {data.shape}; expected one 3-D T1 volume per subject")
     if not np.isfinite(data).all():
         raise FedsimError(f"{label}{str(path)!r} contains NaN or infinite voxels")
-    return zscore(resample_to_shape(data, shape)).astype(np.float32)
+    if float(data.max()) - float(data.min()) <= 1e-6 * max(1.0, abs(float(data.max()))):
+        raise FedsimError(f"{label}{str(path)!r} has no contrast: every voxel is {float(data.flat[0]):g}")
+    check_geometry(data.shape, img.affine, where=f"{label}{str(path)!r}")
+    resampled = resample_world(data, img.affine, shape)
+    if float(resampled.std()) == 0.0:
+        raise FedsimError(f"{label}{str(path)!r}: nothing of the scan falls inside the MNI box at {'x'.join(map(str, shape))}")
+    return zscore(resampled).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -80,7 +75,7 @@ class CohortArray:
 
 
 def _cache_key(manifest: pd.DataFrame, shape: tuple[int, int, int]) -> str:
-    h = hashlib.sha256(json.dumps({"version": PREPROCESS_VERSION, "shape": list(shape)}).encode())
+    h = hashlib.sha256(json.dumps({"version": PREPROCESS_VERSION, "method": METHOD, "shape": list(shape)}).encode())
     for sid, path in zip(manifest["subject_id"], manifest["path"]):
         st = os.stat(path)
         h.update(f"{sid}\0{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -102,10 +97,15 @@ def build_cache(
     if not array_path.is_file():
         partial = cache_dir / f"{key}.partial.npy"
         out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(manifest), *shape))
-        rows = enumerate(manifest["path"])
-        for i, path in counted(rows, len(manifest), "preprocessing", progress):
-            out[i] = load_volume(path, shape, where=f"subject {ids[i]!r}")
-        out.flush()
+        try:
+            rows = enumerate(manifest["path"])
+            for i, path in counted(rows, len(manifest), "preprocessing", progress):
+                out[i] = load_volume(path, shape, where=f"subject {ids[i]!r}")
+            out.flush()
+        except BaseException:
+            del out
+            partial.unlink(missing_ok=True)  # a bad scan leaves nothing half-written behind
+            raise
         del out
         os.replace(partial, array_path)
     volumes = np.load(array_path, mmap_mode="r")

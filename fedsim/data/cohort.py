@@ -1,7 +1,9 @@
-"""Write the synthetic cohort as real NIfTI files plus ``manifest.csv``, and find the default one.
+"""Write the synthetic cohort as a BIDS dataset of real NIfTI files (plus ``manifest.csv``), and
+find the default one.
 
-The default run and a user's real data take the same code path: both are a manifest of NIfTI
-files. ``python -m fedsim.data.cohort --out DIR --subjects N --shape 36 43 36 --seed S`` writes one.
+The default run and a user's real data take the same code path: the default cohort is read
+through the BIDS reader (:mod:`fedsim.data.bids`) that reads a user's dataset, and the CSV
+manifest beside it is the other input format. ``python -m fedsim.data.cohort --out DIR --subjects N --shape 36 43 36 --seed S`` writes one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from fedsim.config import tomllib
 from fedsim.errors import FedsimError
 from fedsim.paths import fedsim_home
 from fedsim.progress import Progress, counted
-from fedsim.data.synthetic import AgeDistribution, AnatomyParams, grid_affine, make_subject
+from fedsim.data.bids import DESCRIPTION, PARTICIPANTS
+from fedsim.data.geometry import grid_affine
+from fedsim.data.synthetic import AgeDistribution, AnatomyParams, make_subject
 
 _DEFAULTS = tomllib.loads((Path(__file__).parent / "cohort_defaults.toml").read_text())
 DEFAULT_AGES = AgeDistribution(tuple(_DEFAULTS["age_range"]), tuple(_DEFAULTS["age_bin_weights"]))
@@ -28,6 +32,8 @@ MANIFEST = "manifest.csv"
 _SPEC_FILE = "cohort.json"
 # int16 storage with this slope: 0.001 intensity units per step, as scanners store T1s.
 _INTENSITY_SLOPE = 1e-3
+# Bump when what the generator writes changes (2: the BIDS layout), so no stale cohort is reused.
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class CohortSpec:
     seed: int = 0
     ages: AgeDistribution = DEFAULT_AGES
     anatomy: AnatomyParams = field(default_factory=AnatomyParams)
+    generator_version: int = GENERATOR_VERSION
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()
@@ -46,7 +53,7 @@ class CohortSpec:
 
 
 def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = None) -> Path:
-    """Generate ``spec`` into ``out`` and return the manifest path.
+    """Generate ``spec`` into ``out`` as a BIDS dataset and return the path of its ``manifest.csv``.
 
     Files are written to ``out.partial`` and renamed at the end, so an interrupted run never
     leaves a half cohort that looks complete. An existing cohort with the same spec is reused.
@@ -65,13 +72,14 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = Non
         raise FedsimError(f"{out} exists and is not empty; choose another --out or delete it")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    (partial / "images").mkdir(parents=True)
+    partial.mkdir(parents=True)
     affine = grid_affine(spec.shape)
     rows = []
     for i in counted(range(spec.subjects), spec.subjects, "writing synthetic T1s", progress):
         subject = make_subject(i, shape=spec.shape, seed=spec.seed, ages=spec.ages, anatomy=spec.anatomy)
         sid = f"sub-{i + 1:05d}"
-        rel = f"images/{sid}_T1w.nii.gz"
+        rel = f"{sid}/anat/{sid}_T1w.nii.gz"
+        (partial / sid / "anat").mkdir(parents=True)
         img = nib.Nifti1Image(np.round(subject.image / _INTENSITY_SLOPE).astype(np.int16), affine)
         img.header.set_slope_inter(_INTENSITY_SLOPE, 0.0)
         img.header.set_xyzt_units("mm")
@@ -80,7 +88,14 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = Non
             {"subject_id": sid, "path": rel, "age": round(subject.age, 2), "sex": subject.sex,
              "site": "synthetic", "bio_age": round(subject.bio_age, 2)}
         )
-    pd.DataFrame(rows).to_csv(partial / MANIFEST, index=False)
+    table = pd.DataFrame(rows)
+    table.to_csv(partial / MANIFEST, index=False)
+    participants = table.drop(columns="path").rename(columns={"subject_id": "participant_id"})
+    participants.to_csv(partial / PARTICIPANTS, sep="\t", index=False)
+    (partial / DESCRIPTION).write_text(json.dumps(
+        {"Name": f"fedsim synthetic cohort {spec.key()}", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+         "GeneratedBy": [{"Name": "fedsim", "Description": "deformed nilearn MNI152 templates (fedsim.data.synthetic)"}]},
+        indent=2))
     (partial / _SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2))
     write_preview(partial / MANIFEST, partial / "preview.png")
     if out.exists():

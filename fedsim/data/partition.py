@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from fedsim.data.apportion import apportion, learner_bin_counts
+from fedsim.data.partitioners import dirichlet_counts, site_learners
 from fedsim.errors import FedsimError
 
 UNSEEN = "unseen"
@@ -188,6 +189,9 @@ def assign_groups(
     age_bin_weights: Sequence[Sequence[float]] | None = None,
     val_fraction: float = 0.0,
     seed: int = 0,
+    by: str = "paper",
+    alpha: float | None = None,
+    sites: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Assign every subject to one group: a learner, the unseen set, or train/val.
 
@@ -214,6 +218,10 @@ def assign_groups(
          learner size as far as the sizes allow. If the cohort's ages make the sizes
          unreachable within the weights' non-zero bins, the fewest possible subjects are placed
          in bins their learner's weights exclude, so that nobody is dropped.
+
+       * ``by = "dirichlet"``: each bin's pool subjects are shared in proportions drawn from
+         Dirichlet(``alpha``) (:mod:`fedsim.data.partitioners`); ``by = "site"``: every pool
+         subject goes to its site's learner (``sites``, sorted: the first site is ``L1``).
 
     Within a bin, subjects are shuffled with ``np.random.default_rng(seed)`` and handed out in
     group order (unseen, then L1..LK or val, train), so the same inputs and seed always give the
@@ -288,6 +296,17 @@ def assign_groups(
         names = [VAL, TRAIN]
         counts = np.vstack([apportion(n_val, pool_counts), np.zeros(n_bins, dtype=int)])
         counts[1] = pool_counts - counts[0]
+    elif by == "site":
+        site_names, site_of = site_learners(sites, learners)
+        names = [learner_label(k + 1) for k in range(learners)]
+        counts = None
+    elif by == "dirichlet":
+        names = [learner_label(k + 1) for k in range(learners)]
+        counts = dirichlet_counts(pool_counts, learners, alpha, seed)
+        empty = np.flatnonzero(counts.sum(axis=1) == 0)
+        if empty.size:
+            raise FedsimError(f"learner {learner_label(empty[0] + 1)} would get 0 of the {n_pool} training subjects "
+                              f"with alpha = {alpha:g}; use a larger alpha, fewer learners or another seed")
     else:
         if age_bin_weights is None:
             matrix = None
@@ -314,10 +333,21 @@ def assign_groups(
     rng = np.random.default_rng(seed)
     for b in range(n_bins):
         members = rng.permutation(np.flatnonzero(bins == b + 1))
+        if counts is None:  # by site: the unseen draw is the same; the rest go to their site
+            labels[members[: unseen_counts[b]]] = UNSEEN
+            rest = members[unseen_counts[b]:]
+            labels[rest] = [names[k] for k in site_of[rest]]
+            continue
         ends = np.cumsum(np.concatenate([[unseen_counts[b]], counts[:, b]]))
         labels[members[: ends[0]]] = UNSEEN
         for name, start, stop in zip(names, ends[:-1], ends[1:]):
             labels[members[start:stop]] = name
+    if by == "site":
+        held = {names[k] for k in site_of[labels != UNSEEN]}
+        missing = [f"{names[k]} (site {site_names[k]!r})" for k in range(learners) if names[k] not in held]
+        if missing:
+            raise FedsimError(f"learner {missing[0]} has no training subjects once the unseen set is held out; "
+                              "give it more scans or a smaller unseen_fraction")
     return labels.astype(str)
 
 

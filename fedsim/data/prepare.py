@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fedsim.config import EnvConfig
+from fedsim.data.bids import DESCRIPTION, BidsManifest, is_bids, write_bids_manifest
 from fedsim.data.cache import CohortArray, build_cache
 from fedsim.data.cohort import CohortSpec, default_cohort
 from fedsim.data.manifest import load_manifest
@@ -28,6 +29,7 @@ class PreparedData:
     manifest: Path
     cohort: CohortArray
     partitions: pd.DataFrame  # subject_id, age, age_bin, group
+    bids: BidsManifest | None = None  # when the cohort was a BIDS dataset: what was chosen from it
 
     def indices(self, group: str) -> np.ndarray:
         """Cohort row indices of one group (``L1``, ``train``, ``unseen``…), in manifest order."""
@@ -40,17 +42,32 @@ class PreparedData:
         return sorted(self.partitions["group"].unique(), key=lambda g: (g[0] != "L", len(g), g))
 
 
-def resolve_manifest(cfg: EnvConfig, cohort: str | Path | None, *, progress: Progress | None = None) -> Path:
-    """The user's manifest, or the embedded synthetic cohort of ``cfg`` (generated once)."""
-    if cohort is not None:
-        return Path(cohort)
-    spec = CohortSpec(subjects=cfg.cohort.subjects, shape=tuple(cfg.cohort.shape), seed=cfg.cohort.seed)
-    return default_cohort(spec, progress=progress)
+def resolve_manifest(cfg: EnvConfig, cohort: str | Path | None, *,
+                     progress: Progress | None = None) -> tuple[Path, BidsManifest | None]:
+    """The manifest to train on: the user's CSV manifest, the manifest written for the user's BIDS
+    dataset, or that of the embedded synthetic cohort of ``cfg`` (generated once, read as BIDS)."""
+    if cohort is None:
+        spec = CohortSpec(subjects=cfg.cohort.subjects, shape=tuple(cfg.cohort.shape), seed=cfg.cohort.seed)
+        cohort = default_cohort(spec, progress=progress).parent
+    cohort = Path(cohort)
+    if cohort.is_dir():
+        if not is_bids(cohort):
+            raise FedsimError(f"--cohort {str(cohort)!r} is a directory without {DESCRIPTION}: "
+                              "give a BIDS dataset or a manifest.csv")
+        bids = write_bids_manifest(cohort)
+        return bids.path, bids
+    return cohort, None
+
+
+def _sites(manifest: pd.DataFrame) -> list[str]:
+    if "site" not in manifest.columns:
+        raise FedsimError("[partition] by = \"site\" needs a site column in the cohort's manifest (or participants.tsv)")
+    return [str(s) for s in manifest["site"]]
 
 
 def prepare_data(cfg: EnvConfig, cohort: str | Path | None = None, *, progress: Progress | None = None) -> PreparedData:
     """Load (or generate), preprocess and partition the cohort of an environment."""
-    manifest_path = resolve_manifest(cfg, cohort, progress=progress)
+    manifest_path, bids = resolve_manifest(cfg, cohort, progress=progress)
     manifest = load_manifest(manifest_path)
     cached = build_cache(manifest, tuple(cfg.data.shape), progress=progress)
     p = cfg.partition
@@ -63,6 +80,9 @@ def prepare_data(cfg: EnvConfig, cohort: str | Path | None = None, *, progress: 
         age_bin_weights=p.age_bin_weights,
         val_fraction=p.val_fraction,
         seed=cfg.seed,
+        by=p.by,
+        alpha=p.alpha,
+        sites=_sites(manifest) if p.by == "site" else None,
     )
     table = partition_table(cached.subject_ids, cached.ages, groups, p.age_bins)
-    return PreparedData(manifest=manifest_path, cohort=cached, partitions=table)
+    return PreparedData(manifest=manifest_path, cohort=cached, partitions=table, bids=bids)

@@ -21,10 +21,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage as ndi
 
-# The FSL MNI152 field of view (182 x 218 x 182 mm, RAS world coordinates of its corner):
-# the box UK Biobank's preprocessed T1s live in (Lam et al. 2020).
-MNI_BOX_ORIGIN_MM = np.array([-90.0, -126.0, -72.0])
-MNI_BOX_EXTENT_MM = np.array([182.0, 218.0, 182.0])
+from fedsim.data.geometry import grid_affine, resample_world
 
 
 @dataclass(frozen=True)
@@ -76,26 +73,6 @@ class _Atlas:
     affine: np.ndarray
 
 
-def grid_affine(shape: tuple[int, int, int]) -> np.ndarray:
-    """RAS affine of a ``shape`` grid spanning the MNI152 FSL box."""
-    voxel = MNI_BOX_EXTENT_MM / np.asarray(shape, dtype=float)
-    affine = np.diag([*voxel, 1.0])
-    affine[:3, 3] = MNI_BOX_ORIGIN_MM + voxel / 2 - 0.5
-    return affine
-
-
-def _resample_to_grid(volume_1mm: np.ndarray, affine_1mm: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Anti-aliased linear resampling of a 1 mm template onto the target grid."""
-    target = grid_affine(shape)
-    voxel = np.diag(target)[:3]
-    smoothed = ndi.gaussian_filter(volume_1mm, sigma=np.maximum(0.0, 0.4 * voxel - 0.4))
-    # target voxel index -> world -> template voxel index
-    to_template = np.linalg.inv(affine_1mm) @ target
-    return ndi.affine_transform(
-        smoothed, to_template[:3, :3], offset=to_template[:3, 3], output_shape=shape, order=1, mode="constant"
-    ).astype(np.float32)
-
-
 @lru_cache(maxsize=1)
 def _template_maps() -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The 1 mm maps every grid is resampled from (grey/white matter, mask, ventricle distance)."""
@@ -123,7 +100,7 @@ def _template_maps() -> tuple[dict[str, np.ndarray], np.ndarray]:
 @lru_cache(maxsize=8)
 def _atlas(shape: tuple[int, int, int]) -> _Atlas:
     maps, affine = _template_maps()
-    resampled = {k: _resample_to_grid(v, affine, shape) for k, v in maps.items()}
+    resampled = {k: resample_world(v, affine, shape) for k, v in maps.items()}
     return _Atlas(**resampled, voxel_mm=np.diag(grid_affine(shape))[:3].copy(), affine=grid_affine(shape))
 
 

@@ -1,0 +1,74 @@
+"""BIDS datasets as cohorts: raw and derivatives, one T1 per subject (and which, when there are several)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedsim.data.bids import CHOICES, is_bids, write_bids_manifest
+from fedsim.data.geometry import grid_affine
+from fedsim.data.manifest import load_manifest
+from fedsim.errors import FedsimError
+
+SHAPE = (16, 20, 16)
+
+
+def _t1(path: Path, value: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.random.default_rng(int(value)).random(SHAPE).astype(np.float32) + value
+    nib.save(nib.Nifti1Image(data, grid_affine(SHAPE)), path)
+
+
+def _dataset(root: Path, *, derivative: bool = False) -> Path:
+    root.mkdir()
+    kind = {"DatasetType": "derivative"} if derivative else {}
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "tiny", "BIDSVersion": "1.9.0", **kind}))
+    pd.DataFrame({"participant_id": ["sub-01", "sub-02", "sub-03", "sub-04"], "age": [61.5, 70, 55, 80],
+                  "sex": ["F", "M", "F", "M"], "site": ["a", "a", "b", "b"]}).to_csv(root / "participants.tsv",
+                                                                                  sep="\t", index=False)
+    space = "_space-MNI152NLin2009cAsym" if derivative else ""
+    _t1(root / "sub-01" / "anat" / f"sub-01{space}_T1w.nii.gz", 1)
+    _t1(root / "sub-02" / "ses-2" / "anat" / f"sub-02_ses-2{space}_T1w.nii.gz", 2)  # two sessions:
+    _t1(root / "sub-02" / "ses-1" / "anat" / f"sub-02_ses-1{space}_T1w.nii.gz", 3)  # ses-1 is taken
+    _t1(root / "sub-03" / "anat" / f"sub-03_run-2{space}_T1w.nii.gz", 4)  # two runs: run-1 is taken
+    _t1(root / "sub-03" / "anat" / f"sub-03_run-1{space}_T1w.nii.gz", 5)
+    if derivative:  # a derivative also holds native-space T1s: the MNI ones are preferred
+        _t1(root / "sub-01" / "anat" / "sub-01_desc-preproc_T1w.nii.gz", 6)
+    return root  # sub-04 has no T1 at all
+
+
+@pytest.mark.parametrize("derivative", [False, True], ids=["raw", "derivatives"])
+def test_bids_dataset_becomes_a_manifest_with_one_t1_per_subject(tmp_path: Path, derivative: bool):
+    root = _dataset(tmp_path / "ds", derivative=derivative)
+    assert is_bids(root) and not is_bids(tmp_path)
+    written = write_bids_manifest(root)
+    manifest = load_manifest(written.path)
+    assert list(manifest["subject_id"]) == ["sub-01", "sub-02", "sub-03"]
+    assert (written.subjects, written.chosen, written.skipped) == (3, 2, 1)
+    names = [Path(p).name for p in manifest["path"]]
+    space = "_space-MNI152NLin2009cAsym" if derivative else ""
+    assert names == [f"sub-01{space}_T1w.nii.gz", f"sub-02_ses-1{space}_T1w.nii.gz", f"sub-03_run-1{space}_T1w.nii.gz"]
+    assert list(manifest["age"]) == [61.5, 70.0, 55.0] and list(manifest["site"]) == ["a", "a", "b"]
+    choices = pd.read_csv(written.path.parent / CHOICES)
+    assert list(choices["subject_id"]) == ["sub-02", "sub-03"] and "ses-2" in choices["others"][0]
+    assert write_bids_manifest(root).path == written.path  # keyed by content: the same folder again
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda r: (r / "participants.tsv").unlink(), "has no participants.tsv"),
+    (lambda r: (r / "participants.tsv").write_text("participant_id\tsex\nsub-01\tF\n"), "lacks the column 'age'"),
+    (lambda r: (r / "participants.tsv").write_text("participant_id\tage\n01\t60\n"), "does not start with 'sub-'"),
+    (lambda r: (r / "participants.tsv").write_text("participant_id\tage\nsub-04\t60\n"), "no participant has a T1"),
+    (lambda r: (r / "participants.tsv").write_text("participant_id\tage\nsub-01\tn/a\n"), "age 'n/a' is not a positive"),
+])
+def test_bad_bids_datasets_are_one_line(tmp_path: Path, change, match):
+    root = _dataset(tmp_path / "ds")
+    change(root)
+    with pytest.raises(FedsimError, match=match) as err:
+        load_manifest(write_bids_manifest(root).path)
+    assert "\n" not in str(err.value)
