@@ -17,12 +17,12 @@ import torch
 from fedsim import snapshots
 from fedsim.config import EnvConfig
 from fedsim.data.cache import VolumeDataset
-from fedsim.data.partition import write_partitions
 from fedsim.data.prepare import PreparedData, prepare_data
 from fedsim.defenses import EarlyStopping, local_training, privacy_summary, release_weights
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
-from fedsim.plots import plot_learning_curve, plot_partitions
+from fedsim.federation.run_setup import write_run_setup
+from fedsim.plots import plot_learning_curve
 from fedsim.progress import Progress, logger, report_round
 from fedsim.training import evaluate, make_loader, train_epochs
 
@@ -55,7 +55,8 @@ def train_centralized(cfg: EnvConfig, data: PreparedData, run_dir: Path) -> dict
             metrics.update(evaluate(released, loader).as_dict(name))
         if session.private is not None:
             metrics["epsilon"] = session.epsilon(delta)
-        snapshots.save_round(run_dir, epoch, state, {"env": cfg.name, "sample_counts": counts, "metrics": metrics})
+        snapshots.save_round(run_dir, epoch, state, {"env": cfg.name, "sample_counts": counts, "metrics": metrics},
+                             architecture=(cfg.model.name, cfg.model_kwargs()))
         snapshots.append_metrics(run_dir, metrics)
         return metrics
 
@@ -96,9 +97,7 @@ def new_centralized_run(cfg: EnvConfig, cohort: str | Path | None, out: Path | N
     run_dir = snapshots.new_run_dir(out, cfg.name)
     if snapshots.complete_rounds(run_dir):
         raise FedsimError(f"{str(run_dir)!r} already holds epochs of a run; choose another --out or delete it")
-    snapshots.write_config(run_dir, cfg.to_dict(manifest=data.manifest))
-    write_partitions(data.partitions, run_dir / snapshots.PARTITIONS_FILE)
-    plot_partitions(data.partitions, run_dir / "partitions.png")
+    write_run_setup(run_dir, cfg, data, {})
     return data, run_dir
 
 

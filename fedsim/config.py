@@ -355,7 +355,7 @@ def load_env(name_or_path: str | Path) -> EnvConfig:
 
 
 # Keys that EnvConfig.to_dict (and the launcher) add to a run's config.toml; no environment file has them.
-_RESOLVED_ONLY = {"": ("name", "source", "run"), "cohort": ("manifest",), "model": ("in_shape",)}
+_RESOLVED_ONLY = {"": ("name", "source", "run", "provenance"), "cohort": ("manifest",), "model": ("in_shape",)}
 
 
 def from_resolved(raw: dict[str, Any], *, where: str = "config.toml") -> EnvConfig:

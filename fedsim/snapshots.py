@@ -28,10 +28,12 @@ from collections.abc import Callable
 
 import tomli_w
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from fedsim.config import tomllib
 from fedsim.errors import FedsimError
+from fedsim.models import build_model
 
 ROUNDS_DIR = "rounds"
 MODEL_FILE = "model.safetensors"
@@ -83,13 +85,18 @@ def save_round(
     meta: dict[str, Any],
     *,
     name: str = "model",
+    architecture: tuple[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Write one model of round ``rnd`` (``name`` = ``model`` or a learner id) plus, for the
     community model, its metadata. The metadata is written last: a round counts as complete
-    once its ``meta.json`` exists."""
+    once its ``meta.json`` exists. ``architecture`` (registry name, constructor arguments) goes
+    into the safetensors header, so :func:`load_model` rebuilds the model from the file alone."""
     d = round_dir(run_dir, rnd)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    atomic_write(d / f"{name}.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"round": str(rnd)}))
+    header = {"round": str(rnd)}
+    if architecture is not None:
+        header.update(model=architecture[0], model_kwargs=json.dumps(architecture[1]))
+    atomic_write(d / f"{name}.safetensors", lambda tmp: save_file(tensors, tmp, metadata=header))
     if name == "model":
         write_text(d / META_FILE, json.dumps({"round": rnd, **meta}, indent=2))
     return d / f"{name}.safetensors"
@@ -115,6 +122,20 @@ def load_round(run_dir: Path, rnd: int, *, name: str = "model") -> tuple[dict[st
         listed = f"rounds on disk: {have[0]}..{have[-1]}" if have else "it has no snapshots"
         raise FedsimError(f"run {str(run_dir)!r} has no {name} for round {rnd}; {listed}")
     return load_file(path), json.loads((d / META_FILE).read_text())
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """The model in a snapshot file, rebuilt from its own header (no run directory needed)."""
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    if "model" not in header:
+        raise FedsimError(f"{str(path)!r} does not record its model (written before fedsim recorded architectures)")
+    kwargs = json.loads(header["model_kwargs"])
+    if "in_shape" in kwargs:
+        kwargs["in_shape"] = tuple(kwargs["in_shape"])
+    model = build_model(header["model"], **kwargs)
+    model.load_state_dict(load_file(str(path)))
+    return model
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:

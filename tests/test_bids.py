@@ -72,3 +72,38 @@ def test_bad_bids_datasets_are_one_line(tmp_path: Path, change, match):
     with pytest.raises(FedsimError, match=match) as err:
         load_manifest(write_bids_manifest(root).path)
     assert "\n" not in str(err.value)
+
+
+def test_the_synthetic_cohort_is_a_bids_dataset_read_like_a_users(tiny_manifest: Path):
+    from fedsim.config import load_env
+    from fedsim.data.prepare import prepare_data
+
+    root = tiny_manifest.parent
+    assert is_bids(root) and (root / "sub-00001" / "anat" / "sub-00001_T1w.nii.gz").is_file()
+    cfg = load_env("tiny")
+    as_bids, as_csv = prepare_data(cfg, root), prepare_data(cfg, tiny_manifest)
+    assert as_bids.bids is not None and as_csv.bids is None
+    assert as_bids.cohort.subject_ids == as_csv.cohort.subject_ids
+    np.testing.assert_array_equal(as_bids.cohort.volumes, as_csv.cohort.volumes)
+    pd.testing.assert_frame_equal(as_bids.partitions, as_csv.partitions)
+
+
+def test_a_federation_by_site_from_a_bids_dataset(tmp_path: Path, tiny_manifest: Path):
+    import shutil
+
+    from federations import federate
+    from fedsim.config import env_path
+    from fedsim.data.partition import read_partitions
+
+    root = tmp_path / "sites"
+    shutil.copytree(tiny_manifest.parent, root)
+    participants = pd.read_csv(root / "participants.tsv", sep="\t")
+    participants["site"] = ["berlin", "oslo", "lyon"] * (len(participants) // 3)
+    participants.to_csv(root / "participants.tsv", sep="\t", index=False)
+    env = tmp_path / "by-site.toml"
+    env.write_text(env_path("tiny").read_text().replace("learner_weights = [3, 2, 1]", 'by = "site"'))
+    run = federate(tmp_path / "run", root, env=env, rounds=1)
+    groups = read_partitions(run / "partitions.csv").merge(
+        participants.rename(columns={"participant_id": "subject_id"})[["subject_id", "site"]], on="subject_id")
+    held = groups[groups["group"] != "unseen"].groupby("group")["site"].agg(set).to_dict()
+    assert held == {"L1": {"berlin"}, "L2": {"lyon"}, "L3": {"oslo"}}  # sites in sorted order

@@ -29,6 +29,7 @@ from fedsim.errors import FedsimError
 from fedsim.federation import keys
 from fedsim.paths import fedsim_home
 from fedsim.plots import plot_partitions
+from fedsim.provenance import PROVENANCE_TABLE, provenance
 
 RUN_TABLE = "run"  # the [run] table of config.toml: facts of this run, not of the environment
 
@@ -56,9 +57,11 @@ def learner_seed(seed: int, rnd: int, learner: str) -> int:
 
 
 def write_run_setup(run_dir: Path, cfg: EnvConfig, data: PreparedData, run: dict[str, Any]) -> None:
-    """What the apps read: ``config.toml`` (+ ``[run]``), ``partitions.csv`` and its figure."""
+    """What the apps (and the attacks) read: ``config.toml`` (+ ``[run]`` and ``[provenance]``: what
+    produced the run), ``partitions.csv`` and its figure. Centralized runs write the same."""
     config = cfg.to_dict(manifest=data.manifest)
     config[RUN_TABLE] = {"cache_dir": str(fedsim_home().resolve() / "cache"), **run}
+    config[PROVENANCE_TABLE] = provenance()
     snapshots.write_config(run_dir, config)
     write_partitions(data.partitions, run_dir / snapshots.PARTITIONS_FILE)
     plot_partitions(data.partitions, run_dir / "partitions.png")

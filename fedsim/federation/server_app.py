@@ -38,9 +38,9 @@ class RoundRecorder:
     complete; a crash in between leaves a line that a resume drops (:func:`_forget_after`).
     """
 
-    def __init__(self, setup: RunSetup, strategy: SnapshotFedAvg, rounds: int) -> None:
+    def __init__(self, setup: RunSetup, strategy: SnapshotFedAvg, rounds: int, *, resumed: bool) -> None:
         cfg = setup.cfg
-        self.setup, self.strategy, self.rounds = setup, strategy, rounds
+        self.setup, self.strategy, self.rounds, self.resumed = setup, strategy, rounds, resumed
         self.model = build_model(cfg.model.name, **cfg.model_kwargs())
         self.unseen = make_loader(setup.dataset("unseen"), max(cfg.train.batch_size, 16), shuffle=False)
         self.counts = setup.sample_counts()
@@ -48,8 +48,8 @@ class RoundRecorder:
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         rnd = server_round + self.strategy.done_rounds
-        if server_round == 0 and self.strategy.done_rounds:
-            return None  # resumed: this model is the last snapshot on disk already
+        if server_round == 0 and self.resumed:
+            return None  # resumed (even from round 0 alone): this model is the last snapshot on disk already
         state = arrays.to_torch_state_dict()
         self.model.load_state_dict(state)
         unseen = evaluate(self.model, self.unseen)
@@ -64,7 +64,7 @@ class RoundRecorder:
         run_dir = self.setup.run_dir
         snapshots.append_metrics(run_dir, metrics)
         meta = {"env": self.setup.cfg.name, "sample_counts": self.counts, "metrics": metrics, **report}
-        snapshots.save_round(run_dir, rnd, state, meta)
+        snapshots.save_round(run_dir, rnd, state, meta, architecture=self.strategy.architecture)
         self._progress(rnd, metrics, report)
         self.started = time.perf_counter()
         return MetricRecord({keys.UNSEEN_MAE: unseen.mae})
@@ -170,6 +170,7 @@ def main(grid: Grid, context: Context) -> None:
         done_rounds=last or 0,
         snapshot_local=fed.snapshot_local,
         max_failures=fed.max_failures,
+        architecture=(setup.cfg.model.name, setup.cfg.model_kwargs()),
     )
     gpus = float(setup.run.get("gpus_per_learner", 0.0))
     train_config = ConfigRecord({
@@ -189,6 +190,6 @@ def main(grid: Grid, context: Context) -> None:
             num_rounds=rounds - (last or 0),
             timeout=fed.round_timeout,
             train_config=train_config,
-            evaluate_fn=RoundRecorder(setup, strategy, rounds),
+            evaluate_fn=RoundRecorder(setup, strategy, rounds, resumed=last is not None),
         )
     _finish_if_complete(setup, rounds)

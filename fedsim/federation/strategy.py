@@ -52,9 +52,12 @@ class SnapshotFedAvg(FedAvg):
         Save each learner's returned model per round.
     max_failures : int
         Failed learners tolerated per round; their updates are left out of that round's average.
+    architecture : tuple[str, dict] | None
+        Model name and constructor arguments, written into every snapshot's header.
     """
 
-    def __init__(self, *, run_dir: Path, learners: int, done_rounds: int, snapshot_local: bool, max_failures: int):
+    def __init__(self, *, run_dir: Path, learners: int, done_rounds: int, snapshot_local: bool, max_failures: int,
+                 architecture: tuple[str, dict[str, Any]] | None = None):
         super().__init__(
             fraction_train=1.0,
             fraction_evaluate=0.0,  # the controller evaluates the community model itself (unseen set)
@@ -68,6 +71,7 @@ class SnapshotFedAvg(FedAvg):
         self.done_rounds = done_rounds
         self.snapshot_local = snapshot_local
         self.max_failures = max_failures
+        self.architecture = architecture
         self.reports: dict[int, dict[str, Any]] = {}  # absolute round → learners' metrics and failures
         self._sent: set[int] = set()
         self._learner_of: dict[int, str] = {}  # node id → learner, learnt from replies
@@ -97,6 +101,12 @@ class SnapshotFedAvg(FedAvg):
                   for m in replies if m.has_error()}
         for node in self._sent - {m.metadata.src_node_id for m in replies}:
             failed[self._name(node)] = "no reply within [federation] round_timeout"
+        if not ok:  # nothing to average: a "round" would be the previous model saved again
+            who, why = next(iter(sorted(failed.items())))
+            raise LearnerFailure(
+                f"every learner failed in round {rnd} ({', '.join(sorted(failed))}; first: {why}); "
+                f"rounds 0..{rnd - 1} are on disk, continue with --resume RUN_DIR"
+            )
         if len(failed) > self.max_failures:
             who, why = next(iter(sorted(failed.items())))
             raise LearnerFailure(
@@ -121,7 +131,8 @@ class SnapshotFedAvg(FedAvg):
             if keys.EPSILON in info:  # DP-SGD learners report the ε they have spent so far
                 learners[name]["epsilon"] = float(info[keys.EPSILON])
             if self.snapshot_local:
-                snapshots.save_round(self.run_dir, rnd, m.content[keys.ARRAYS].to_torch_state_dict(), {}, name=name)
+                snapshots.save_round(self.run_dir, rnd, m.content[keys.ARRAYS].to_torch_state_dict(), {}, name=name,
+                                     architecture=self.architecture)
         self.reports[rnd] = {"learners": learners, "failed": self._failed.pop(rnd)}
         return super().aggregate_train(server_round, ok)
 
