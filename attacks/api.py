@@ -24,6 +24,7 @@ from attacks.target import Target, is_centralized, load_snapshot, open_run, reso
 from attacks.threats.seats import SEAT_NAMES, THREATS
 from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
+from fedsim.device import using_device
 from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
@@ -85,15 +86,25 @@ def _has_local_models(target: Target) -> bool:
 def audit(
     run_dir: str | Path, *, features: str | Sequence[str] = "table1", seats: Sequence[str] | None = None,
     rounds: str = "default", classifier: str = DEFAULT_CLASSIFIER, repeats: int = DEFAULT_REPEATS, seed: int = 0,
-    controls: bool = True, progress: Callable[[str, int, int], None] | None = None,
+    controls: bool = True, progress: Callable[[str, int, int], None] | None = None, device: str = "auto",
 ) -> pd.DataFrame:
     """Membership attacks on a run directory from each seat: one row per attack, with a ``seat`` column.
 
     ``seats``: threat names (:data:`attacks.threats.seats.THREATS`); by default ``centralized`` for a
     centralized run, else ``learner`` and ``outsider``, plus ``controller`` when the run kept local
     models. The outsider is given the black-box feature sets only. Features are cached on disk under
-    the run directory, keyed by the snapshots' content, and shared with the commands.
+    the run directory, keyed by the snapshots' content, and shared with the commands. ``device``:
+    where features are computed and classifiers trained (``auto``: CUDA when torch sees it).
     """
+    with using_device(device):
+        return _audit(run_dir, features=features, seats=seats, rounds=rounds, classifier=classifier,
+                      repeats=repeats, seed=seed, controls=controls, progress=progress)
+
+
+def _audit(
+    run_dir: str | Path, *, features: str | Sequence[str], seats: Sequence[str] | None, rounds: str,
+    classifier: str, repeats: int, seed: int, controls: bool, progress: Callable[[str, int, int], None] | None,
+) -> pd.DataFrame:
     target = open_run(run_dir)
     centralized = is_centralized(target)
     if seats is None:

@@ -25,6 +25,7 @@ import torch
 from fedsim import snapshots
 from fedsim.config import load_env, with_overrides
 from fedsim.data.cohort import CohortSpec, write_cohort
+from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
 from fedsim.progress import Progress, on_rounds
 from fedsim.tracking import require_tensorboard
@@ -96,21 +97,23 @@ def train(
     seed: int | None = None, rounds: int | None = None, snapshot_local: bool = False, ray_address: str | None = None,
     cpus_per_learner: float = 1.0, gpus_per_learner: float | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None, progress: Progress | None = None,
-    tensorboard: str | os.PathLike[str] | None = None, verbose: bool = False,
+    tensorboard: str | os.PathLike[str] | None = None, verbose: bool = False, device: str = "auto",
 ) -> RunDir:
     """Train environment ``env`` into ``out`` (default ``runs/<env>-<timestamp>``) and return the run.
 
     A federated environment runs FedAvg on Flower + Ray as ``fedsim train`` does (``rounds``
     overrides ``[federation] rounds``; ``snapshot_local`` keeps every local model, ``ray_address``
     attaches to a cluster); a centralized one (``learners = 0``) trains as ``fedsim centralized``
-    does (``rounds`` overrides ``[train] epochs``; the Ray options do not apply). ``on_round(metrics)``
-    is called after every round or epoch. The caller's torch random state is left as it was.
+    does (``rounds`` overrides ``[train] epochs``; the Ray options do not apply; ``device`` is its
+    ``--device``: CUDA when torch sees it). ``on_round(metrics)`` is called after every round or
+    epoch. The caller's torch random state is left as it was.
     """
     from fedsim.centralized import new_centralized_run, train_centralized  # torch: only when training
     from fedsim.federation import runs
     from fedsim.federation.simulation import ray_address as resolve_address
 
     cfg = load_env(env)
+    resolve_device(device)  # a device that is not there fails now
     centralized = cfg.partition.learners == 0
     if centralized and (snapshot_local or ray_address or cpus_per_learner != 1.0 or gpus_per_learner is not None):
         raise FedsimError(f"environment {cfg.name!r} is centralized: snapshot_local and the Ray options do not apply")
@@ -123,7 +126,7 @@ def train(
         if centralized:
             cfg = with_overrides(cfg, seed=seed, train={"epochs": rounds})
             data, run_dir = new_centralized_run(cfg, cohort, out, progress=progress)
-            train_centralized(cfg, data, run_dir)
+            train_centralized(cfg, data, run_dir, device=resolve_device(device))
         else:
             cfg = with_overrides(cfg, seed=seed, federation={"rounds": rounds, "snapshot_local": snapshot_local or None})
             run_dir = runs.new_run(cfg, cohort, out, progress=progress)

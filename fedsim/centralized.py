@@ -19,6 +19,7 @@ from fedsim.config import EnvConfig
 from fedsim.data.cache import VolumeDataset
 from fedsim.data.prepare import PreparedData, prepare_data
 from fedsim.defenses import EarlyStopping, local_training, privacy_summary, release_weights
+from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 from fedsim.federation.run_setup import write_run_setup
@@ -27,23 +28,27 @@ from fedsim.progress import Progress, logger, report_round
 from fedsim.training import evaluate, make_loader, train_epochs
 
 
-def train_centralized(cfg: EnvConfig, data: PreparedData, run_dir: Path) -> dict[str, float]:
+def train_centralized(cfg: EnvConfig, data: PreparedData, run_dir: Path, *,
+                      device: str | torch.device | None = None) -> dict[str, float]:
     """Train, snapshot every epoch, and return the metrics of the best-validation epoch.
 
     The environment's ``[defense]`` wraps the pieces: label noise and DP-SGD the training set,
     model and optimizer (ε per epoch in the metrics), model noise every snapshot (the released
     model: it is what is evaluated and saved, while training goes on from the clean weights),
     and early stopping the epoch loop. Every epoch is reported to the ``fedsim`` logger
-    (:func:`fedsim.progress.report_round`).
+    (:func:`fedsim.progress.report_round`). ``device``: :func:`fedsim.device.resolve_device`'s
+    (CUDA when torch sees it).
     """
+    device = resolve_device(device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model.name, **cfg.model_kwargs())
+    model = build_model(cfg.model.name, **cfg.model_kwargs()).to(device)
     released = copy.deepcopy(model)  # what is evaluated and saved (a copy: no draw from the RNG)
     sets = {name: VolumeDataset(data.cohort, data.indices(name)) for name in ("train", "val", "unseen")}
     session = local_training(cfg, model, sets["train"], seed=cfg.seed)
     delta = cfg.defense.dp_delta if cfg.defense else 0.0
     stopper = EarlyStopping(cfg.defense.early_stopping_patience if cfg.defense else 0)
-    eval_loaders = {k: make_loader(v, max(cfg.train.batch_size, 16), shuffle=False) for k, v in sets.items()}
+    eval_loaders = {k: make_loader(v, max(cfg.train.batch_size, 16), shuffle=False, device=device)
+                    for k, v in sets.items()}
     counts = {k: len(v) for k, v in sets.items()}
     baseline = float(np.abs(data.cohort.ages[sets["unseen"].indices] - data.cohort.ages[sets["train"].indices].mean()).mean())
 
@@ -52,7 +57,7 @@ def train_centralized(cfg: EnvConfig, data: PreparedData, run_dir: Path) -> dict
         state = release_weights(cfg, model.state_dict(), epoch)
         released.load_state_dict(state)
         for name, loader in eval_loaders.items():
-            metrics.update(evaluate(released, loader).as_dict(name))
+            metrics.update(evaluate(released, loader, device).as_dict(name))
         if session.private is not None:
             metrics["epsilon"] = session.epsilon(delta)
         snapshots.save_round(run_dir, epoch, state, {"env": cfg.name, "sample_counts": counts, "metrics": metrics},
@@ -71,7 +76,7 @@ def train_centralized(cfg: EnvConfig, data: PreparedData, run_dir: Path) -> dict
     for epoch in range(1, cfg.train.epochs + 1):
         start = time.perf_counter()
         train_epochs(session.model, session.loader, session.optimizer, loss=cfg.train.loss,
-                     target_scale=cfg.model.target_scale)
+                     target_scale=cfg.model.target_scale, device=device, precision=cfg.train.precision)
         m = record(epoch, time.perf_counter() - start)
         is_best = m["val_mae"] < best_val
         if is_best:

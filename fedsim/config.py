@@ -125,6 +125,7 @@ class TrainConfig:
     weight_decay: float = _spec(_non_negative, "a non-negative number", 0.0)
     momentum: float = _spec(_fraction, "a number in [0, 1)", 0.0)
     epochs: int = _spec(_int_at_least(1), "a positive integer", 1)
+    precision: str = _spec(_one_of("fp32", "bf16"), "'fp32' or 'bf16' (bfloat16 autocast of the forward pass)", "fp32")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from attacks.membership.calibration import (
 )
 from attacks.target import open_run
 from fedsim import snapshots
-from fedsim.cli import command_parser
+from fedsim.cli import add_device_option, command_parser
+from fedsim.device import using_device
 from fedsim.errors import FedsimError
 
 
@@ -51,6 +52,7 @@ def parser(prog: str = "python -m attacks.calibrated") -> argparse.ArgumentParse
         "Trains (and caches) reference models on random halves of the population, then scores every subject against them; writes RUN_DIR/attacks/calibrated.csv and .json beside the trained classifiers of fedsim attack.",
         examples=["runs/centralized", "runs/centralized --references 16 --method rmia"])
     add_run_dir(p, "a centralized run directory written by fedsim centralized")
+    add_device_option(p)
     p.add_argument("--references", type=int, default=DEFAULT_REFERENCES, metavar="N",
                    help=f"reference models, an even number (default: {DEFAULT_REFERENCES}; cached and reused)")
     p.add_argument("--method", default=",".join(DEFAULT_METHODS), metavar="METHODS", help=f"comma-separated, from: {', '.join(METHODS)}")
@@ -74,74 +76,75 @@ def _pct_interval(row: dict[str, Any], key: str) -> str:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.calibrated") -> int:
     args = parser(prog).parse_args(argv)
-    if args.references < 2 or args.references % 2:
-        raise FedsimError(
-            f"--references must be an even number of at least 2 (references come in complementary pairs), "
-            f"got {args.references}"
+    with using_device(args.device):
+        if args.references < 2 or args.references % 2:
+            raise FedsimError(
+                f"--references must be an even number of at least 2 (references come in complementary pairs), "
+                f"got {args.references}"
+            )
+        methods = parse_methods(args.method, args.references)
+        statistics = [s.strip() for s in args.statistic.split(",")]
+        for s in statistics:
+            choice(s, list(STATISTICS), "statistic")
+        choice(args.variance, VARIANCES, "variance")
+        choice(args.likelihood, ("auto", *LIKELIHOODS), "likelihood")
+        if args.epochs is not None and args.epochs < 1:
+            raise FedsimError(f"--epochs must be at least 1, got {args.epochs}")
+        if args.seed < 0:
+            raise FedsimError(f"--seed must be a non-negative integer, got {args.seed}")
+        check_gamma(args.gamma, "--gamma")
+        target = open_run(args.run_dir)
+        console = Console()
+        console.print(f"[bold]calibrated attacks[/] on {args.run_dir}: {', '.join(methods)}; {args.references} references")
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("reference models", total=args.references)
+            rows, scores, refs = run_calibrated(
+                target, references=args.references, methods=methods, statistics=statistics, variance=args.variance,
+                likelihood=args.likelihood, gamma=args.gamma, epochs=args.epochs, seed=args.seed,
+                target_round=args.target_round,
+                controls=not args.no_controls, progress=lambda done, total: bar.update(task, completed=done),
+            )
+        reused = len(refs) - len(refs.trained)
+        console.print(
+            f"references: {len(refs)} in {refs.folder} ({len(refs.trained)} trained now in {refs.seconds:.1f} s, "
+            f"{reused} reused; {rows[0]['reference_epochs']} epochs on {int(refs.keep[0].sum())} of "
+            f"{len(refs.population)} subjects each, mean train MAE {np.nanmean(refs.train_mae):.2f})",
+            soft_wrap=True,  # one line, whatever the terminal's width: scripts grep it
         )
-    methods = parse_methods(args.method, args.references)
-    statistics = [s.strip() for s in args.statistic.split(",")]
-    for s in statistics:
-        choice(s, list(STATISTICS), "statistic")
-    choice(args.variance, VARIANCES, "variance")
-    choice(args.likelihood, ("auto", *LIKELIHOODS), "likelihood")
-    if args.epochs is not None and args.epochs < 1:
-        raise FedsimError(f"--epochs must be at least 1, got {args.epochs}")
-    if args.seed < 0:
-        raise FedsimError(f"--seed must be a non-negative integer, got {args.seed}")
-    check_gamma(args.gamma, "--gamma")
-    target = open_run(args.run_dir)
-    console = Console()
-    console.print(f"[bold]calibrated attacks[/] on {args.run_dir}: {', '.join(methods)}; {args.references} references")
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("reference models", total=args.references)
-        rows, scores, refs = run_calibrated(
-            target, references=args.references, methods=methods, statistics=statistics, variance=args.variance,
-            likelihood=args.likelihood, gamma=args.gamma, epochs=args.epochs, seed=args.seed,
-            target_round=args.target_round,
-            controls=not args.no_controls, progress=lambda done, total: bar.update(task, completed=done),
-        )
-    reused = len(refs) - len(refs.trained)
-    console.print(
-        f"references: {len(refs)} in {refs.folder} ({len(refs.trained)} trained now in {refs.seconds:.1f} s, "
-        f"{reused} reused; {rows[0]['reference_epochs']} epochs on {int(refs.keep[0].sum())} of "
-        f"{len(refs.population)} subjects each, mean train MAE {np.nanmean(refs.train_mae):.2f})",
-        soft_wrap=True,  # one line, whatever the terminal's width: scripts grep it
-    )
-    out = args.run_dir / "attacks"
-    out.mkdir(parents=True, exist_ok=True)
-    snapshots.atomic_write(out / "calibrated.csv", lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
-    snapshots.atomic_write(out / "calibrated_scores.csv", lambda tmp: scores.to_csv(tmp, index=False))
-    summary = {
-        "run_dir": str(args.run_dir), "references_dir": str(refs.folder), "references": len(refs),
-        "trained_now": refs.trained, "training_seconds": refs.seconds, "rows": rows,
-    }
-    snapshots.write_text(out / "calibrated.json", json.dumps(summary, indent=1, default=str))
+        out = args.run_dir / "attacks"
+        out.mkdir(parents=True, exist_ok=True)
+        snapshots.atomic_write(out / "calibrated.csv", lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+        snapshots.atomic_write(out / "calibrated_scores.csv", lambda tmp: scores.to_csv(tmp, index=False))
+        summary = {
+            "run_dir": str(args.run_dir), "references_dir": str(refs.folder), "references": len(refs),
+            "trained_now": refs.trained, "training_seconds": refs.seconds, "rows": rows,
+        }
+        snapshots.write_text(out / "calibrated.json", json.dumps(summary, indent=1, default=str))
 
-    first = rows[0]
-    variances = sorted({r["variance"] for r in rows if "variance" in r})
-    table = Table(title=(
-        f"centralized membership attacks, {first['n_members']} + {first['n_nonmembers']} attack-test subjects"
-        + (f"; LiRA σ: {', '.join(variances)}" if variances else "")
-    ))
-    # Numbers and their intervals are never cut; in an 80-column terminal long attack names fold.
-    for col in ("control", "attack", "AUC (95% CI)", "TPR@1%FPR (95% CI)", "TPR@0.1%", "acc. %"):
-        table.add_column(col, no_wrap=col != "attack", overflow="fold")
-    for r in rows:
-        table.add_row(r["control"], attack_name(r["method"], r["statistic"]), _pct_interval(r, "auc"),
-                      _pct_interval(r, "tpr@0.01"), f"{r['tpr@0.001']:.3f}", f"{100 * r['accuracy']:.1f}")
-    classifiers = _classifier_rows(args.run_dir)
-    if classifiers is not None:
-        for c in classifiers.itertuples():
-            table.add_row("classifier", f"{c.classifier}/{c.features}", f"{c.auc:.3f}", f"{c.tpr:.3f}", "",
-                          f"{100 * c.accuracy:.1f}")
-    console.print(table)
-    if classifiers is not None:
-        console.print("classifier rows: attacks.run's trained classifiers on this run (mean over its repeats, "
-                      f"round {', '.join(str(r) for r in classifiers['round'].unique())})", soft_wrap=True)
-    notes = {r.get("tpr@0.01_note") for r in rows} | {r.get("tpr@0.001_note") for r in rows}
-    for note in sorted(n for n in notes if isinstance(n, str)):
-        console.print(f"[dim]note: {note}[/]", soft_wrap=True)
-    console.print(f"results: {out / 'calibrated.csv'}")
-    return 0
+        first = rows[0]
+        variances = sorted({r["variance"] for r in rows if "variance" in r})
+        table = Table(title=(
+            f"centralized membership attacks, {first['n_members']} + {first['n_nonmembers']} attack-test subjects"
+            + (f"; LiRA σ: {', '.join(variances)}" if variances else "")
+        ))
+        # Numbers and their intervals are never cut; in an 80-column terminal long attack names fold.
+        for col in ("control", "attack", "AUC (95% CI)", "TPR@1%FPR (95% CI)", "TPR@0.1%", "acc. %"):
+            table.add_column(col, no_wrap=col != "attack", overflow="fold")
+        for r in rows:
+            table.add_row(r["control"], attack_name(r["method"], r["statistic"]), _pct_interval(r, "auc"),
+                          _pct_interval(r, "tpr@0.01"), f"{r['tpr@0.001']:.3f}", f"{100 * r['accuracy']:.1f}")
+        classifiers = _classifier_rows(args.run_dir)
+        if classifiers is not None:
+            for c in classifiers.itertuples():
+                table.add_row("classifier", f"{c.classifier}/{c.features}", f"{c.auc:.3f}", f"{c.tpr:.3f}", "",
+                              f"{100 * c.accuracy:.1f}")
+        console.print(table)
+        if classifiers is not None:
+            console.print("classifier rows: attacks.run's trained classifiers on this run (mean over its repeats, "
+                          f"round {', '.join(str(r) for r in classifiers['round'].unique())})", soft_wrap=True)
+        notes = {r.get("tpr@0.01_note") for r in rows} | {r.get("tpr@0.001_note") for r in rows}
+        for note in sorted(n for n in notes if isinstance(n, str)):
+            console.print(f"[dim]note: {note}[/]", soft_wrap=True)
+        console.print(f"results: {out / 'calibrated.csv'}")
+        return 0
 

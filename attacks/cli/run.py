@@ -22,7 +22,8 @@ from attacks.evaluation.summary import summarise
 from attacks.reporting.membership import RESULTS_CSV, write_report, write_results
 from attacks.target import is_centralized, open_run
 from attacks.threats.seats import skipped_pairs_said
-from fedsim.cli import command_parser
+from fedsim.device import using_device
+from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
 
 def parser(prog: str = "python -m attacks.run") -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def parser(prog: str = "python -m attacks.run") -> argparse.ArgumentParser:
                    "every seat: fedsim seats)")
     p.add_argument("--rounds", default="default", metavar="ROUNDS", help="last | best | all | 3,10 (default: best for centralized, else last)")
     add_attack_options(p)
+    add_device_option(p)
     p.add_argument("--stack", action="store_true",
                    help="also attack with each feature set's values of all --rounds side by side (at least 2 rounds)")
     p.add_argument("--no-controls", action="store_true", help="skip the round-0 and age-matched controls")
@@ -45,27 +47,28 @@ def parser(prog: str = "python -m attacks.run") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.run") -> int:
     args = parser(prog).parse_args(argv)
-    target = open_run(args.run_dir)
-    threat = args.threat or ("centralized" if is_centralized(target) else "learner")
-    console = Console()
-    console.print(f"[bold]{threat}[/] attack on {args.run_dir}, features {args.features}")
-    with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")), \
-            progress_bars(console) as progress:
-        rows = attack_run(target, threat=threat, features=args.features, rounds=args.rounds, classifier=args.classifier,
-                          repeats=args.repeats, seed=args.seed, stack=args.stack, controls=not args.no_controls,
-                          progress=progress)
-    results = write_results(args.run_dir, rows)
-    report = write_report(args.run_dir, results, target, seed=args.seed)
-    table = Table(title=f"{threat} attack, {args.classifier}, mean over {args.repeats} repeats"
-                  + ("" if threat == "centralized" else " and all victims") + "; [95% CI] by bootstrap")
-    for col in ("control", "round", "features", "accuracy %", "AUC", "TPR@1%FPR"):
-        table.add_column(col, no_wrap=col != "features", overflow="fold")
-    for r in summarise(results, ["control", "round", "features"]).itertuples():
-        table.add_row(r.control, str(r.round), r.features,
-                      f"{100 * r.accuracy:.1f} ± {100 * (0 if pd.isna(r.accuracy_std) else r.accuracy_std):.1f}",
-                      f"{r.auc:.3f}", f"{r.tpr_at_1pct:.3f}")
-    console.print(table)
-    console.print(f"results: {args.run_dir / 'attacks' / RESULTS_CSV}")
-    console.print(f"report: {report}")
-    return 0
+    with using_device(args.device):
+        target = open_run(args.run_dir)
+        threat = args.threat or ("centralized" if is_centralized(target) else "learner")
+        console = Console()
+        console.print(f"[bold]{threat}[/] attack on {args.run_dir}, features {args.features}")
+        with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")), \
+                progress_bars(console) as progress:
+            rows = attack_run(target, threat=threat, features=args.features, rounds=args.rounds, classifier=args.classifier,
+                              repeats=args.repeats, seed=args.seed, stack=args.stack, controls=not args.no_controls,
+                              progress=progress)
+        results = write_results(args.run_dir, rows)
+        report = write_report(args.run_dir, results, target, seed=args.seed)
+        table = Table(title=f"{threat} attack, {args.classifier}, mean over {args.repeats} repeats"
+                      + ("" if threat == "centralized" else " and all victims") + "; [95% CI] by bootstrap")
+        for col in ("control", "round", "features", "accuracy %", "AUC", "TPR@1%FPR"):
+            table.add_column(col, no_wrap=col != "features", overflow="fold")
+        for r in summarise(results, ["control", "round", "features"]).itertuples():
+            table.add_row(r.control, str(r.round), r.features,
+                          f"{100 * r.accuracy:.1f} ± {100 * (0 if pd.isna(r.accuracy_std) else r.accuracy_std):.1f}",
+                          f"{r.auc:.3f}", f"{r.tpr_at_1pct:.3f}")
+        console.print(table)
+        console.print(f"results: {args.run_dir / 'attacks' / RESULTS_CSV}")
+        console.print(f"report: {report}")
+        return 0
 

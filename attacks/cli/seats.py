@@ -24,8 +24,9 @@ from attacks.reporting.seats import write_seats_report
 from attacks.target import is_centralized, open_run
 from attacks.threats.seats import skipped_pairs_said
 from fedsim import snapshots
-from fedsim.cli import command_parser
+from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
+from fedsim.device import using_device
 from fedsim.errors import FedsimError
 
 
@@ -37,38 +38,40 @@ def parser(prog: str = "python -m attacks.seats") -> argparse.ArgumentParser:
     add_run_dir(p, "a federated run directory trained with --snapshot-local")
     p.add_argument("--round", type=int, metavar="R", help="round whose community and local models are attacked (default: the last)")
     add_attack_options(p)
+    add_device_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.seats") -> int:
     args = parser(prog).parse_args(argv)
-    specs = feature_sets(args.features, classifier=args.classifier, repeats=args.repeats)
-    target = open_run(args.run_dir)
-    if is_centralized(target):
-        raise FedsimError(f"{str(args.run_dir)!r} is a centralized run; seats compare adversaries of a federation")
-    rnd = target.rounds[-1] if args.round is None else args.round
-    if rnd not in target.rounds:
-        raise FedsimError(f"round {rnd} is not on disk in {str(args.run_dir)!r}; rounds: {target.rounds[0]}..{target.rounds[-1]}")
-    console = Console(highlight=False)
-    with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")), \
-            progress_bars(console) as progress:
-        results = run_seats(target, rnd=rnd, feature_sets=specs, classifier=args.classifier, repeats=args.repeats,
-                            seed=args.seed, say=console.print, progress=progress)
-    out = seats_dir(args.run_dir, rnd)
-    out.mkdir(parents=True, exist_ok=True)
-    snapshots.atomic_write(out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
-    table = seat_table(results)
-    snapshots.atomic_write(out / "seats.csv", lambda tmp: table.to_csv(tmp, index=False))
-    report = write_seats_report(target, results, out)
-    shown = Table(title=f"seats, round {rnd} (outsider: {target.rounds[-1]}), {args.classifier}, mean over "
-                        f"attacker–victim pairs and {args.repeats} repeats; matched: age-matched non-members")
-    for col in ("seat", "attack", "acc. %", "AUC", "TPR@1%", "matched %"):
-        # numbers stay whole; in an 80-column terminal long feature sets fold
-        shown.add_column(col, no_wrap=col != "attack", overflow="fold", min_width=12 if col == "attack" else None)
-    for r in table.itertuples():
-        shown.add_row(r.seat, r.features, mean_pm(r.attack, r.attack_std), f"{r.auc:.3f}",
-                      f"{r.tpr_at_1pct:.3f}", mean_pm(r.matched))
-    console.print(shown)
-    console.print(f"results: {out / 'results.csv'}\nreport: {report}")
-    return 0
+    with using_device(args.device):
+        specs = feature_sets(args.features, classifier=args.classifier, repeats=args.repeats)
+        target = open_run(args.run_dir)
+        if is_centralized(target):
+            raise FedsimError(f"{str(args.run_dir)!r} is a centralized run; seats compare adversaries of a federation")
+        rnd = target.rounds[-1] if args.round is None else args.round
+        if rnd not in target.rounds:
+            raise FedsimError(f"round {rnd} is not on disk in {str(args.run_dir)!r}; rounds: {target.rounds[0]}..{target.rounds[-1]}")
+        console = Console(highlight=False)
+        with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")), \
+                progress_bars(console) as progress:
+            results = run_seats(target, rnd=rnd, feature_sets=specs, classifier=args.classifier, repeats=args.repeats,
+                                seed=args.seed, say=console.print, progress=progress)
+        out = seats_dir(args.run_dir, rnd)
+        out.mkdir(parents=True, exist_ok=True)
+        snapshots.atomic_write(out / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
+        table = seat_table(results)
+        snapshots.atomic_write(out / "seats.csv", lambda tmp: table.to_csv(tmp, index=False))
+        report = write_seats_report(target, results, out)
+        shown = Table(title=f"seats, round {rnd} (outsider: {target.rounds[-1]}), {args.classifier}, mean over "
+                            f"attacker–victim pairs and {args.repeats} repeats; matched: age-matched non-members")
+        for col in ("seat", "attack", "acc. %", "AUC", "TPR@1%", "matched %"):
+            # numbers stay whole; in an 80-column terminal long feature sets fold
+            shown.add_column(col, no_wrap=col != "attack", overflow="fold", min_width=12 if col == "attack" else None)
+        for r in table.itertuples():
+            shown.add_row(r.seat, r.features, mean_pm(r.attack, r.attack_std), f"{r.auc:.3f}",
+                          f"{r.tpr_at_1pct:.3f}", mean_pm(r.matched))
+        console.print(shown)
+        console.print(f"results: {out / 'results.csv'}\nreport: {report}")
+        return 0
 

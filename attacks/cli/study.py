@@ -24,9 +24,10 @@ from attacks.experiments.study import (
     DEFAULT_ENVS, AttackSettings, attack_cached, environment_row, pair_table, table1, train_env,
 )
 from attacks.reporting.markdown import write_summary
-from fedsim.cli import add_cohort_option, command_parser
+from fedsim.cli import add_cohort_option, add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
 from fedsim.config import available_environments, load_env
+from fedsim.device import using_device
 from fedsim.errors import FedsimError
 
 
@@ -41,6 +42,7 @@ def parser(prog: str = "python -m attacks.study") -> argparse.ArgumentParser:
                    f"(default: {', '.join(DEFAULT_ENVS)})")
     add_cohort_option(p)
     add_attack_options(p, seed=False)
+    add_device_option(p)
     return p
 
 
@@ -55,31 +57,32 @@ def print_frame(console: Console, frame: pd.DataFrame, title: str) -> None:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.study") -> int:
     args = parser(prog).parse_args(argv)
-    envs = [e.strip() for e in args.envs.split(",") if e.strip()]
-    if not envs:
-        raise FedsimError("--envs names no environment")
-    names = {env: load_env(env).name for env in envs}  # a typo fails now, not after an hour of training
-    if len(set(names.values())) < len(names):
-        raise FedsimError(f"--envs names an environment twice: {', '.join(names.values())}")
-    settings = AttackSettings(args.features, args.classifier, args.repeats)  # a typo fails before training, too
-    console = Console(highlight=False)
-    results, rows = {}, []
-    for env, name in names.items():
-        run_dir = args.out / name
-        train_env(env, run_dir, args.cohort, console.rule)
-        with progress_bars(console) as progress:
-            results[name] = attack_cached(run_dir, settings, say=console.print, progress=progress)
-        rows.append(environment_row(name, run_dir, results[name]))
-    per_env = pd.DataFrame(rows)
-    t1 = table1(results, dict(zip(per_env["environment"], per_env["model"])))
-    pairs = {r["environment"]: (f"{r['best_features']}, round {r['round']}",
-                                pair_table(results[r["environment"]], r["best_features"], r["round"]))
-             for r in rows if (results[r["environment"]]["threat"] == "learner").any()}
-    command = shlex.join(["python", "-m", "attacks.study", "--out", str(args.out), "--envs", ",".join(envs),
-                          *settings.args(), *(["--cohort", str(args.cohort)] if args.cohort else [])])
-    path = write_summary(args.out, t1, per_env, command, pairs)
-    print_frame(console, t1, "attack accuracy % (Table 1 layout)")
-    print_frame(console, per_env, "per environment")
-    console.print(f"summary: {path}")
-    return 0
+    with using_device(args.device):
+        envs = [e.strip() for e in args.envs.split(",") if e.strip()]
+        if not envs:
+            raise FedsimError("--envs names no environment")
+        names = {env: load_env(env).name for env in envs}  # a typo fails now, not after an hour of training
+        if len(set(names.values())) < len(names):
+            raise FedsimError(f"--envs names an environment twice: {', '.join(names.values())}")
+        settings = AttackSettings(args.features, args.classifier, args.repeats)  # a typo fails before training, too
+        console = Console(highlight=False)
+        results, rows = {}, []
+        for env, name in names.items():
+            run_dir = args.out / name
+            train_env(env, run_dir, args.cohort, console.rule, device=args.device)
+            with progress_bars(console) as progress:
+                results[name] = attack_cached(run_dir, settings, say=console.print, progress=progress)
+            rows.append(environment_row(name, run_dir, results[name]))
+        per_env = pd.DataFrame(rows)
+        t1 = table1(results, dict(zip(per_env["environment"], per_env["model"])))
+        pairs = {r["environment"]: (f"{r['best_features']}, round {r['round']}",
+                                    pair_table(results[r["environment"]], r["best_features"], r["round"]))
+                 for r in rows if (results[r["environment"]]["threat"] == "learner").any()}
+        command = shlex.join(["python", "-m", "attacks.study", "--out", str(args.out), "--envs", ",".join(envs),
+                              *settings.args(), *(["--cohort", str(args.cohort)] if args.cohort else [])])
+        path = write_summary(args.out, t1, per_env, command, pairs)
+        print_frame(console, t1, "attack accuracy % (Table 1 layout)")
+        print_frame(console, per_env, "per environment")
+        console.print(f"summary: {path}")
+        return 0
 

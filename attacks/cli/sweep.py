@@ -28,9 +28,10 @@ from attacks.experiments.sweep import DEFAULT_FEATURES, SWEEPABLE, parse_setting
 from attacks.reporting.sweep import CONSOLE_DROPS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG, display_table, write_outputs
 from attacks.signals.features import parse_features
 from fedsim import snapshots
-from fedsim.cli import add_cohort_option, command_parser
+from fedsim.cli import add_cohort_option, add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
 from fedsim.config import available_environments, load_env
+from fedsim.device import using_device
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 
@@ -52,48 +53,50 @@ def parser(prog: str = "python -m attacks.sweep") -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="sweep directory (default: runs/sweep-<env>-<KEY>)")
     add_cohort_option(p)
     add_attack_options(p, features=DEFAULT_FEATURES, seed=False)
+    add_device_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sweep") -> int:
     args = parser(prog).parse_args(argv)
-    key = args.defense
-    if key not in SWEEPABLE:
-        raise FedsimError(f"unknown [defense] key {key!r} to sweep; choose one of: {', '.join(SWEEPABLE)}")
-    base = load_env(args.env)  # every input is checked here, before the first run trains
-    values = parse_values(key, args.values)
-    fixed = parse_settings(args.set, key)
-    attack = AttackSettings(args.features, args.classifier, args.repeats)
-    model = build_model(base.model.name, **base.model_kwargs())
-    for spec in feature_sets(args.features, classifier=args.classifier, repeats=args.repeats):
-        parse_features(spec, model)
-    if args.cohort is not None and not args.cohort.is_file():
-        raise FedsimError(f"--cohort {str(args.cohort)!r} is not a file")
-    out = args.out or Path("runs") / f"sweep-{base.name}-{key}"
-    settings = plan_settings(args.env, key, values, fixed, out)
-    command = shlex.join(["python", "-m", "attacks.sweep", "--env", args.env, "--defense", key,
-                          "--values", ",".join(s.label for s in settings),
-                          *(a for item in args.set for a in ("--set", item)), "--out", str(out), *attack.args(),
-                          *(["--cohort", str(args.cohort)] if args.cohort else [])])
-    console = Console(highlight=False)
-    rows: list[dict[str, Any]] = []
-    for i, s in enumerate(settings, start=1):
-        console.rule(f"[bold]{key} = {s.label}[/] ({i}/{len(settings)}): {s.env_file}")
-        if not s.env_file.is_file() or s.env_file.read_text() != s.text:  # unchanged files keep their time stamps
-            snapshots.write_text(s.env_file, s.text)
-        load_env(s.env_file)  # the file as written loads (plan_settings checked the same data)
-        train_env(str(s.env_file), s.run_dir, args.cohort, console.rule)
-        with progress_bars(console) as progress:
-            rows += sweep_rows(key, s, attack_cached(s.run_dir, attack, say=console.print, progress=progress))
-    frame = pd.DataFrame(rows)
-    page = write_outputs(out, frame, command, f"Privacy–utility sweep of [defense] {key} on {base.name}")
-    shown = display_table(frame).drop(columns=list(CONSOLE_DROPS))
-    table = Table(title=escape(f"[defense] {key} on {base.name}"))
-    for col in shown.columns:
-        table.add_column(col)
-    for row in shown.itertuples(index=False):
-        table.add_row(*(Text(str(v)) for v in row))
-    console.print(table)
-    console.print(f"sweep: {out / SWEEP_MD}, {out / SWEEP_CSV}, {out / SWEEP_PNG}, {page}")
-    return 0
+    with using_device(args.device):
+        key = args.defense
+        if key not in SWEEPABLE:
+            raise FedsimError(f"unknown [defense] key {key!r} to sweep; choose one of: {', '.join(SWEEPABLE)}")
+        base = load_env(args.env)  # every input is checked here, before the first run trains
+        values = parse_values(key, args.values)
+        fixed = parse_settings(args.set, key)
+        attack = AttackSettings(args.features, args.classifier, args.repeats)
+        model = build_model(base.model.name, **base.model_kwargs())
+        for spec in feature_sets(args.features, classifier=args.classifier, repeats=args.repeats):
+            parse_features(spec, model)
+        if args.cohort is not None and not args.cohort.is_file():
+            raise FedsimError(f"--cohort {str(args.cohort)!r} is not a file")
+        out = args.out or Path("runs") / f"sweep-{base.name}-{key}"
+        settings = plan_settings(args.env, key, values, fixed, out)
+        command = shlex.join(["python", "-m", "attacks.sweep", "--env", args.env, "--defense", key,
+                              "--values", ",".join(s.label for s in settings),
+                              *(a for item in args.set for a in ("--set", item)), "--out", str(out), *attack.args(),
+                              *(["--cohort", str(args.cohort)] if args.cohort else [])])
+        console = Console(highlight=False)
+        rows: list[dict[str, Any]] = []
+        for i, s in enumerate(settings, start=1):
+            console.rule(f"[bold]{key} = {s.label}[/] ({i}/{len(settings)}): {s.env_file}")
+            if not s.env_file.is_file() or s.env_file.read_text() != s.text:  # unchanged files keep their time stamps
+                snapshots.write_text(s.env_file, s.text)
+            load_env(s.env_file)  # the file as written loads (plan_settings checked the same data)
+            train_env(str(s.env_file), s.run_dir, args.cohort, console.rule, device=args.device)
+            with progress_bars(console) as progress:
+                rows += sweep_rows(key, s, attack_cached(s.run_dir, attack, say=console.print, progress=progress))
+        frame = pd.DataFrame(rows)
+        page = write_outputs(out, frame, command, f"Privacy–utility sweep of [defense] {key} on {base.name}")
+        shown = display_table(frame).drop(columns=list(CONSOLE_DROPS))
+        table = Table(title=escape(f"[defense] {key} on {base.name}"))
+        for col in shown.columns:
+            table.add_column(col)
+        for row in shown.itertuples(index=False):
+            table.add_row(*(Text(str(v)) for v in row))
+        console.print(table)
+        console.print(f"sweep: {out / SWEEP_MD}, {out / SWEEP_CSV}, {out / SWEEP_PNG}, {page}")
+        return 0
 

@@ -57,8 +57,9 @@ class AttackSettings:
         return ["--features", self.features, "--classifier", self.classifier, "--repeats", str(self.repeats)]
 
 
-def train_env(env: str, run_dir: Path, cohort: Path | None, say: Say) -> None:
-    """Train ``env`` into ``run_dir`` in a child process (Ray and torch state stay out of this one)."""
+def train_env(env: str, run_dir: Path, cohort: Path | None, say: Say, *, device: str = "auto") -> None:
+    """Train ``env`` into ``run_dir`` in a child process (Ray and torch state stay out of this one);
+    ``device`` is the centralized training's (federated learners: CUDA when torch sees it)."""
     if snapshots.is_done(run_dir):
         say(f"[dim]{env}: trained run found in {run_dir}[/]")
         return
@@ -70,6 +71,7 @@ def train_env(env: str, run_dir: Path, cohort: Path | None, say: Say) -> None:
         args = ["--resume", str(run_dir)]
     else:
         args = ["--env", env, "--out", str(run_dir), *(["--cohort", str(cohort)] if cohort else [])]
+        args += ["--device", device] if centralized and device != "auto" else []
     say(f"[bold]{env}[/]: python -m {module} {' '.join(args)}")
     code = subprocess.call([sys.executable, "-m", module, *args])
     if code != 0 or not snapshots.is_done(run_dir):

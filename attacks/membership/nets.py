@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from attacks.signals.layout import Block
+from fedsim.device import resolve_device
 
 __all__ = ["GradientConvAttack", "MLPAttack", "binary_targets"]
 
@@ -74,18 +75,20 @@ class _TorchAttack(ClassifierMixin, BaseEstimator):
             )
         self.validation_indices_ = val  # held out of the fit: where an attacker reads a fixed threshold
         self.scaler_ = StandardScaler().fit(X[train])
-        Xt = torch.from_numpy(self.scaler_.transform(X).astype(np.float32))
-        yt = torch.from_numpy(target)
+        device = resolve_device()  # the command's --device; CUDA when torch sees it
+        Xt = torch.from_numpy(self.scaler_.transform(X).astype(np.float32)).to(device)
+        yt = torch.from_numpy(target).to(device)
+        val_rows = torch.from_numpy(val).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net_ = self._build_net(X.shape[1])
+            self.net_ = self._build_net(X.shape[1]).to(device)
         optimizer = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = nn.BCEWithLogitsLoss()
         generator = torch.Generator().manual_seed(seed)
         best, best_state, waited = float("inf"), None, 0
         for epoch in range(self.max_epochs):
             self.net_.train()
-            order = torch.from_numpy(train)[torch.randperm(len(train), generator=generator)]
+            order = torch.from_numpy(train)[torch.randperm(len(train), generator=generator)].to(device)
             for batch in order.split(self.batch_size):
                 optimizer.zero_grad()
                 loss_fn(self.net_(Xt[batch]).squeeze(1), yt[batch]).backward()
@@ -94,7 +97,7 @@ class _TorchAttack(ClassifierMixin, BaseEstimator):
             if len(val) == 0:
                 continue
             with torch.no_grad():
-                val_loss = float(loss_fn(self.net_.eval()(Xt[val]).squeeze(1), yt[val]))
+                val_loss = float(loss_fn(self.net_.eval()(Xt[val_rows]).squeeze(1), yt[val_rows]))
             if val_loss < best:
                 best, waited = val_loss, 0
                 best_state = {k: v.clone() for k, v in self.net_.state_dict().items()}
@@ -112,8 +115,10 @@ class _TorchAttack(ClassifierMixin, BaseEstimator):
         """Logit of membership (>= 0: member)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
+        device = next(self.net_.parameters()).device
         with torch.no_grad():
-            return self.net_(torch.from_numpy(self.scaler_.transform(X).astype(np.float32))).squeeze(1).numpy()
+            X = torch.from_numpy(self.scaler_.transform(X).astype(np.float32)).to(device)
+            return self.net_(X).squeeze(1).cpu().numpy()
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Columns in ``classes_`` order: P(non-member), P(member)."""

@@ -42,6 +42,7 @@ from fedsim import snapshots
 from fedsim.config import EnvConfig, from_resolved
 from fedsim.data.cache import CohortArray, VolumeDataset
 from fedsim.defenses import local_training, release_model, release_weights
+from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 from fedsim.training import make_loader, predict, train_epochs
@@ -114,7 +115,7 @@ def train_model(
     session = local_training(cfg, model, VolumeDataset(cohort, rows), seed=seed)
     mae = float("nan")
     if epochs > 0:
-        mae = train_epochs(session.model, session.loader, session.optimizer, loss=cfg.train.loss,
+        mae = train_epochs(session.model, session.loader, session.optimizer, loss=cfg.train.loss, precision=cfg.train.precision,
                            target_scale=cfg.model.target_scale, epochs=epochs, device=device)
     if cfg.defense is not None and cfg.defense.model_noise > 0:
         model.load_state_dict(release_weights(cfg, model.state_dict(), epochs, seed))
@@ -210,7 +211,7 @@ def ensure_references(
     on disk once its ``meta.json`` exists (weights and predictions are written first, each
     atomically), so an interrupted call resumes where it stopped.
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     keep = assign_halves(len(plan.population), references, seed=plan.seed)
     folder = Path(run_dir) / REFERENCES_DIR / plan.key()
     snapshots.write_text(folder / _PLAN_FILE, json.dumps(plan.describe(), indent=1))

@@ -21,6 +21,7 @@ import numpy as np
 from attacks.signals.features import FEATURES, compute_features
 from attacks.target import Snapshot, Target
 from fedsim import snapshots
+from fedsim.device import resolve_device
 
 __all__ = ["FEATURES_DIR", "FEATURES_VERSION", "FeatureCache", "Progress"]
 
@@ -78,7 +79,7 @@ class FeatureCache:
         if missing:
             where = f"{snapshot.name} r{snapshot.round}"
             fresh = compute_features(
-                snapshot.model, self.target.cohort, missing, loss=snapshot.loss, method=self.method,
+                snapshot.model.to(resolve_device()), self.target.cohort, missing, loss=snapshot.loss, method=self.method,
                 release=snapshot.release if released else None,
                 progress=None if self.progress is None else
                 (lambda done, total: self.progress(f"features of {where}", done, total)))

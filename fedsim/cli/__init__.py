@@ -66,6 +66,11 @@ def add_out_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<env>-<timestamp>)")
 
 
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto, cpu, cuda or cuda:N for every step of this command (default: auto, CUDA when torch sees it)")
+
+
 def command_parser(prog: str, summary: str, details: str = "", *, examples: Sequence[str] = ()) -> argparse.ArgumentParser:
     """A stage's parser: a plain one-line ``summary``, a ``details`` paragraph, and ``examples``
     (argument lines, shown after ``prog``) at the end of ``--help``."""

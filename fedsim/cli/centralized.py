@@ -10,9 +10,10 @@ from rich.table import Table
 
 from fedsim import snapshots
 from fedsim.centralized import new_centralized_run, train_centralized
-from fedsim.cli import add_cohort_option, add_out_option, command_parser
+from fedsim.cli import add_cohort_option, add_device_option, add_out_option, command_parser
 from fedsim.cli.progress import echo_rounds, progress_bars, say_start
 from fedsim.config import available_environments, load_env, with_overrides
+from fedsim.device import using_device
 from fedsim.errors import FedsimError
 from fedsim.tracking import add_tensorboard_option, require_tensorboard, tensorboard
 
@@ -30,31 +31,33 @@ def parser(prog: str = "python -m fedsim.centralized") -> argparse.ArgumentParse
     p.add_argument("--epochs", type=int, metavar="N", help="override [train] epochs")
     p.add_argument("--seed", type=int, metavar="N", help="override the environment's seed")
     add_tensorboard_option(p)
+    add_device_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fedsim.centralized") -> int:
     args = parser(prog).parse_args(argv)
-    if args.tensorboard is not None:
-        require_tensorboard()
-    cfg = load_env(args.env)
-    if args.epochs is not None and args.epochs < 1:
-        raise FedsimError(f"--epochs must be at least 1, got {args.epochs}")
-    cfg = with_overrides(cfg, seed=args.seed, train={"epochs": args.epochs})
-    console = Console(highlight=False)
-    with progress_bars(console) as progress:
-        data, run_dir = new_centralized_run(cfg, args.cohort, args.out, progress=progress)
-    say_start(console, cfg.name, data.manifest, run_dir)
-    with echo_rounds(console), tensorboard(args.tensorboard):
-        s = train_centralized(cfg, data, run_dir)
-    table = Table(title=f"best validation epoch {s['best_round']}")
-    for col in ("set", "subjects", "MAE (years)"):
-        table.add_column(col)
-    for name in ("train", "val", "unseen"):
-        table.add_row(name, str(s[f"{name}_n"]), f"{s[f'{name}_mae']:.2f}")
-    table.add_row("predict the mean", str(s["unseen_n"]), f"{s['predict_mean_mae']:.2f}")
-    console.print(table)
-    console.print(f"snapshots: {run_dir / snapshots.ROUNDS_DIR} (rounds 0..{snapshots.complete_rounds(run_dir)[-1]}); done.")
-    return 0
+    with using_device(args.device):
+        if args.tensorboard is not None:
+            require_tensorboard()
+        cfg = load_env(args.env)
+        if args.epochs is not None and args.epochs < 1:
+            raise FedsimError(f"--epochs must be at least 1, got {args.epochs}")
+        cfg = with_overrides(cfg, seed=args.seed, train={"epochs": args.epochs})
+        console = Console(highlight=False)
+        with progress_bars(console) as progress:
+            data, run_dir = new_centralized_run(cfg, args.cohort, args.out, progress=progress)
+        say_start(console, cfg.name, data.manifest, run_dir)
+        with echo_rounds(console), tensorboard(args.tensorboard):
+            s = train_centralized(cfg, data, run_dir)
+        table = Table(title=f"best validation epoch {s['best_round']}")
+        for col in ("set", "subjects", "MAE (years)"):
+            table.add_column(col)
+        for name in ("train", "val", "unseen"):
+            table.add_row(name, str(s[f"{name}_n"]), f"{s[f'{name}_mae']:.2f}")
+        table.add_row("predict the mean", str(s["unseen_n"]), f"{s['predict_mean_mae']:.2f}")
+        console.print(table)
+        console.print(f"snapshots: {run_dir / snapshots.ROUNDS_DIR} (rounds 0..{snapshots.complete_rounds(run_dir)[-1]}); done.")
+        return 0
 
 

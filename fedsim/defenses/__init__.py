@@ -93,7 +93,7 @@ def local_training(
     d = cfg.defense or _NONE
     if d.label_noise > 0:
         dataset = NoisyLabels(dataset, d.label_noise, cfg.seed)
-    loader = make_loader(dataset, cfg.train.batch_size, shuffle=True, seed=seed)
+    loader = make_loader(dataset, cfg.train.batch_size, shuffle=True, seed=seed, device=next(model.parameters()).device)
     optimizer = make_optimizer(model.parameters(), cfg.train)
     if not d.dp_sgd:
         return LocalTraining(model, loader, optimizer)

@@ -121,6 +121,7 @@ def train(msg: Message, context: Context) -> Message:
         target_scale=cfg.model.target_scale,
         epochs=cfg.federation.local_epochs,
         device=device,
+        precision=cfg.train.precision,
     )
     info = {keys.LEARNER: learner}
     if ledger is not None:

@@ -25,6 +25,7 @@ from fedsim.defenses.central_dp import wrap_strategy
 from fedsim.federation import keys
 from fedsim.federation.run_setup import RunSetup, resolve_run_dir
 from fedsim.federation.strategy import SnapshotFedAvg
+from fedsim.device import resolve_device
 from fedsim.models import build_model
 from fedsim.plots import plot_learning_curve
 from fedsim.progress import listening, report_round
@@ -41,8 +42,10 @@ class RoundRecorder:
     def __init__(self, setup: RunSetup, strategy: SnapshotFedAvg, rounds: int, *, resumed: bool) -> None:
         cfg = setup.cfg
         self.setup, self.strategy, self.rounds, self.resumed = setup, strategy, rounds, resumed
-        self.model = build_model(cfg.model.name, **cfg.model_kwargs())
-        self.unseen = make_loader(setup.dataset("unseen"), max(cfg.train.batch_size, 16), shuffle=False)
+        self.device = resolve_device()  # the controller scores on a GPU when it has one
+        self.model = build_model(cfg.model.name, **cfg.model_kwargs()).to(self.device)
+        self.unseen = make_loader(setup.dataset("unseen"), max(cfg.train.batch_size, 16), shuffle=False,
+                                  device=self.device)
         self.counts = setup.sample_counts()
         self.started = time.perf_counter()
 
@@ -52,7 +55,7 @@ class RoundRecorder:
             return None  # resumed (even from round 0 alone): this model is the last snapshot on disk already
         state = arrays.to_torch_state_dict()
         self.model.load_state_dict(state)
-        unseen = evaluate(self.model, self.unseen)
+        unseen = evaluate(self.model, self.unseen, self.device)
         report = self.strategy.reports.get(rnd, {"learners": {}, "failed": {}})
         seconds = 0.0 if server_round == 0 else time.perf_counter() - self.started
         metrics = {"round": rnd, "seconds": round(seconds, 2), **unseen.as_dict("unseen")}
@@ -109,12 +112,13 @@ def summarize(setup: RunSetup) -> dict:
     cfg = setup.cfg
     last = snapshots.complete_rounds(setup.run_dir)[-1]
     state, _ = snapshots.load_round(setup.run_dir, last)
-    model = build_model(cfg.model.name, **cfg.model_kwargs())
+    device = resolve_device()
+    model = build_model(cfg.model.name, **cfg.model_kwargs()).to(device)
     model.load_state_dict(state)
     per_group = {}
     for group in [*setup.learners, "unseen"]:
-        loader = make_loader(setup.dataset(group), max(cfg.train.batch_size, 16), shuffle=False)
-        per_group[group] = evaluate(model, loader)
+        loader = make_loader(setup.dataset(group), max(cfg.train.batch_size, 16), shuffle=False, device=device)
+        per_group[group] = evaluate(model, loader, device)
     n = sum(per_group[g].n for g in setup.learners)
     members = sum(per_group[g].mae * per_group[g].n for g in setup.learners) / n
     ages = setup.data.cohort.ages
