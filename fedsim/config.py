@@ -77,6 +77,8 @@ class CohortConfig:
 
     subjects: int = _spec(_int_at_least(8), "an integer of at least 8")
     shape: list[int] = _spec(_shape, "three integers of at least 4, e.g. [36, 43, 36]")
+    cache_dtype: str = _spec(_one_of("float32", "float16"), "'float32' or 'float16' (half the disk and I/O)", "float32")
+    workers: int = _spec(_int_at_least(0), "a non-negative integer (0: one per CPU core)", 0)
     seed: int = _spec(_int_at_least(0), "a non-negative integer", 0)
 
 
@@ -85,6 +87,8 @@ class DataConfig:
     """Model input: volumes are resampled to ``shape`` and z-scored per scan."""
 
     shape: list[int] = _spec(_shape, "three integers of at least 4, e.g. [36, 43, 36]")
+    cache_dtype: str = _spec(_one_of("float32", "float16"), "'float32' or 'float16' (half the disk and I/O)", "float32")
+    workers: int = _spec(_int_at_least(0), "a non-negative integer (0: one per CPU core)", 0)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from fedsim.data.cache import VolumeDataset, build_cache, load_volume
 from fedsim.data.geometry import grid_affine
@@ -77,3 +78,32 @@ def test_a_bad_scan_leaves_no_half_written_cache(tmp_path, tiny_manifest):
     with pytest.raises(FedsimError, match="subject 'sub-00004'.*no contrast"):
         build_cache(manifest, (16, 20, 16), cache_dir=cache)
     assert list(cache.iterdir()) == []
+
+
+def test_parallel_preprocessing_gives_the_serial_array(tmp_path, tiny_manifest):
+    manifest = load_manifest(tiny_manifest)
+    serial = build_cache(manifest, (16, 20, 16), cache_dir=tmp_path / "serial", workers=1)
+    parallel = build_cache(manifest, (16, 20, 16), cache_dir=tmp_path / "parallel", workers=2)
+    np.testing.assert_array_equal(serial.volumes, parallel.volumes)
+    assert [p.name for p in (tmp_path / "serial").iterdir()] == [p.name for p in (tmp_path / "parallel").iterdir()]
+
+
+def test_a_bad_scan_in_a_worker_is_the_same_one_line(tmp_path, tiny_manifest):
+    manifest = load_manifest(tiny_manifest)
+    blank = tmp_path / "blank.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((16, 20, 16), np.float32), grid_affine((16, 20, 16))), blank)
+    manifest.loc[30, "path"] = str(blank)
+    with pytest.raises(FedsimError, match="subject 'sub-00031'.*no contrast"):
+        build_cache(manifest, (16, 20, 16), cache_dir=tmp_path / "cache", workers=2)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_float16_cache_round_trips_within_half_precision(tmp_path, tiny_manifest):
+    manifest = load_manifest(tiny_manifest)
+    full = build_cache(manifest, (16, 20, 16), cache_dir=tmp_path)
+    half = build_cache(manifest, (16, 20, 16), cache_dir=tmp_path, dtype="float16")
+    assert half.volumes.dtype == np.float16 and len(list(tmp_path.glob("*.npy"))) == 2  # its own key
+    assert half.volumes.nbytes * 2 == full.volumes.nbytes
+    np.testing.assert_allclose(half.volumes.astype(np.float32), full.volumes, rtol=1e-3, atol=2e-3)
+    x, _ = VolumeDataset(half, np.array([4]))[0]
+    assert x.dtype == torch.float32  # models always see float32

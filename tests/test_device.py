@@ -1,4 +1,5 @@
-"""Device selection (CPU without CUDA, --device honoured, a missing GPU is one line) and bf16 autocast."""
+"""Device selection (CPU without CUDA, --device honoured, a missing GPU is one line) and reduced
+precision: bf16 autocast and the float16 cache leave the error unchanged within seed noise."""
 
 from __future__ import annotations
 
@@ -55,9 +56,9 @@ def test_device_flag_is_honoured_and_checked_before_any_work(tmp_path, tiny_mani
     assert run.rounds == [0, 1]
 
 
-def _unseen_mae(tiny_manifest, precision: str, seed: int) -> float:
+def _unseen_mae(tiny_manifest, precision: str, seed: int, dtype: str = "float32") -> float:
     cfg = with_overrides(load_env("tiny-centralized"), seed=seed, train={"precision": precision})
-    cohort = build_cache(load_manifest(tiny_manifest), (16, 20, 16))
+    cohort = build_cache(load_manifest(tiny_manifest), (16, 20, 16), dtype=dtype)
     torch.manual_seed(seed)
     model = build_model(cfg.model.name, **cfg.model_kwargs())
     train, unseen = np.arange(36), np.arange(36, 48)
@@ -74,3 +75,10 @@ def test_bf16_autocast_leaves_the_error_unchanged_within_seed_noise(tiny_manifes
     noise = np.ptp(fp32)  # what changing only the seed does
     assert abs(np.mean(bf16) - np.mean(fp32)) <= max(noise, 0.25), (fp32, bf16)
     assert bf16 != fp32  # autocast did run: bfloat16 rounds differently
+
+
+@pytest.mark.slow
+def test_a_float16_cache_leaves_the_error_unchanged_within_seed_noise(tiny_manifest):
+    full = [_unseen_mae(tiny_manifest, "fp32", seed) for seed in (0, 1, 2)]
+    half = [_unseen_mae(tiny_manifest, "fp32", seed, dtype="float16") for seed in (0, 1, 2)]
+    assert abs(np.mean(half) - np.mean(full)) <= max(np.ptp(full), 0.25), (full, half)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
+from joblib import Parallel, delayed
 from nibabel.filebasedimages import ImageFileError
 from torch.utils.data import Dataset
 
@@ -28,6 +30,7 @@ from fedsim.progress import Progress, counted
 
 # Bump when the preprocessing below changes, so old caches are not reused.
 PREPROCESS_VERSION = 2
+_PARALLEL_FROM = 64  # subjects: below this, preprocessing runs in-process
 
 
 def zscore(volume: np.ndarray) -> np.ndarray:
@@ -74,33 +77,52 @@ class CohortArray:
         return np.array([position[s] for s in subject_ids], dtype=np.int64)
 
 
-def _cache_key(manifest: pd.DataFrame, shape: tuple[int, int, int]) -> str:
-    h = hashlib.sha256(json.dumps({"version": PREPROCESS_VERSION, "method": METHOD, "shape": list(shape)}).encode())
+def _cache_key(manifest: pd.DataFrame, shape: tuple[int, int, int], dtype: str) -> str:
+    settings = {"version": PREPROCESS_VERSION, "method": METHOD, "shape": list(shape), "dtype": dtype}
+    h = hashlib.sha256(json.dumps(settings).encode())
     for sid, path in zip(manifest["subject_id"], manifest["path"]):
         st = os.stat(path)
         h.update(f"{sid}\0{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
+def _volumes(paths: list[str], ids: list[str], shape: tuple[int, int, int], workers: int) -> Iterator[np.ndarray]:
+    """Preprocessed volumes in manifest order, from ``workers`` processes (joblib) when more than one."""
+    jobs = ((path, shape, f"subject {sid!r}") for path, sid in zip(paths, ids))
+    if workers == 1:
+        return (load_volume(path, shape, where=where) for path, shape, where in jobs)
+    return Parallel(n_jobs=workers, return_as="generator", batch_size=4)(
+        delayed(load_volume)(path, shape, where=where) for path, shape, where in jobs)
+
+
+def preprocess_workers(requested: int, subjects: int) -> int:
+    """``requested`` processes, or (0) one per CPU core — one only for a small cohort, where starting
+    workers costs more than it saves."""
+    if requested > 0:
+        return requested
+    return 1 if subjects < _PARALLEL_FROM else max(1, os.cpu_count() or 1)
+
+
 def build_cache(
     manifest: pd.DataFrame, shape: tuple[int, int, int], *, cache_dir: Path | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, dtype: str = "float32", workers: int = 1,
 ) -> CohortArray:
-    """Preprocess every subject of a validated manifest once; later calls just map the file."""
+    """Preprocess every subject of a validated manifest once (in ``workers`` processes), stored as
+    ``dtype`` (float16: half the disk and I/O; read back as float32); later calls just map the file."""
     shape = tuple(int(s) for s in shape)
     cache_dir = Path(cache_dir) if cache_dir is not None else fedsim_home() / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = _cache_key(manifest, shape)
+    key = _cache_key(manifest, shape, dtype)
     array_path = cache_dir / f"{key}.npy"
     ages = manifest["age"].to_numpy(dtype=np.float64)
     ids = list(manifest["subject_id"])
     if not array_path.is_file():
         partial = cache_dir / f"{key}.partial.npy"
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(manifest), *shape))
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=(len(manifest), *shape))
         try:
-            rows = enumerate(manifest["path"])
-            for i, path in counted(rows, len(manifest), "preprocessing", progress):
-                out[i] = load_volume(path, shape, where=f"subject {ids[i]!r}")
+            volumes = _volumes(list(manifest["path"]), ids, shape, workers)
+            for i, volume in counted(enumerate(volumes), len(manifest), "preprocessing", progress):
+                out[i] = volume
             out.flush()
         except BaseException:
             del out

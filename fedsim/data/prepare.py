@@ -14,7 +14,7 @@ import pandas as pd
 
 from fedsim.config import EnvConfig
 from fedsim.data.bids import DESCRIPTION, BidsManifest, is_bids, write_bids_manifest
-from fedsim.data.cache import CohortArray, build_cache
+from fedsim.data.cache import CohortArray, build_cache, preprocess_workers
 from fedsim.data.cohort import CohortSpec, default_cohort
 from fedsim.data.manifest import load_manifest
 from fedsim.data.partition import assign_groups, partition_table
@@ -69,7 +69,8 @@ def prepare_data(cfg: EnvConfig, cohort: str | Path | None = None, *, progress: 
     """Load (or generate), preprocess and partition the cohort of an environment."""
     manifest_path, bids = resolve_manifest(cfg, cohort, progress=progress)
     manifest = load_manifest(manifest_path)
-    cached = build_cache(manifest, tuple(cfg.data.shape), progress=progress)
+    cached = build_cache(manifest, tuple(cfg.data.shape), progress=progress, dtype=cfg.data.cache_dtype,
+                         workers=preprocess_workers(cfg.data.workers, len(manifest)))
     p = cfg.partition
     groups = assign_groups(
         cached.ages,

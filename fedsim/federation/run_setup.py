@@ -114,7 +114,7 @@ class RunSetup:
     def data(self) -> PreparedData:
         """The cached cohort (memory-mapped), built once by the launcher and only opened here."""
         manifest = load_manifest(self.manifest)
-        cohort = build_cache(manifest, tuple(self.cfg.data.shape), cache_dir=self.cache_dir)
+        cohort = build_cache(manifest, tuple(self.cfg.data.shape), cache_dir=self.cache_dir, dtype=self.cfg.data.cache_dtype)
         return PreparedData(manifest=self.manifest, cohort=cohort, partitions=self.partitions)
 
     def dataset(self, group: str) -> VolumeDataset:
