@@ -84,7 +84,7 @@ def train_epochs(
     device = torch.device(device)
     with _opacus_hooks_quiet(model):
         for _ in range(epochs):
-            abs_err, n = 0.0, 0
+            abs_err, n = torch.zeros((), dtype=torch.float64, device=device), 0  # on the device: no sync per batch
             for x, age in loader:
                 x, age = x.to(device, non_blocking=True), age.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
@@ -93,9 +93,9 @@ def train_epochs(
                 pred = pred.float()
                 regression_loss(loss, pred, age, target_scale).backward()
                 optimizer.step()
-                abs_err += float((pred.detach() - age).abs().sum())
+                abs_err += (pred.detach() - age).abs().sum().double()
                 n += len(age)
-    return abs_err / max(n, 1)
+    return float(abs_err) / max(n, 1)
 
 
 @torch.no_grad()

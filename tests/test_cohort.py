@@ -68,3 +68,20 @@ def test_default_cohort_lives_under_fedsim_home(fedsim_home):
     manifest = default_cohort(CohortSpec(4, (12, 12, 12), seed=3))
     assert manifest.is_relative_to(fedsim_home)
     assert default_cohort(CohortSpec(4, (12, 12, 12), seed=3)) == manifest
+
+
+def test_a_cohort_written_in_parallel_is_the_serial_one(tmp_path, monkeypatch):
+    import nibabel as nib
+    import pandas as pd
+
+    from fedsim.data import cohort
+
+    spec = CohortSpec(64, (12, 12, 12), seed=5)
+    parallel = write_cohort(spec, tmp_path / "parallel")  # 64 subjects: one worker per core
+    monkeypatch.setattr(cohort, "_PARALLEL_FROM", 10**9)
+    serial = write_cohort(spec, tmp_path / "serial")
+    pd.testing.assert_frame_equal(pd.read_csv(parallel), pd.read_csv(serial))
+    for rel in pd.read_csv(serial)["path"]:
+        a = np.asanyarray(nib.load(parallel.parent / rel).dataobj)
+        b = np.asanyarray(nib.load(serial.parent / rel).dataobj)
+        np.testing.assert_array_equal(a, b)

@@ -3,6 +3,8 @@ through its wrapper; DP-SGD and central DP run end to end in tiny federations (L
 
 from __future__ import annotations
 
+import federations
+
 import dataclasses
 import json
 import math
@@ -18,7 +20,6 @@ from fedsim.cli.centralized import main as centralized_main
 from fedsim.config import from_resolved, load_env
 from fedsim.data.cache import VolumeDataset, build_cache
 from fedsim.data.manifest import load_manifest
-from fedsim.data.prepare import prepare_data
 from fedsim.defenses import (
     EarlyStopping,
     NoisyLabels,
@@ -30,11 +31,7 @@ from fedsim.defenses import (
 from fedsim.defenses.central_dp import effective_noise_multiplier
 from fedsim.defenses.dp_sgd import PrivacyLedger, epsilon
 from fedsim.errors import FedsimError
-from fedsim.federation import keys
-from fedsim.federation.client_app import app as client_app
-from fedsim.federation.local_grid import run_local
-from fedsim.federation.run_setup import RunSetup, write_run_setup
-from fedsim.federation.server_app import app as server_app
+from fedsim.federation.run_setup import RunSetup
 from fedsim.federation.server_app import summarize
 from fedsim.models import build_model
 from fedsim.training import regression_loss
@@ -60,12 +57,7 @@ def env_file(tmp_path: Path, defense: str, base: str = TINY, name: str = "tiny-d
 
 def federate(run_dir: Path, env: Path, manifest: Path, rounds: int | None = None) -> Path:
     """Prepare (once) and run or continue a tiny federation in-process."""
-    if not (run_dir / snapshots.CONFIG_FILE).is_file():
-        cfg = load_env(env)
-        write_run_setup(run_dir, cfg, prepare_data(cfg, manifest), {"cpus_per_learner": 1})
-    run_config = {keys.RUN_DIR: str(run_dir)} | ({keys.NUM_SERVER_ROUNDS: rounds} if rounds else {})
-    run_local(server_app, client_app, len(RunSetup.load(run_dir).learners), run_config)
-    return run_dir
+    return federations.federate(run_dir, manifest, env=env, rounds=rounds)
 
 
 def tiny_model(seed: int = 0) -> torch.nn.Module:

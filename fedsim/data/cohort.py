@@ -18,6 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from fedsim.config import tomllib
 from fedsim.errors import FedsimError
 from fedsim.paths import fedsim_home
@@ -34,6 +35,7 @@ _SPEC_FILE = "cohort.json"
 _INTENSITY_SLOPE = 1e-3
 # Bump when what the generator writes changes (2: the BIDS layout), so no stale cohort is reused.
 GENERATOR_VERSION = 2
+_PARALLEL_FROM = 64  # subjects: a smaller cohort is written in-process (starting workers costs more)
 
 
 @dataclass(frozen=True)
@@ -73,21 +75,13 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = Non
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    affine = grid_affine(spec.shape)
-    rows = []
-    for i in counted(range(spec.subjects), spec.subjects, "writing synthetic T1s", progress):
-        subject = make_subject(i, shape=spec.shape, seed=spec.seed, ages=spec.ages, anatomy=spec.anatomy)
-        sid = f"sub-{i + 1:05d}"
-        rel = f"{sid}/anat/{sid}_T1w.nii.gz"
-        (partial / sid / "anat").mkdir(parents=True)
-        img = nib.Nifti1Image(np.round(subject.image / _INTENSITY_SLOPE).astype(np.int16), affine)
-        img.header.set_slope_inter(_INTENSITY_SLOPE, 0.0)
-        img.header.set_xyzt_units("mm")
-        nib.save(img, partial / rel)
-        rows.append(
-            {"subject_id": sid, "path": rel, "age": round(subject.age, 2), "sex": subject.sex,
-             "site": "synthetic", "bio_age": round(subject.bio_age, 2)}
-        )
+    workers = 1 if spec.subjects < _PARALLEL_FROM else max(1, os.cpu_count() or 1)
+    if workers == 1:
+        written = (_write_subject(spec, i, partial) for i in range(spec.subjects))
+    else:  # subject i depends on [seed, i] alone: the same files whichever process writes them
+        written = Parallel(n_jobs=workers, return_as="generator", batch_size=2)(
+            delayed(_write_subject)(spec, i, partial) for i in range(spec.subjects))
+    rows = list(counted(written, spec.subjects, "writing synthetic T1s", progress))
     table = pd.DataFrame(rows)
     table.to_csv(partial / MANIFEST, index=False)
     participants = table.drop(columns="path").rename(columns={"subject_id": "participant_id"})
@@ -102,6 +96,21 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = Non
         out.rmdir()
     os.replace(partial, out)
     return out / MANIFEST
+
+
+def _write_subject(spec: CohortSpec, i: int, folder: Path) -> dict[str, object]:
+    """Subject ``i`` of ``spec`` as ``folder/sub-…/anat/sub-…_T1w.nii.gz``; its manifest row. Drawn from
+    ``[seed, i]`` alone, so the cohort is the same whichever process writes which subject."""
+    subject = make_subject(i, shape=spec.shape, seed=spec.seed, ages=spec.ages, anatomy=spec.anatomy)
+    sid = f"sub-{i + 1:05d}"
+    rel = f"{sid}/anat/{sid}_T1w.nii.gz"
+    (folder / sid / "anat").mkdir(parents=True)
+    img = nib.Nifti1Image(np.round(subject.image / _INTENSITY_SLOPE).astype(np.int16), grid_affine(spec.shape))
+    img.header.set_slope_inter(_INTENSITY_SLOPE, 0.0)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, folder / rel)
+    return {"subject_id": sid, "path": rel, "age": round(subject.age, 2), "sex": subject.sex,
+            "site": "synthetic", "bio_age": round(subject.bio_age, 2)}
 
 
 def write_preview(manifest: Path, png: Path) -> None:

@@ -9,9 +9,13 @@ another in the calling process. It touches two internal Flower modules (``superc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
+
+import torch
 
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -19,6 +23,8 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+
+from fedsim.federation import keys
 
 _FIRST_NODE_ID = 1000
 
@@ -76,3 +82,26 @@ def run_local(server_app: ServerApp, client_app: ClientApp, num_nodes: int, run_
     """Run a whole federation in this process (what ``run_simulation`` does, minus Ray)."""
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
     server_app(LocalGrid(client_app, num_nodes), context)
+
+
+def federate_in_process(run_dir: Path, *, rounds: int | None = None) -> None:
+    """Run (or continue) a prepared run directory's federation in this process, without Ray: the
+    very ServerApp and ClientApp that Ray runs (the tests, the GPU check). The run directory is
+    passed as :func:`fedsim.federation.simulation.run_federation` passes it; torch's thread count
+    and the environment are restored afterwards (learners set threads for their Ray actor)."""
+    from fedsim.federation.client_app import app as client_app
+    from fedsim.federation.run_setup import RunSetup
+    from fedsim.federation.server_app import app as server_app
+
+    learners = len(RunSetup.load(run_dir).learners)
+    run_config = {} if rounds is None else {keys.NUM_SERVER_ROUNDS: rounds}
+    previous, threads = os.environ.get(keys.ENV_RUN_DIR), torch.get_num_threads()
+    os.environ[keys.ENV_RUN_DIR] = str(Path(run_dir).resolve())
+    try:
+        run_local(server_app, client_app, learners, run_config)
+    finally:
+        torch.set_num_threads(threads)
+        if previous is None:
+            os.environ.pop(keys.ENV_RUN_DIR, None)
+        else:
+            os.environ[keys.ENV_RUN_DIR] = previous

@@ -234,21 +234,9 @@ def test_not_a_run_dir_is_one_line(tmp_path):
 
 def test_a_federated_run_is_refused_by_name(tmp_path, tiny_manifest, capsys):
     """Only centralized targets so far: the error says so (not "no best epoch")."""
-    import torch
+    from federations import federate
 
-    from fedsim.config import load_env as load
-    from fedsim.data.prepare import prepare_data
-    from fedsim.federation import keys
-    from fedsim.federation.client_app import app as client_app
-    from fedsim.federation.local_grid import run_local
-    from fedsim.federation.run_setup import write_run_setup
-    from fedsim.federation.server_app import app as server_app
-
-    threads = torch.get_num_threads()
-    run_dir, cfg = tmp_path / "fed", load("tiny")
-    write_run_setup(run_dir, cfg, prepare_data(cfg, tiny_manifest), {"cpus_per_learner": 1})
-    run_local(server_app, client_app, cfg.partition.learners, {keys.RUN_DIR: str(run_dir), keys.NUM_SERVER_ROUNDS: 1})
-    torch.set_num_threads(threads)
+    run_dir = federate(tmp_path / "fed", tiny_manifest, env="tiny", rounds=1)
     capsys.readouterr()  # Flower's logs of the federation
     assert run_cli(main, [str(run_dir), "--references", "4"]) == 2
     err = capsys.readouterr().err
