@@ -34,7 +34,6 @@ PER_LEARNER = 2
 def environment(learners: int, rounds: int, folder: Path) -> Path:
     """``tiny`` with ``learners`` equal learners of PER_LEARNER subjects each, 1 local epoch."""
     raw = tomllib.loads(env_path("tiny").read_text())
-    raw["name"] = f"many-{learners}"
     raw["cohort"]["subjects"] = int(round(learners * PER_LEARNER / 0.8))
     raw["partition"].update(learners=learners, unseen_fraction=0.2, learner_weights=[1] * learners)
     raw["federation"].update(rounds=rounds, local_epochs=1)

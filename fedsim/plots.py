@@ -6,6 +6,7 @@ the user's plot backend and pyplot's figure list alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,27 @@ from matplotlib.figure import Figure
 from fedsim.data.partition import TRAIN, UNSEEN, VAL, learner_groups
 
 
+MANY = 12  # learners beyond which figures summarise them instead of drawing one series or panel each
+
+
 def plot_learning_curve(metrics: list[dict[str, Any]], path: Path, *, xlabel: str = "epoch") -> None:
-    """MAE per round/epoch for every ``*_mae`` series in ``metrics.jsonl``."""
+    """MAE per round/epoch for every ``*_mae`` series in ``metrics.jsonl``; with more than
+    :data:`MANY` learners, their local training MAEs as a median line in a min–max band."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     rounds = [m["round"] for m in metrics]
-    for key in sorted({k for m in metrics for k in m if k.endswith("_mae")}):
+    keys = sorted({k for m in metrics for k in m if k.endswith("_mae")})
+    local = [k for k in keys if re.fullmatch(r"L[0-9]+_train_mae", k)]
+    if len(local) > MANY:
+        values = np.array([[m.get(k, np.nan) for k in local] for m in metrics], dtype=float)
+        seen = ~np.isnan(values).all(axis=1)
+        x = np.asarray(rounds)[seen]
+        with np.errstate(all="ignore"):
+            ax.fill_between(x, np.nanmin(values[seen], axis=1), np.nanmax(values[seen], axis=1), alpha=0.25,
+                            label=f"{len(local)} learners' train (min–max)")
+            ax.plot(x, np.nanmedian(values[seen], axis=1), marker=".", label="learners' train (median)")
+        keys = [k for k in keys if k not in local]
+    for key in keys:
         ax.plot(rounds, [m.get(key, float("nan")) for m in metrics], marker=".", label=key.removesuffix("_mae"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("MAE (years)")
@@ -48,6 +64,9 @@ def plot_partitions(df: pd.DataFrame, path: str | Path) -> None:
     with its size and mean age, so size skew and age skew can be read off together.
     """
     order = _group_order(df["group"].astype(str).tolist())
+    if len(learner_groups(order)) > 2 * MANY:
+        _plot_many_partitions(df, order, Path(path))
+        return
     n_bins = int(df["age_bin"].max())
     low, high = float(df["age"].min()), float(df["age"].max())
     high = max(high, low + 1.0)  # a single-age cohort still gets a visible bin
@@ -92,3 +111,29 @@ def plot_partitions(df: pd.DataFrame, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def _plot_many_partitions(df: pd.DataFrame, order: list[str], path: Path) -> None:
+    """Many learners: subjects per learner (bars) and each learner's age histogram as one row of a
+    heat map, instead of one panel per learner."""
+    learners = learner_groups(order)
+    n_bins = int(df["age_bin"].max())
+    counts = np.array([np.bincount(df.loc[df["group"] == g, "age_bin"].astype(int), minlength=n_bins + 1)[1:]
+                       for g in learners])
+    fig = Figure(figsize=(11, 5))
+    ax_sizes, ax_ages = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.5]})
+    ax_sizes.bar(np.arange(1, len(learners) + 1), counts.sum(axis=1), width=1.0, color="#4e79a7")
+    ax_sizes.set_xlabel("learner")
+    ax_sizes.set_ylabel("subjects")
+    unseen = int((df["group"] == UNSEEN).sum())
+    ax_sizes.set_title(f"Subjects per learner ({len(learners)} learners; unseen: {unseen})")
+    low, high = float(df["age"].min()), float(df["age"].max())
+    image = ax_ages.imshow(counts, aspect="auto", interpolation="nearest", cmap="viridis",
+                           extent=(low, max(high, low + 1.0), len(learners) + 0.5, 0.5))
+    ax_ages.set_xlabel("age (years)")
+    ax_ages.set_ylabel("learner")
+    ax_ages.set_title(f"Age histogram per learner ({n_bins} bins)")
+    fig.colorbar(image, ax=ax_ages, label="subjects")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)

@@ -353,3 +353,18 @@ def test_plot_partitions_writes_png(tmp_path):
     out = tmp_path / "partitions.png"
     plot_partitions(df, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_figures_of_many_learners_summarise_them(tmp_path):
+    from matplotlib.image import imread
+
+    from fedsim.plots import plot_learning_curve
+
+    ages = np.random.default_rng(0).uniform(45, 80, 500)
+    labels = assign_groups(ages, learners=200, unseen=0.2, n_bins=10, seed=0)
+    plot_partitions(partition_table([f"s{i}" for i in range(500)], ages, labels, 10), tmp_path / "parts.png")
+    metrics = [{"round": r, "unseen_mae": 6.0 - r, **{f"L{k}_train_mae": 5.0 + k / 200 for k in range(1, 201)}}
+               for r in range(3)]
+    plot_learning_curve(metrics, tmp_path / "curve.png", xlabel="round")
+    assert imread(tmp_path / "parts.png").shape[0] <= 600  # one heat map, not 200 panels
+    assert imread(tmp_path / "curve.png").shape[0] <= 400
