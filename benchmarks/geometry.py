@@ -2,7 +2,7 @@
 world-space resampling onto the MNI-box grid (:mod:`fedsim.data.geometry`).
 
 ``python benchmarks/geometry.py [--shape 36 43 36]`` writes ``docs/geometry-two-grids.png`` and
-prints the correlation of the two preprocessed volumes for each method. Grid A is nilearn's MNI152
+the correlation of the two preprocessed volumes for each method to ``benchmarks/results/geometry.md``. Grid A is nilearn's MNI152
 T1 (1 mm, 197x233x189); grid B is the same anatomy resampled by nilearn onto a scanner-like 2 mm
 grid with a 256 mm field of view (128^3, centred on the origin).
 """
@@ -20,9 +20,12 @@ from nilearn import datasets
 from nilearn.image import resample_img
 from scipy import ndimage as ndi
 
+from results_table import append_row, machine
+
 from fedsim.data.cache import load_volume, zscore
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "geometry.md"
 
 
 def stretched(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> np.ndarray:
@@ -50,8 +53,10 @@ def main() -> None:
                    "world-space onto the MNI box (now)": [load_volume(path, shape) for path in paths]}
     fig = Figure(figsize=(9, 6.2))
     axes = fig.subplots(2, 3)
+    correlations = []
     for row, (name, (a, b)) in zip(axes, methods.items()):
         corr = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+        correlations.append(f"{corr:.3f}")
         print(f"{name}: correlation {corr:.3f} at {'x'.join(map(str, shape))}")
         z = shape[2] // 2
         for ax, view, title in zip(row, (a[:, :, z], b[:, :, z], a[:, :, z] - b[:, :, z]),
@@ -65,6 +70,9 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     print(f"figure: {out}")
+    append_row(RESULTS, "The same brain on two grids after preprocessing (`python benchmarks/geometry.py`)",
+               ["machine", "grid", "voxel-index stretching (before)", "world space onto the MNI box (now)"],
+               [machine(), "x".join(map(str, shape)), *correlations])
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ For each count, a federation of that many tiny learners (16x20x16 volumes, the `
 2 subjects each, 1 local epoch) runs ``--rounds`` rounds on Flower + Ray exactly as ``fedsim
 train`` runs it (one Ray actor per CPU core): wall time of the run, the median time of the
 rounds after the first (Ray's actor start-up), the time per learner-round, and the peak resident
-memory of this process (the controller: Flower's SuperNodes, messages and fedsim's bookkeeping
-live here). Appends a row per count to ``benchmarks/results/many_learners.md``.
+memory of this process so far (the controller — Flower's SuperNodes, messages, fedsim's ServerApp —
+and the data preparation before it; not the Ray actors or joblib workers). Appends a row per count to ``benchmarks/results/many_learners.md``.
 """
 
 from __future__ import annotations
@@ -59,13 +59,13 @@ def main() -> None:
             rounds = {m["round"]: m["seconds"] for m in snapshots.read_metrics(run_dir) if m["round"] > 0}
         later = [rounds[r] for r in sorted(rounds) if r > 1]
         per_round = statistics.median(later)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux): this whole process
         row = [machine(), learners, args.rounds, f"{wall:.1f}", f"{rounds[1]:.1f}",
                f"{per_round:.2f} ({min(later):.2f}–{max(later):.2f})", f"{1e3 * per_round / learners:.1f}",
                f"{rss:.2f}"]
         append_row(RESULTS, "Many tiny learners on one machine (`python benchmarks/many_learners.py`)",
                    ["machine", "learners", "rounds", "run wall (s)", "round 1 (s)", "later rounds (s, median, range)",
-                    "ms per learner-round", "controller peak RSS so far (GiB)"], row)
+                    "ms per learner-round", "benchmark process peak RSS so far (GiB)"], row)
         print(f"{learners} learners: round {per_round:.2f} s, {1e3 * per_round / learners:.1f} ms per learner, "
               f"run {wall:.0f} s, RSS {rss:.2f} GiB ({cpus} Ray actors)")
 

@@ -115,6 +115,8 @@ def train(
     cfg = load_env(env)
     resolve_device(device)  # a device that is not there fails now
     centralized = cfg.partition.learners == 0
+    if not centralized and device != "auto":
+        raise FedsimError(f"environment {cfg.name!r} is federated: its learners' device is gpus_per_learner's, not device")
     if centralized and (snapshot_local or ray_address or cpus_per_learner != 1.0 or gpus_per_learner is not None):
         raise FedsimError(f"environment {cfg.name!r} is centralized: snapshot_local and the Ray options do not apply")
     address = resolve_address(ray_address)

@@ -77,8 +77,6 @@ class CohortConfig:
 
     subjects: int = _spec(_int_at_least(8), "an integer of at least 8")
     shape: list[int] = _spec(_shape, "three integers of at least 4, e.g. [36, 43, 36]")
-    cache_dtype: str = _spec(_one_of("float32", "float16"), "'float32' or 'float16' (half the disk and I/O)", "float32")
-    workers: int = _spec(_int_at_least(0), "a non-negative integer (0: one per CPU core)", 0)
     seed: int = _spec(_int_at_least(0), "a non-negative integer", 0)
 
 
@@ -284,6 +282,8 @@ def _defense_checks(where: str, cfg: EnvConfig) -> None:
     d, federated = cfg.defense, cfg.partition.learners > 0
     if (d.dp_noise_multiplier is None) != (d.dp_max_grad_norm is None):
         raise FedsimError(f"{where}: [defense] DP-SGD needs both dp_noise_multiplier and dp_max_grad_norm")
+    if d.dp_sgd and cfg.train.precision != "fp32":
+        raise FedsimError(f"{where}: [defense] DP-SGD clips per-sample gradients in float32; use [train] precision = \"fp32\"")
     if d.dp_sgd and cfg.model.name != "cnn3d":
         raise FedsimError(
             f"{where}: [defense] DP-SGD needs per-subject gradients, but model {cfg.model.name!r} folds slices "

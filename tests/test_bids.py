@@ -50,6 +50,7 @@ def test_bids_dataset_becomes_a_manifest_with_one_t1_per_subject(tmp_path: Path,
     manifest = load_manifest(written.path)
     assert list(manifest["subject_id"]) == ["sub-01", "sub-02", "sub-03"]
     assert (written.subjects, written.chosen, written.skipped) == (3, 2, 1)
+    assert written.native == (0 if derivative else 3)
     names = [Path(p).name for p in manifest["path"]]
     space = "_space-MNI152NLin2009cAsym" if derivative else ""
     assert names == [f"sub-01{space}_T1w.nii.gz", f"sub-02_ses-1{space}_T1w.nii.gz", f"sub-03_run-1{space}_T1w.nii.gz"]
@@ -107,3 +108,19 @@ def test_a_federation_by_site_from_a_bids_dataset(tmp_path: Path, tiny_manifest:
         participants.rename(columns={"participant_id": "subject_id"})[["subject_id", "site"]], on="subject_id")
     held = groups[groups["group"] != "unseen"].groupby("group")["site"].agg(set).to_dict()
     assert held == {"L1": {"berlin"}, "L2": {"lyon"}, "L3": {"oslo"}}  # sites in sorted order
+
+
+def test_sessions_and_runs_are_ordered_as_numbers_and_derivatives_read_the_raw_participants(tmp_path: Path):
+    from fedsim.data.bids import describe
+
+    raw = _dataset(tmp_path / "study")
+    _t1(raw / "sub-04" / "ses-10" / "anat" / "sub-04_ses-10_T1w.nii.gz", 7)
+    _t1(raw / "sub-04" / "ses-2" / "anat" / "sub-04_ses-2_T1w.nii.gz", 8)  # ses-2 comes before ses-10
+    assert Path(load_manifest(write_bids_manifest(raw).path)["path"][3]).name == "sub-04_ses-2_T1w.nii.gz"
+    fmriprep = raw / "derivatives" / "fmriprep"  # no participants.tsv of its own, as fMRIPrep writes it
+    fmriprep.mkdir(parents=True)
+    (fmriprep / "dataset_description.json").write_text(json.dumps({"Name": "fmriprep", "DatasetType": "derivative"}))
+    _t1(fmriprep / "sub-01" / "anat" / "sub-01_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz", 9)
+    written = write_bids_manifest(fmriprep)
+    assert list(load_manifest(written.path)["age"]) == [61.5] and written.native == 0
+    assert "not in a space-MNI file" in describe(write_bids_manifest(raw).path)

@@ -77,7 +77,8 @@ def test_a_cohort_written_in_parallel_is_the_serial_one(tmp_path, monkeypatch):
     from fedsim.data import cohort
 
     spec = CohortSpec(64, (12, 12, 12), seed=5)
-    parallel = write_cohort(spec, tmp_path / "parallel")  # 64 subjects: one worker per core
+    monkeypatch.setattr(cohort.os, "cpu_count", lambda: 2)  # two workers even on a one-core runner
+    parallel = write_cohort(spec, tmp_path / "parallel")
     monkeypatch.setattr(cohort, "_PARALLEL_FROM", 10**9)
     serial = write_cohort(spec, tmp_path / "serial")
     pd.testing.assert_frame_equal(pd.read_csv(parallel), pd.read_csv(serial))

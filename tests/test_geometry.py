@@ -97,3 +97,16 @@ def test_a_scan_outside_the_mni_box_is_refused():
     with pytest.raises(FedsimError, match="covers 0 % of the MNI box"):
         check_geometry(SHAPE, shifted)
     check_geometry(SHAPE, grid_affine(SHAPE))  # the box itself passes
+
+
+@pytest.mark.parametrize("voxel, shape", [(2.0, (91, 109, 91)), (1.0, (182, 218, 182))])
+def test_fsl_template_grids_are_only_flipped_never_interpolated(tmp_path, voxel, shape):
+    """UK Biobank's preprocessed T1s are on FSL's MNI152 grids (LAS, voxel 0 at (90, -126, -72) mm):
+    on those grids preprocessing must reflect x, not interpolate a shifted grid."""
+    fsl = np.diag([-voxel, voxel, voxel, 1.0])
+    fsl[:3, 3] = [90.0, -126.0, -72.0]
+    data = np.random.default_rng(2).random(shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, fsl), tmp_path / "fsl.nii.gz")
+    out = load_volume(tmp_path / "fsl.nii.gz", shape)
+    flipped = data[::-1]
+    np.testing.assert_allclose(out, (flipped - flipped.mean()) / flipped.std(), atol=1e-4)

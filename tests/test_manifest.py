@@ -46,7 +46,7 @@ def test_valid_manifest_resolves_relative_paths(image):
         ("subject_id,path,age\ns1,a.nii.gz,60\ns2,./a.nii.gz,61\n",
          "line 3 \\(subject 's2'\\): the same image file as subject 's1' \\(line 2\\); every row must be an independent"),
         ("subject_id,path,age\ns1,a.nii.gz,60\ns2,b.nii.gz,61\ns3,copy-of-a.nii.gz,62\n",
-         "line 4 \\(subject 's3'\\): a copy of the image as subject 's1' \\(line 2\\)"),
+         "line 4 \\(subject 's3'\\): a copy of the image of subject 's1' \\(line 2\\)"),
     ],
 )
 def test_bad_manifests_fail_with_one_clear_sentence(image, text, match):
@@ -59,3 +59,15 @@ def test_bad_manifests_fail_with_one_clear_sentence(image, text, match):
 def test_missing_manifest(tmp_path):
     with pytest.raises(FedsimError, match="manifest .*nope.csv' not found"):
         load_manifest(tmp_path / "nope.csv")
+
+
+def test_distinct_uncompressed_scans_of_one_geometry_are_not_copies(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    for name, value in (("a.nii", 1.0), ("b.nii", 2.0)):  # same header and background, different brains
+        data = np.zeros((91, 109, 91), np.float32)
+        data[40:50, 40:50, 40:50] = value
+        nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / name)
+    df = load_manifest(_write(tmp_path, "subject_id,path,age\na,a.nii,60\nb,b.nii,61\n"))
+    assert list(df["subject_id"]) == ["a", "b"]

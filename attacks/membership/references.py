@@ -123,10 +123,12 @@ def train_model(
 
 
 def predict_rows(model: nn.Module, cohort: CohortArray, rows: np.ndarray, *, batch_size: int = 32,
-                 device: torch.device | str = "cpu") -> np.ndarray:
-    """Predicted ages (years, float64) of cohort ``rows``, in that order."""
+                 device: torch.device | str | None = None) -> np.ndarray:
+    """Predicted ages (years, float64) of cohort ``rows``, in that order, on ``device`` (default: the
+    command's, :func:`fedsim.device.resolve_device`); ``model`` is moved there."""
+    device = resolve_device(device)
     loader = make_loader(VolumeDataset(cohort, rows), batch_size, shuffle=False)
-    return predict(model, loader, device)[0]
+    return predict(model.to(device), loader, device)[0]
 
 
 @dataclass(frozen=True)

@@ -78,11 +78,13 @@ class FeatureCache:
         missing = [f for f in basic if not (folder / _file(f)).is_file()]
         if missing:
             where = f"{snapshot.name} r{snapshot.round}"
+            device = next(snapshot.model.parameters()).device
             fresh = compute_features(
                 snapshot.model.to(resolve_device()), self.target.cohort, missing, loss=snapshot.loss, method=self.method,
                 release=snapshot.release if released else None,
                 progress=None if self.progress is None else
                 (lambda done, total: self.progress(f"features of {where}", done, total)))
+            snapshot.model.to(device)  # the caller's model stays where it was
             folder.mkdir(parents=True, exist_ok=True)
             source = {"run_dir": str(self.target.run_dir), "name": snapshot.name, "round": snapshot.round,
                       "weights_sha256": snapshot.digest, "release": snapshot.released if released else None}

@@ -38,6 +38,19 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        _stop_workers()
+
+
+def _stop_workers() -> None:
+    """Stop joblib's worker processes (parallel preprocessing, cohort writing) before the command
+    exits: idle, they would linger for minutes holding its stdout and stderr open, so that
+    ``fedsim cohort … | tee log`` or a parent reading the pipes would wait for them."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True)
 
 
 def exit_process(code: int) -> None:

@@ -35,6 +35,7 @@ class BidsManifest:
     subjects: int
     chosen: int  # subjects with several T1s (see choices.csv)
     skipped: int  # participants without any T1
+    native: int  # T1s taken from files not named space-MNI…: fedsim does not register them
 
 
 def is_bids(path: Path) -> bool:
@@ -45,11 +46,15 @@ def _entities(name: str) -> dict[str, str]:
     return dict(_ENTITY.findall(name))
 
 
+def _natural(label: str) -> tuple:
+    """``2`` before ``10``; labels that are not numbers after those that are, alphabetically."""
+    return (0, int(label), "") if label.isdigit() else (1, 0, label)
+
+
 def _rank(path: Path) -> tuple:
-    """First session, lowest run, then the name: the order in which T1s are preferred."""
+    """First session, lowest run (numerically), then the name: the order in which T1s are preferred."""
     e = _entities(path.name)
-    run = e.get("run", "")
-    return (e.get("ses", ""), int(run) if run.isdigit() else 0, run, path.name)
+    return (_natural(e.get("ses", "")), _natural(e.get("run", "")), path.name)
 
 
 def _t1_images(subject_dir: Path) -> list[Path]:
@@ -58,8 +63,17 @@ def _t1_images(subject_dir: Path) -> list[Path]:
     return sorted(mni or [p for p in found if "space" not in _entities(p.name)], key=_rank)
 
 
+def _participants_path(root: Path) -> Path:
+    """``participants.tsv`` of the dataset, or — a derivatives dataset such as ``derivatives/fmriprep``
+    usually has none — of the raw dataset two levels up."""
+    candidates = [root / PARTICIPANTS]
+    if root.parent.name == "derivatives":
+        candidates.append(root.parent.parent / PARTICIPANTS)
+    return next((p for p in candidates if p.is_file()), candidates[0])
+
+
 def _read_participants(root: Path) -> pd.DataFrame:
-    path = root / PARTICIPANTS
+    path = _participants_path(root)
     if not path.is_file():
         raise FedsimError(f"BIDS dataset {str(root)!r} has no {PARTICIPANTS}; fedsim needs each participant's age there")
     try:
@@ -103,16 +117,17 @@ def write_bids_manifest(root: Path) -> BidsManifest:
     """The manifest of a BIDS dataset, written once under ``$FEDSIM_HOME/bids/`` and keyed by the
     dataset's participants table and chosen files (path, size, modification time)."""
     rows, choices, skipped = bids_rows(root)
-    h = hashlib.sha256((Path(root).resolve() / PARTICIPANTS).read_bytes())
+    h = hashlib.sha256(_participants_path(Path(root).resolve()).read_bytes())
     for path in rows["path"]:
         st = Path(path).stat()
         h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     out = fedsim_home() / "bids" / h.hexdigest()[:16]
     out.mkdir(parents=True, exist_ok=True)
     choices.to_csv(out / CHOICES, index=False)
-    written = BidsManifest(out / "manifest.csv", len(rows), len(choices), skipped)
+    native = sum("space" not in _entities(Path(p).name) for p in rows["path"])
+    written = BidsManifest(out / "manifest.csv", len(rows), len(choices), skipped, native)
     (out / SOURCE).write_text(json.dumps({"bids_root": str(Path(root).resolve()), "subjects": written.subjects,
-                                          "chosen": written.chosen, "skipped": written.skipped}))
+                                          "chosen": written.chosen, "skipped": written.skipped, "native": native}))
     partial = out / "manifest.csv.partial"
     rows.to_csv(partial, index=False)
     os.replace(partial, out / "manifest.csv")  # last, and atomic: a manifest means the folder is complete
@@ -130,4 +145,7 @@ def describe(manifest: Path) -> str | None:
         line += f"; {s['chosen']} had several T1s, took the first session and run ({Path(manifest).parent / CHOICES})"
     if s["skipped"]:
         line += f"; {s['skipped']} participant(s) without a T1 left out"
+    if s.get("native"):
+        line += (f"; {s['native']} T1(s) not in a space-MNI file: fedsim resamples but does not register, so these must "
+                 "already be in MNI space (else give an MNI-space derivative)")
     return line

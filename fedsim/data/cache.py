@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from fedsim.paths import fedsim_home
 from fedsim.progress import Progress
 
 # Bump when the preprocessing below changes, so old caches are not reused.
-PREPROCESS_VERSION = 2
+PREPROCESS_VERSION = 3
 _PARALLEL_FROM = 64  # subjects: below this, preprocessing runs in-process
 _BLOCK = 8  # subjects per preprocessing task: the memory map is opened once per block
 
@@ -130,9 +131,9 @@ def build_cache(
     ages = manifest["age"].to_numpy(dtype=np.float64)
     ids = list(manifest["subject_id"])
     if not array_path.is_file():
-        partial = cache_dir / f"{key}.partial.npy"
-        np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=(len(manifest), *shape)).flush()
+        partial = cache_dir / f"{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.npy"  # concurrent builds: one each
         try:
+            np.lib.format.open_memmap(partial, mode="w+", dtype=np.dtype(dtype), shape=(len(manifest), *shape)).flush()
             done = 0
             for count in _fill(partial, list(manifest["path"]), ids, shape, workers):
                 done += count

@@ -33,8 +33,9 @@ MANIFEST = "manifest.csv"
 _SPEC_FILE = "cohort.json"
 # int16 storage with this slope: 0.001 intensity units per step, as scanners store T1s.
 _INTENSITY_SLOPE = 1e-3
-# Bump when what the generator writes changes (2: the BIDS layout), so no stale cohort is reused.
-GENERATOR_VERSION = 2
+# Bump when what the generator writes changes (2: the BIDS layout; 3: FSL-anchored grids), so no
+# stale cohort is reused.
+GENERATOR_VERSION = 3
 _PARALLEL_FROM = 64  # subjects: a smaller cohort is written in-process (starting workers costs more)
 
 

@@ -16,21 +16,27 @@ from scipy import ndimage as ndi
 
 from fedsim.errors import FedsimError
 
-# The FSL MNI152 field of view (182 x 218 x 182 mm, RAS world coordinates of its corner):
-# the box UK Biobank's preprocessed T1s live in (Lam et al. 2020).
-MNI_BOX_ORIGIN_MM = np.array([-90.0, -126.0, -72.0])
+# The FSL MNI152 field of view, the box UK Biobank's preprocessed T1s live in (Lam et al. 2020):
+# FSL's 1 mm (182 x 218 x 182) and 2 mm (91 x 109 x 91) templates are stored LAS with voxel 0 at
+# world (90, -126, -72) mm. Every grid here keeps that anchor, so those two grids are FSL's own
+# (a scan on them is only flipped, never interpolated); the box is the 1 mm grid's voxel edges.
+FSL_FIRST_VOXEL_MM = np.array([90.0, -126.0, -72.0])
 MNI_BOX_EXTENT_MM = np.array([182.0, 218.0, 182.0])
-METHOD = "world-linear-antialiased"  # part of the preprocessing cache key
+MNI_BOX_ORIGIN_MM = np.array([-91.5, -126.5, -72.5])
+METHOD = "world-linear-antialiased-fsl-grid"  # part of the preprocessing cache key
 MIN_EXTENT_MM = 60.0  # thinner than this along any axis is a slab or a slice, not a brain
 MIN_VOXELS = 8
 MIN_BOX_COVERAGE = 0.25  # the scan's field of view must cover this share of the MNI box
 
 
 def grid_affine(shape: tuple[int, int, int]) -> np.ndarray:
-    """RAS affine of a ``shape`` grid spanning the MNI152 FSL box."""
-    voxel = MNI_BOX_EXTENT_MM / np.asarray(shape, dtype=float)
+    """RAS affine of a ``shape`` grid over the MNI152 FSL box, anchored on FSL's first voxel: for
+    182x218x182 and 91x109x91 it is FSL's 1 mm and 2 mm template grid, reflected to RAS."""
+    n = np.asarray(shape, dtype=float)
+    voxel = MNI_BOX_EXTENT_MM / n
     affine = np.diag([*voxel, 1.0])
-    affine[:3, 3] = MNI_BOX_ORIGIN_MM + voxel / 2 - 0.5
+    affine[:3, 3] = FSL_FIRST_VOXEL_MM
+    affine[0, 3] = FSL_FIRST_VOXEL_MM[0] - voxel[0] * (n[0] - 1)  # LAS voxel 0 is RAS voxel n-1
     return affine
 
 
@@ -74,8 +80,13 @@ def resample_world(volume: np.ndarray, affine: np.ndarray, shape: tuple[int, int
     if volume.shape == shape and np.allclose(affine, target, atol=1e-4):
         return np.asarray(volume, dtype=np.float32)
     to_source = np.linalg.inv(affine) @ target  # target voxel index -> world -> source voxel index
-    step = np.abs(to_source[:3, :3]).max(axis=1)
-    sigma = np.maximum(0.0, 0.4 * (step - 1.0))
+    # headers store affines in float32: snap what is an integer up to that rounding, so that a grid
+    # that is the target's up to a flip or shift samples voxel centres exactly
+    nearest = np.round(to_source)
+    to_source = np.where(np.abs(to_source - nearest) < 1e-4, nearest, to_source)
+    step = np.abs(to_source[:3, :3]).sum(axis=1)  # source voxels one target voxel spans, per source axis
+    sigma = np.maximum(0.0, 0.5 * (step - 1.0))  # scikit-image's anti-aliasing sigma for that factor
     smoothed = ndi.gaussian_filter(volume, sigma=sigma) if sigma.any() else volume
+    # grid-constant: interpolate towards background beyond the edge voxels, instead of dropping them
     return ndi.affine_transform(smoothed, to_source[:3, :3], offset=to_source[:3, 3], output_shape=shape,
-                                order=1, mode="constant", cval=0.0).astype(np.float32)
+                                order=1, mode="grid-constant", cval=0.0).astype(np.float32)

@@ -16,18 +16,32 @@ from fedsim.errors import FedsimError
 
 REQUIRED_COLUMNS = ("subject_id", "path", "age")
 MAX_AGE = 120.0  # years: the oldest verified human lived 122; an older age is a typo or a unit error
-_PROBE = 1 << 16  # bytes read from each end of a file to tell copies of one scan apart
 
 
-def _fingerprint(path: Path) -> tuple[int, str]:
-    """Size and a hash of a file's first and last 64 KiB: equal for copies of one scan, cheap for
-    thousands of files (a scan's compressed voxels differ within its first kilobytes)."""
-    size = path.stat().st_size
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        head = f.read(_PROBE)
-        f.seek(max(0, size - _PROBE))
-        tail = f.read(_PROBE)
-    return size, hashlib.sha256(head + tail).hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _refuse_copies(manifest: Path, scans: dict[Path, tuple[int, str]]) -> None:
+    """Two rows whose files are byte for byte the same scan. Only files of equal size are hashed
+    (whole: uncompressed scans of one geometry share their header and background), so a cohort of
+    compressed scans costs one ``stat`` per file."""
+    by_size: dict[int, list[Path]] = {}
+    for image in scans:
+        by_size.setdefault(image.stat().st_size, []).append(image)
+    for same_size in (group for group in by_size.values() if len(group) > 1):
+        seen: dict[str, Path] = {}
+        for image in sorted(same_size, key=lambda p: scans[p][0]):
+            digest = _sha256(image)
+            if digest in seen:
+                (line, sid), (first_line, first) = scans[image], scans[seen[digest]]
+                raise FedsimError(f"manifest {str(manifest)!r} line {line} (subject {sid!r}): a copy of the image of "
+                                  f"subject {first!r} (line {first_line}); every row must be an independent scan")
+            seen[digest] = image
 
 
 def load_manifest(path: str | Path) -> pd.DataFrame:
@@ -57,7 +71,7 @@ def load_manifest(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise FedsimError(f"manifest {str(path)!r} has no subjects")
     first_line: dict[str, int] = {}
-    scans: dict[object, tuple[int, str]] = {}  # resolved path, and content fingerprint -> (line, subject)
+    scans: dict[Path, tuple[int, str]] = {}  # resolved image path -> (line, subject)
     ages = []
     paths = []
     for i, row in enumerate(df.itertuples(index=False)):
@@ -81,13 +95,13 @@ def load_manifest(path: str | Path) -> pd.DataFrame:
         image = (path.parent / str(row.path)).resolve()
         if not str(row.path).strip() or not image.is_file():
             raise FedsimError(f"{where} (subject {sid!r}): image file {str(row.path)!r} not found")
-        for key, what in ((image, "the same image file"), (_fingerprint(image), "a copy of the image")):
-            if key in scans:
-                other_line, other = scans[key]
-                raise FedsimError(f"{where} (subject {sid!r}): {what} as subject {other!r} (line {other_line}); "
-                                  "every row must be an independent scan")
-            scans[key] = (line, sid)
+        if image in scans:
+            other_line, other = scans[image]
+            raise FedsimError(f"{where} (subject {sid!r}): the same image file as subject {other!r} (line {other_line}); "
+                              "every row must be an independent scan")
+        scans[image] = (line, sid)
         ages.append(age)
         paths.append(str(image))
+    _refuse_copies(path, scans)
     df = df.assign(subject_id=[s.strip() for s in df["subject_id"]], path=paths, age=ages)
     return df.reset_index(drop=True)

@@ -102,7 +102,7 @@ class SnapshotFedAvg(FedAvg):
         for node in self._sent - {m.metadata.src_node_id for m in replies}:
             failed[self._name(node)] = "no reply within [federation] round_timeout"
         if not ok:  # nothing to average: a "round" would be the previous model saved again
-            who, why = next(iter(sorted(failed.items())))
+            why = next(iter(dict(sorted(failed.items())).values()), "no learner replied")
             raise LearnerFailure(
                 f"every learner failed in round {rnd} ({', '.join(sorted(failed))}; first: {why}); "
                 f"rounds 0..{rnd - 1} are on disk, continue with --resume RUN_DIR"
