@@ -8,7 +8,6 @@ profile (``target_scale`` 1) is exactly the paper's MSE in years².
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,14 +54,20 @@ def regression_loss(name: str, pred: torch.Tensor, age: torch.Tensor, target_sca
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
-                device: torch.device | str = "cpu") -> DataLoader:
-    """A deterministic loader: the shuffle order depends only on ``seed``. Feeding a GPU, batches
-    are assembled by worker processes into pinned memory (the CPU is then the bottleneck, not the
-    GPU); on the CPU the memory-mapped cache is read in-process, which is faster for small volumes."""
+                device: torch.device | str = "cpu", workers: int = 0) -> DataLoader:
+    """A deterministic loader: the shuffle order depends only on ``seed``. Feeding a GPU, batches go
+    through pinned memory, assembled by ``workers`` processes (:func:`loader_workers`); on the CPU the
+    memory-mapped cache is read in-process, which is faster for small volumes."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    workers = min(4, max(1, (os.cpu_count() or 2) // 2)) if torch.device(device).type == "cuda" else 0
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-                      pin_memory=workers > 0, persistent_workers=workers > 0)
+    cuda = torch.device(device).type == "cuda"
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=workers if cuda else 0, pin_memory=cuda)
+
+
+def loader_workers(device: torch.device | str) -> int:
+    """Loader processes for a training loader on ``device``: on a GPU, the CPU threads this process
+    was given (``torch.get_num_threads()``: a learner's ``--cpus-per-learner``) less one, at most 4."""
+    return min(4, max(0, torch.get_num_threads() - 1)) if torch.device(device).type == "cuda" else 0
 
 
 def train_epochs(

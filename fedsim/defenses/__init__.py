@@ -37,7 +37,7 @@ from fedsim.defenses.perturbation import (
     perturb_state,
     prediction_noise,
 )
-from fedsim.training import make_loader, make_optimizer
+from fedsim.training import loader_workers, make_loader, make_optimizer
 
 __all__ = [
     "EarlyStopping",
@@ -93,7 +93,9 @@ def local_training(
     d = cfg.defense or _NONE
     if d.label_noise > 0:
         dataset = NoisyLabels(dataset, d.label_noise, cfg.seed)
-    loader = make_loader(dataset, cfg.train.batch_size, shuffle=True, seed=seed, device=next(model.parameters()).device)
+    device = next(model.parameters()).device
+    loader = make_loader(dataset, cfg.train.batch_size, shuffle=True, seed=seed, device=device,
+                         workers=loader_workers(device))
     optimizer = make_optimizer(model.parameters(), cfg.train)
     if not d.dp_sgd:
         return LocalTraining(model, loader, optimizer)
