@@ -22,7 +22,7 @@ from scipy import ndimage as ndi
 
 from results_table import append_row, machine
 
-from fedsim.data.cache import load_volume, zscore
+from fedsim.data.volumes import load_volume, zscore
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "geometry.md"

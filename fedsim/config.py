@@ -86,7 +86,7 @@ class DataConfig:
 
     shape: list[int] = _spec(_shape, "three integers of at least 4, e.g. [36, 43, 36]")
     cache_dtype: str = _spec(_one_of("float32", "float16"), "'float32' or 'float16' (half the disk and I/O)", "float32")
-    workers: int = _spec(_int_at_least(0), "a non-negative integer (0: one per CPU core)", 0)
+    workers: int = _spec(_int_at_least(0), "a non-negative integer (0: one per CPU core, at most 16)", 0)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def test_bids_dataset_becomes_a_manifest_with_one_t1_per_subject(tmp_path: Path,
     manifest = load_manifest(written.path)
     assert list(manifest["subject_id"]) == ["sub-01", "sub-02", "sub-03"]
     assert (written.subjects, written.chosen, written.skipped) == (3, 2, 1)
-    assert written.native == (0 if derivative else 3)
+    assert written.native == (0 if derivative else 3)  # _t1 writes sform code 0 (unknown space)
     names = [Path(p).name for p in manifest["path"]]
     space = "_space-MNI152NLin2009cAsym" if derivative else ""
     assert names == [f"sub-01{space}_T1w.nii.gz", f"sub-02_ses-1{space}_T1w.nii.gz", f"sub-03_run-1{space}_T1w.nii.gz"]
@@ -84,6 +84,7 @@ def test_the_synthetic_cohort_is_a_bids_dataset_read_like_a_users(tiny_manifest:
     cfg = load_env("tiny")
     as_bids, as_csv = prepare_data(cfg, root), prepare_data(cfg, tiny_manifest)
     assert as_bids.bids is not None and as_csv.bids is None
+    assert as_bids.bids.native == 0  # its headers say MNI space
     assert as_bids.cohort.subject_ids == as_csv.cohort.subject_ids
     np.testing.assert_array_equal(as_bids.cohort.volumes, as_csv.cohort.volumes)
     pd.testing.assert_frame_equal(as_bids.partitions, as_csv.partitions)

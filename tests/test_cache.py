@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.data.cache import VolumeDataset, build_cache, load_volume
+from fedsim.data.cache import VolumeDataset, build_cache
+from fedsim.data.volumes import load_volume
 from fedsim.data.geometry import grid_affine
 from fedsim.data.manifest import load_manifest
 from fedsim.errors import FedsimError

@@ -77,9 +77,9 @@ def test_a_cohort_written_in_parallel_is_the_serial_one(tmp_path, monkeypatch):
     from fedsim.data import cohort
 
     spec = CohortSpec(64, (12, 12, 12), seed=5)
-    monkeypatch.setattr(cohort.os, "cpu_count", lambda: 2)  # two workers even on a one-core runner
+    monkeypatch.setattr(cohort, "preprocess_workers", lambda requested, subjects: 2)  # even on a one-core runner
     parallel = write_cohort(spec, tmp_path / "parallel")
-    monkeypatch.setattr(cohort, "_PARALLEL_FROM", 10**9)
+    monkeypatch.setattr(cohort, "preprocess_workers", lambda requested, subjects: 1)
     serial = write_cohort(spec, tmp_path / "serial")
     pd.testing.assert_frame_equal(pd.read_csv(parallel), pd.read_csv(serial))
     for rel in pd.read_csv(serial)["path"]:

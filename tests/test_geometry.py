@@ -8,7 +8,7 @@ import pytest
 from nilearn import datasets
 from nilearn.image import resample_img
 
-from fedsim.data.cache import load_volume
+from fedsim.data.volumes import load_volume
 from fedsim.data.geometry import MNI_BOX_EXTENT_MM, check_geometry, grid_affine, resample_world
 from fedsim.errors import FedsimError
 

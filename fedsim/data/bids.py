@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import pandas as pd
 
 from fedsim.errors import FedsimError
@@ -24,6 +25,7 @@ DESCRIPTION = "dataset_description.json"
 PARTICIPANTS = "participants.tsv"
 CHOICES = "choices.csv"
 SOURCE = "source.json"
+MNI_XFORM_CODE = 4  # NIfTI's xform code for MNI 152 space
 _ENTITY = re.compile(r"_(ses|run|space)-([A-Za-z0-9]+)")
 
 
@@ -35,7 +37,7 @@ class BidsManifest:
     subjects: int
     chosen: int  # subjects with several T1s (see choices.csv)
     skipped: int  # participants without any T1
-    native: int  # T1s taken from files not named space-MNI…: fedsim does not register them
+    native: int  # T1s neither named space-MNI… nor marked MNI in their header: fedsim does not register them
 
 
 def is_bids(path: Path) -> bool:
@@ -70,6 +72,14 @@ def _participants_path(root: Path) -> Path:
     if root.parent.name == "derivatives":
         candidates.append(root.parent.parent / PARTICIPANTS)
     return next((p for p in candidates if p.is_file()), candidates[0])
+
+
+def _in_mni(path: Path) -> bool:
+    """A ``space-MNI…`` file, or one whose header says MNI space (sform or qform code 4)."""
+    if _entities(path.name).get("space", "").startswith("MNI"):
+        return True
+    header = nib.load(str(path)).header
+    return MNI_XFORM_CODE in (int(header["sform_code"]), int(header["qform_code"]))
 
 
 def _read_participants(root: Path) -> pd.DataFrame:
@@ -124,7 +134,7 @@ def write_bids_manifest(root: Path) -> BidsManifest:
     out = fedsim_home() / "bids" / h.hexdigest()[:16]
     out.mkdir(parents=True, exist_ok=True)
     choices.to_csv(out / CHOICES, index=False)
-    native = sum("space" not in _entities(Path(p).name) for p in rows["path"])
+    native = sum(not _in_mni(Path(p)) for p in rows["path"])
     written = BidsManifest(out / "manifest.csv", len(rows), len(choices), skipped, native)
     (out / SOURCE).write_text(json.dumps({"bids_root": str(Path(root).resolve()), "subjects": written.subjects,
                                           "chosen": written.chosen, "skipped": written.skipped, "native": native}))

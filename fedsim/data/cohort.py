@@ -24,6 +24,7 @@ from fedsim.errors import FedsimError
 from fedsim.paths import fedsim_home
 from fedsim.progress import Progress, counted
 from fedsim.data.bids import DESCRIPTION, PARTICIPANTS
+from fedsim.data.cache import preprocess_workers
 from fedsim.data.geometry import grid_affine
 from fedsim.data.synthetic import AgeDistribution, AnatomyParams, make_subject
 
@@ -36,7 +37,6 @@ _INTENSITY_SLOPE = 1e-3
 # Bump when what the generator writes changes (2: the BIDS layout; 3: FSL-anchored grids), so no
 # stale cohort is reused.
 GENERATOR_VERSION = 3
-_PARALLEL_FROM = 64  # subjects: a smaller cohort is written in-process (starting workers costs more)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = Non
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    workers = 1 if spec.subjects < _PARALLEL_FROM else max(1, os.cpu_count() or 1)
+    workers = preprocess_workers(0, spec.subjects)
     if workers == 1:
         written = (_write_subject(spec, i, partial) for i in range(spec.subjects))
     else:  # subject i depends on [seed, i] alone: the same files whichever process writes them
@@ -109,6 +109,8 @@ def _write_subject(spec: CohortSpec, i: int, folder: Path) -> dict[str, object]:
     img = nib.Nifti1Image(np.round(subject.image / _INTENSITY_SLOPE).astype(np.int16), grid_affine(spec.shape))
     img.header.set_slope_inter(_INTENSITY_SLOPE, 0.0)
     img.header.set_xyzt_units("mm")
+    img.set_sform(img.affine, code="mni")  # the header says: MNI space (NIfTI xform code 4)
+    img.set_qform(img.affine, code="mni")
     nib.save(img, folder / rel)
     return {"subject_id": sid, "path": rel, "age": round(subject.age, 2), "sex": subject.sex,
             "site": "synthetic", "bio_age": round(subject.bio_age, 2)}
