@@ -23,6 +23,10 @@ def git_commit(source: Path = Path(__file__).resolve().parent) -> str | None:
     """The commit of the checkout fedsim runs from (``+dirty`` when it has uncommitted changes),
     or None outside a git checkout or without git."""
     try:
+        top = subprocess.run(["git", "-C", str(source), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        if not (Path(top) / "fedsim" / "provenance.py").is_file():
+            return None  # fedsim installed inside someone else's repository: that commit is not fedsim's
         commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],

@@ -59,12 +59,6 @@ def resolve_manifest(cfg: EnvConfig, cohort: str | Path | None, *,
     return cohort, None
 
 
-def _sites(manifest: pd.DataFrame) -> list[str]:
-    if "site" not in manifest.columns:
-        raise FedsimError("[partition] by = \"site\" needs a site column in the cohort's manifest (or participants.tsv)")
-    return [str(s) for s in manifest["site"]]
-
-
 def prepare_data(cfg: EnvConfig, cohort: str | Path | None = None, *, progress: Progress | None = None) -> PreparedData:
     """Load (or generate), preprocess and partition the cohort of an environment."""
     manifest_path, bids = resolve_manifest(cfg, cohort, progress=progress)
@@ -83,7 +77,7 @@ def prepare_data(cfg: EnvConfig, cohort: str | Path | None = None, *, progress: 
         seed=cfg.seed,
         by=p.by,
         alpha=p.alpha,
-        sites=_sites(manifest) if p.by == "site" else None,
+        sites=list(manifest["site"].astype(str)) if p.by == "site" and "site" in manifest.columns else None,
     )
     table = partition_table(cached.subject_ids, cached.ages, groups, p.age_bins)
     return PreparedData(manifest=manifest_path, cohort=cached, partitions=table, bids=bids)
