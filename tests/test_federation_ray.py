@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from fedsim import snapshots
 from fedsim.federation import keys
 
 from federations import federate
+from processes import free_port, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -56,15 +56,9 @@ def test_failure_then_resume_on_ray_matches_an_uninterrupted_run(tmp_path, tiny_
         assert torch.equal(value, final_model(run, 2)[key]), key
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(shutil.which("ray", path=str(Path(sys.executable).parent)) is None, reason="no ray CLI")
 def test_ray_address_of_a_running_head(tmp_path, tiny_manifest):
-    port = _free_port()
+    port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are length-limited
     ray = str(Path(sys.executable).parent / "ray")
     # `ray stop` would end every Ray process on the machine; this head is stopped by its own process group
@@ -88,11 +82,7 @@ def test_ray_address_of_a_running_head(tmp_path, tiny_manifest):
         assert f"on Ray (127.0.0.1:{port})" in result.stdout
         assert snapshots.complete_rounds(tmp_path / "run") == [0, 1]
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        stop_group(head, timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -21,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fedsim import snapshots
+
+from processes import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -47,12 +48,6 @@ def _certificates(folder: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serving_tls(port: int, ca: Path, timeout: float = 60) -> None:
     context = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + timeout
@@ -70,7 +65,7 @@ def _serving_tls(port: int, ca: Path, timeout: float = 60) -> None:
 @pytest.mark.skipif(not (BIN / "flower-superlink").exists(), reason="flwr's flower-superlink is not installed")
 def test_flwr_run_over_tls_with_generated_certificates(tmp_path: Path, tiny_manifest: Path, fedsim_home: Path):
     ca, cert, key = _certificates(tmp_path)
-    port, home = _free_port(), tmp_path / "flwr-home"
+    port, home = free_port(), tmp_path / "flwr-home"
     home.mkdir()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "tls"\n\n[superlink.tls]\naddress = "127.0.0.1:{port}"\nroot-certificates = "{ca}"\n\n'
@@ -96,8 +91,4 @@ def test_flwr_run_over_tls_with_generated_certificates(tmp_path: Path, tiny_mani
                                timeout=120)
         assert plain.returncode != 0  # the SuperLink speaks TLS only: a plaintext client gets nowhere
     finally:
-        os.killpg(superlink.pid, signal.SIGTERM)
-        try:
-            superlink.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(superlink.pid, signal.SIGKILL)
+        stop_group(superlink, timeout=20)
