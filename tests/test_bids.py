@@ -57,7 +57,7 @@ def test_bids_dataset_becomes_a_manifest_with_one_t1_per_subject(tmp_path: Path,
     assert list(manifest["age"]) == [61.5, 70.0, 55.0] and list(manifest["site"]) == ["a", "a", "b"]
     choices = pd.read_csv(written.path.parent / CHOICES)
     assert list(choices["subject_id"]) == ["sub-02", "sub-03"] and "ses-2" in choices["others"][0]
-    assert write_bids_manifest(root).path == written.path  # keyed by content: the same folder again
+    assert write_bids_manifest(root) == written  # keyed by content: the same folder, read back, again
 
 
 @pytest.mark.parametrize("change, match", [

@@ -132,6 +132,9 @@ def write_bids_manifest(root: Path) -> BidsManifest:
         st = Path(path).stat()
         h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     out = fedsim_home() / "bids" / h.hexdigest()[:16]
+    if (out / "manifest.csv").is_file():  # the same dataset again: no header reads, nothing rewritten
+        s = json.loads((out / SOURCE).read_text())
+        return BidsManifest(out / "manifest.csv", s["subjects"], s["chosen"], s["skipped"], s["native"])
     out.mkdir(parents=True, exist_ok=True)
     choices.to_csv(out / CHOICES, index=False)
     native = sum(not _in_mni(Path(p)) for p in rows["path"])
