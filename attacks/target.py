@@ -23,7 +23,7 @@ from torch import nn
 from fedsim import snapshots
 from fedsim.data.cache import CohortArray, build_cache
 from fedsim.data.manifest import load_manifest
-from fedsim.data.partition import read_partitions
+from fedsim.data.partition_table import read_partitions
 from fedsim.defenses import PerturbedPredictions, perturb_predictions, release_model
 from fedsim.errors import FedsimError
 from fedsim.models import build_model

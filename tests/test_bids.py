@@ -95,7 +95,7 @@ def test_a_federation_by_site_from_a_bids_dataset(tmp_path: Path, tiny_manifest:
 
     from federations import federate
     from fedsim.config import env_path
-    from fedsim.data.partition import read_partitions
+    from fedsim.data.partition_table import read_partitions
 
     root = tmp_path / "sites"
     shutil.copytree(tiny_manifest.parent, root)

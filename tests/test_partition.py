@@ -9,13 +9,8 @@ import pandas as pd
 import pytest
 
 from fedsim.config import tomllib
-from fedsim.data.partition import (
-    age_bins,
-    assign_groups,
-    partition_table,
-    read_partitions,
-    write_partitions,
-)
+from fedsim.data.partition import age_bins, assign_groups
+from fedsim.data.partition_table import partition_table, read_partitions, write_partitions
 from fedsim.plots import plot_partitions
 from fedsim.errors import FedsimError
 

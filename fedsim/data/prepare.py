@@ -17,7 +17,8 @@ from fedsim.data.bids import DESCRIPTION, BidsManifest, is_bids, write_bids_mani
 from fedsim.data.cache import CohortArray, build_cache, preprocess_workers
 from fedsim.data.cohort import CohortSpec, default_cohort
 from fedsim.data.manifest import load_manifest
-from fedsim.data.partition import assign_groups, partition_table
+from fedsim.data.partition import assign_groups
+from fedsim.data.partition_table import partition_table
 from fedsim.errors import FedsimError
 from fedsim.progress import Progress
 

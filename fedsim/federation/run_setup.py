@@ -23,7 +23,8 @@ from fedsim import snapshots
 from fedsim.config import EnvConfig, from_resolved
 from fedsim.data.cache import VolumeDataset, build_cache
 from fedsim.data.manifest import load_manifest
-from fedsim.data.partition import learner_label, read_partitions, write_partitions
+from fedsim.data.partition import learner_label
+from fedsim.data.partition_table import read_partitions, write_partitions
 from fedsim.data.prepare import PreparedData
 from fedsim.errors import FedsimError
 from fedsim.federation import keys

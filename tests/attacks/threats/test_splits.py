@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from attacks.threats.splits import LEARNER_TRAIN_CAP, centralized_splits, learner_splits
-from fedsim.data.partition import assign_groups, partition_table
+from fedsim.data.partition import assign_groups
+from fedsim.data.partition_table import partition_table
 from fedsim.errors import FedsimError
 
 
