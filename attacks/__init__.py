@@ -22,15 +22,22 @@
         references.py   reference models trained and cached by fedsim
         calibrated.py   calibrated attacks on a centralized run
         seats.py        every seat on one round, the controller's calibrated attacks
+      reconstruction/ the reconstruction family: can a seat see a subject's brain?
+        optimize.py     the one inversion loop (signed Adam, step schedule, 3-D TV prior, box)
+        gradient.py     gradient inversion of a learner's update (one step, or its local SGD replayed)
+        features.py     feature inversion of one layer's activations (white-box, learned inverse net)
+        inversion.py    model inversion: the scan of a target age; is it closer to members?
+        updates.py      the updates a sweep attacks, trained by fedsim's loop under each defense
+        run.py          each attack on a run directory; sweep.py  batch size x local steps x width x defense
       evaluation/     metrics with intervals that have their coverage, one aggregation, controls' verdicts
-        metrics.py  intervals.py  summary.py
+        metrics.py  intervals.py  summary.py  images.py (SSIM, PSNR, identifiability)
       reporting/      figures and HTML pages (Jinja2 templates, autoescaped, figures inlined)
-        figures.py  html.py  membership.py  seats.py  sweep.py  markdown.py  templates/
+        figures.py  html.py  membership.py  seats.py  sweep.py  reconstruction.py  markdown.py  templates/
       experiments/    the study (every environment) and privacy–utility sweeps
         study.py  sweep.py
       cli/            the commands: parse, call the layers above, print (nothing below prints)
-        run.py  seats.py  calibrated.py  study.py  sweep.py  options.py (their shared options)
-      run.py seats.py calibrated.py study.py sweep.py   ``python -m attacks.<name>`` → cli/<name>.py
+        run.py  seats.py  calibrated.py  reconstruct.py  study.py  sweep.py  options.py (their shared options)
+      run.py seats.py calibrated.py reconstruct.py study.py sweep.py   ``python -m attacks.<name>`` → cli/<name>.py
 
 Dependencies run downward: cli → reporting → families + evaluation → engine → signals + threats → target.
 A new attack family is a folder beside ``membership/`` whose attacks run through :mod:`attacks.engine`;

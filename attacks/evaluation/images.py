@@ -1,0 +1,77 @@
+"""How close a reconstructed volume is to the subject it came from, and whether it names that subject.
+
+SSIM and PSNR are scikit-image's (n-D, so the 3-D volumes as the model sees them), each also for the
+prior (the attacker's mean brain): what a reconstruction gains over the prior is what leaked.
+Identifiability is Yin et al.'s (2021) image-identifiability precision: a reconstruction identifies a
+subject when its nearest candidate scan (the victim's subjects and unseen ones) is one of the subjects
+it was reconstructed from; chance is that set's share of the candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+__all__ = ["Quality", "identified", "match", "quality", "ssim", "psnr"]
+
+
+def ssim(truth: np.ndarray, image: np.ndarray) -> float:
+    """Structural similarity of two volumes, on the data range of ``truth``."""
+    truth, image = np.asarray(truth, np.float64), np.asarray(image, np.float64)
+    return float(structural_similarity(truth, image, data_range=float(truth.max() - truth.min())))
+
+
+def psnr(truth: np.ndarray, image: np.ndarray) -> float:
+    """Peak signal-to-noise ratio (dB) of ``image`` against ``truth``, on ``truth``'s data range."""
+    truth, image = np.asarray(truth, np.float64), np.asarray(image, np.float64)
+    return float(peak_signal_noise_ratio(truth, image, data_range=float(truth.max() - truth.min())))
+
+
+def _distances(images: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Mean squared distance of every image (rows) to every candidate (columns)."""
+    a = images.reshape(len(images), -1).astype(np.float64)
+    b = candidates.reshape(len(candidates), -1).astype(np.float64)
+    return ((a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :]) / a.shape[1]
+
+
+def match(images: np.ndarray, truths: np.ndarray) -> np.ndarray:
+    """For each reconstruction, the index of its true scan among ``truths``: the assignment of least total
+    distance (a batch is reconstructed in no particular order)."""
+    rows, cols = linear_sum_assignment(_distances(images, truths))
+    return cols[np.argsort(rows)]
+
+
+def identified(images: np.ndarray, candidates: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Whether each reconstruction's nearest candidate is one of ``sources`` (indices into ``candidates``)."""
+    nearest = _distances(images, candidates).argmin(axis=1)
+    return np.isin(nearest, sources)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """One reconstruction's scores, and the prior's on the same subject."""
+
+    ssim: float
+    psnr: float
+    ssim_prior: float
+    psnr_prior: float
+    identified: bool
+    chance: float
+
+    def row(self) -> dict[str, float]:
+        return {"ssim": self.ssim, "psnr": self.psnr, "ssim_prior": self.ssim_prior, "psnr_prior": self.psnr_prior,
+                "ssim_gain": self.ssim - self.ssim_prior, "identified": float(self.identified), "chance": self.chance}
+
+
+def quality(images: np.ndarray, truths: np.ndarray, prior: np.ndarray, candidates: np.ndarray,
+            sources: np.ndarray) -> list[Quality]:
+    """Scores of each of ``images`` (N, *spatial) against its matched scan among ``truths`` (the subjects the
+    signal came from, which are ``candidates[sources]``), beside the ``prior``'s."""
+    order = match(images, truths)
+    hits = identified(images, candidates, sources)
+    chance = len(np.unique(sources)) / len(candidates)
+    return [Quality(ssim(truths[j], img), psnr(truths[j], img), ssim(truths[j], prior), psnr(truths[j], prior),
+                    bool(hit), chance) for img, j, hit in zip(images, order, hits)]

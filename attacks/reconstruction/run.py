@@ -1,0 +1,244 @@
+"""Each reconstruction attack on a run directory: who holds what, which subjects, one row per reconstruction.
+
+The seats (``../shared/design.md`` §5): gradient inversion is the curious controller's (a learner's
+update of one round: its local model minus the community model it started from, so the run must have
+been trained with ``--snapshot-local``); feature inversion is the holder of one layer's activations;
+model inversion is anyone with the community model. Every attacker holds scans of its own: the first
+half of the unseen group (by subject id order), whose mean is the prior every reconstruction starts
+from and is scored against. Identifiability is among the victim's subjects and the other half of the
+unseen group, so a reconstruction that names its subject does it among scans the attacker never saw.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from attacks.evaluation.images import quality
+from attacks.reconstruction.features import activations, fit_inverse, invert_activations
+from attacks.reconstruction.gradient import Recipe, invert_update
+from attacks.reconstruction.inversion import closeness, invert_model
+from attacks.reconstruction.optimize import Inversion
+from attacks.target import Target, is_centralized, load_snapshot
+from fedsim import snapshots
+from fedsim.device import resolve_device
+from fedsim.errors import FedsimError
+from fedsim.models import layer_parameters
+
+__all__ = ["Example", "Outcome", "Scans", "example", "feature_attack", "gradient_attack", "model_attack", "victim_group"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Example:
+    """One reconstruction kept for the report's mid-slice grid."""
+
+    label: str
+    truth: np.ndarray
+    image: np.ndarray
+    prior: np.ndarray
+
+
+@dataclass
+class Outcome:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)
+
+
+class Scans:
+    """The cohort's volumes as tensors, the attacker's own subjects, the prior and the candidates."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.device = resolve_device()  # the command's --device
+        parts = target.partitions
+        unseen = sorted(parts.loc[parts["group"] == "unseen", "subject_id"])
+        if len(unseen) < 4:
+            raise FedsimError("reconstruction needs at least 4 unseen subjects (the attacker's own scans and outsiders)")
+        self.own, self.outsiders = unseen[: len(unseen) // 2], unseen[len(unseen) // 2:]
+        own = self.volumes(self.own)
+        self.prior = own.mean(0, keepdim=True)
+        self.bounds = (float(own.min()), float(own.max()))
+
+    def ids(self, group: str) -> list[str]:
+        parts = self.target.partitions
+        return sorted(parts.loc[parts["group"] == group, "subject_id"])
+
+    def volumes(self, ids: Sequence[str]) -> torch.Tensor:
+        rows = self.target.cohort.index_of(list(ids))
+        ordered = np.asarray(self.target.cohort.volumes[np.sort(rows)], dtype=np.float32)[np.argsort(np.argsort(rows))]
+        return torch.from_numpy(ordered)[:, None].to(self.device)
+
+    def ages(self, ids: Sequence[str]) -> torch.Tensor:
+        ages = self.target.cohort.ages[self.target.cohort.index_of(list(ids))].astype(np.float32)
+        return torch.from_numpy(ages).to(self.device)
+
+    def score(self, images: torch.Tensor, truth_ids: Sequence[str], victim_ids: Sequence[str]) -> list[dict[str, float]]:
+        """Quality rows of ``images`` reconstructed from ``truth_ids`` (identified among the victim's + outsiders)."""
+        candidates = list(victim_ids) + [s for s in self.outsiders if s not in set(victim_ids)]
+        position = {s: i for i, s in enumerate(candidates)}
+        truths = self.volumes(truth_ids)[:, 0].cpu().numpy()
+        cand = self.volumes(candidates)[:, 0].cpu().numpy()
+        sources = np.array([position[s] for s in truth_ids])
+        return [q.row() for q in quality(images[:, 0].cpu().numpy(), truths, self.prior_np, cand, sources)]
+
+    @property
+    def prior_np(self) -> np.ndarray:
+        return self.prior[0, 0].cpu().numpy()
+
+
+def victim_group(target: Target, learner: str | None) -> str:
+    """The group whose subjects are attacked: ``learner`` (checked), else the first learner (or ``train``)."""
+    groups = sorted(set(target.partitions["group"]) - {"unseen", "val"})
+    if learner is None:
+        return "train" if is_centralized(target) else groups[0]
+    if learner not in groups:
+        raise FedsimError(f"learner {learner!r} does not exist in this run; choose one of: {', '.join(groups)}")
+    return learner
+
+
+def _round(target: Target, rnd: int | None, *, first: int = 0) -> int:
+    rnd = target.rounds[-1] if rnd is None else rnd
+    if rnd not in target.rounds or rnd < first:
+        raise FedsimError(f"round {rnd} does not exist in {str(target.run_dir)!r}; rounds on disk: "
+                          f"{max(first, target.rounds[0])}..{target.rounds[-1]}")
+    return rnd
+
+
+def _timed(progress: Progress | None, what: str) -> Callable[[int, int], None] | None:
+    return None if progress is None else (lambda done, total: progress(what, done, total))
+
+
+def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | None = None, subjects: int = 8,
+                    labels: str = "known", objective: str | None = None, settings: Inversion = Inversion(),
+                    progress: Progress | None = None) -> Outcome:
+    """The curious controller inverts ``learner``'s update of round ``rnd`` (default: the last)."""
+    if is_centralized(target):
+        raise FedsimError("gradient inversion attacks a learner's update: this is a centralized run (no learners)")
+    group = victim_group(target, learner)
+    rnd = _round(target, rnd, first=1)
+    local = snapshots.round_dir(target.run_dir, rnd) / f"{group}.safetensors"
+    if not local.exists():
+        raise FedsimError(f"{str(target.run_dir)!r} has no local models (round {rnd} has no {group}.safetensors); "
+                          "train with --snapshot-local")
+    scans = Scans(target)
+    community, trained = load_snapshot(target.run_dir, rnd - 1), load_snapshot(target.run_dir, rnd, name=group)
+    community.model.to(scans.device)
+    trained.model.to(scans.device)
+    start = dict(community.model.named_parameters())
+    update = {k: (p.detach() - start[k].detach()) for k, p in trained.model.named_parameters()}
+    config = snapshots.read_config(target.run_dir)
+    recipe = Recipe.of_run(config)
+    victims = scans.ids(group)
+    n = min(subjects, len(victims))
+    whole = n == len(victims)  # the whole update reconstructed: the batches and ages can be replayed
+    objective = objective or (recipe.objective(n) if whole else "gradient")
+    known = scans.ages(victims) if whole and labels == "known" else None
+    t0 = time.perf_counter()
+    images, ages, value = invert_update(community.model, update, scans.prior.repeat(n, 1, 1, 1, 1), recipe,
+                                        ages=known, age_guess=float(scans.ages(scans.own).mean()), objective=objective,
+                                        settings=settings, bounds=scans.bounds, progress=_timed(progress, f"gradient {group}"))
+    seconds = time.perf_counter() - t0
+    out = Outcome()
+    for i, q in enumerate(scans.score(images, victims, victims)):
+        out.rows.append({"attack": "gradient", "round": rnd, "learner": group, "setting": objective,
+                         "subjects": len(victims), "reconstructed": n, "batch_size": recipe.batch_size,
+                         "local_steps": recipe.steps(len(victims)), "labels": "known" if known is not None else "estimated",
+                         "image": i, "cosine": 1 - value, **q, "seconds": seconds / n})
+    out.examples.append(example(f"gradient, {group}, round {rnd}", scans.volumes(victims), images, scans))
+    return out
+
+
+def example(label: str, truths: torch.Tensor, images: torch.Tensor, scans: Scans) -> Example:
+    """The first reconstruction beside the scan it is closest to (a batch comes back in no order)."""
+    truth, image = truths[:, 0].cpu().numpy(), images[0, 0].cpu().numpy()
+    j = int(np.argmin(((truth - image) ** 2).mean(axis=(1, 2, 3))))
+    return Example(label, truth[j], image, scans.prior_np)
+
+
+def _conv_layers(model: torch.nn.Module) -> list[str]:
+    return [name for name in layer_parameters(model) if name.startswith("conv")]
+
+
+def feature_attack(target: Target, *, learner: str | None = None, rnd: int | None = None, subjects: int = 4,
+                   layers: Sequence[str] | None = None, methods: Sequence[str] = ("white-box", "learned"),
+                   settings: Inversion = Inversion(), epochs: int = 20, progress: Progress | None = None) -> Outcome:
+    """The holder of one layer's activations of ``subjects`` of the victim's scans reconstructs them."""
+    group = victim_group(target, learner)
+    rnd = _round(target, rnd)
+    scans = Scans(target)
+    model = load_snapshot(target.run_dir, rnd).model.to(scans.device)
+    layers = list(layers or _conv_layers(model))
+    victims = scans.ids(group)
+    chosen = victims[:subjects]
+    x = scans.volumes(chosen)
+    own = scans.volumes(scans.own)
+    out = Outcome()
+    for layer in layers:
+        with torch.no_grad():
+            held = activations(model, layer, x)
+        for method in methods:
+            t0 = time.perf_counter()
+            if method == "white-box":
+                images = torch.cat([invert_activations(model, layer, held[i:i + 1], scans.prior, settings=settings,
+                                                       bounds=scans.bounds, progress=_timed(progress, f"features {layer} {i + 1}/{len(chosen)}"))
+                                    for i in range(len(chosen))])
+            elif method == "learned":
+                with torch.no_grad():
+                    train = activations(model, layer, own)
+                net = fit_inverse(train, own, epochs=epochs, progress=_timed(progress, f"inverse net {layer}"))
+                with torch.no_grad():
+                    images = net(held).clamp(*scans.bounds)
+            else:
+                raise FedsimError(f"unknown feature-inversion method {method!r}; choose from: white-box, learned")
+            seconds = (time.perf_counter() - t0) / len(chosen)
+            for i, sid in enumerate(chosen):
+                q = scans.score(images[i:i + 1], [sid], victims)[0]
+                out.rows.append({"attack": "features", "round": rnd, "learner": group, "setting": f"{layer} {method}",
+                                 "layer": layer, "method": method, "subjects": len(chosen), "image": i, **q,
+                                 "seconds": seconds})
+            out.examples.append(Example(f"features, {layer}, {method}", x[0, 0].cpu().numpy(), images[0, 0].cpu().numpy(),
+                                        scans.prior_np))
+    return out
+
+
+def model_attack(target: Target, *, rnd: int | None = None, ages: Sequence[float] | None = None, window: float = 2.5,
+                 settings: Inversion = Inversion(), progress: Progress | None = None) -> Outcome:
+    """Prototypes of target ages from the community model of ``rnd`` and the untrained round-0 model; for
+    each, how much closer it is to members of that age (±``window`` years) than to unseen subjects."""
+    rnd = _round(target, rnd)
+    scans = Scans(target)
+    parts = target.partitions
+    members = sorted(parts.loc[~parts["group"].isin(["unseen", "val"]), "subject_id"])
+    member_ages, outsider_ages = scans.ages(members).cpu().numpy(), scans.ages(scans.outsiders).cpu().numpy()
+    ages = list(ages) if ages else [float(a) for a in np.percentile(outsider_ages, [25, 50, 75]).round()]
+    config = snapshots.read_config(target.run_dir)
+    loss, scale = config["train"].get("loss", "mse"), float(config["model"].get("target_scale", 1.0))
+    out = Outcome()
+    for model_round in dict.fromkeys([rnd, 0]):
+        model = load_snapshot(target.run_dir, model_round).model.to(scans.device)
+        for age in ages:
+            near_m = [s for s, a in zip(members, member_ages) if abs(a - age) <= window]
+            near_o = [s for s, a in zip(scans.outsiders, outsider_ages) if abs(a - age) <= window]
+            if not near_m or not near_o:
+                raise FedsimError(f"no members or no unseen subjects within {window:g} years of age {age:g}; choose other --ages")
+            t0 = time.perf_counter()
+            proto, predicted = invert_model(model, age, scans.prior, loss=loss, target_scale=scale, settings=settings,
+                                            bounds=scans.bounds, progress=_timed(progress, f"model round {model_round}, age {age:g}"))
+            m_vol, o_vol = scans.volumes(near_m)[:, 0].cpu().numpy(), scans.volumes(near_o)[:, 0].cpu().numpy()
+            proto_np, prior_np = proto[0, 0].cpu().numpy(), scans.prior_np
+            out.rows.append({"attack": "model", "round": model_round, "learner": "", "setting": f"age {age:g}",
+                             "target_age": age, "predicted_age": predicted, "members": len(near_m),
+                             "non_members": len(near_o), "closeness_auc": closeness(proto_np, m_vol, o_vol),
+                             "closeness_auc_prior": closeness(prior_np, m_vol, o_vol),
+                             "seconds": time.perf_counter() - t0})
+            if model_round == rnd and age == ages[len(ages) // 2]:
+                out.examples.append(Example(f"model inversion, round {rnd}, age {age:g} (truth: mean member of that age)",
+                                            m_vol.mean(0), proto_np, prior_np))
+    return out

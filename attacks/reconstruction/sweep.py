@@ -1,0 +1,106 @@
+"""Gradient inversion over the settings that decide it: batch size, local steps, model width, defenses.
+
+Each point trains the one update it needs (:mod:`attacks.reconstruction.updates`) from the community
+model of a round on the first ``subjects`` scans of a learner, then inverts it as the curious controller
+would (:func:`attacks.reconstruction.gradient.invert_update`, labels known). Local steps are ``1`` (one
+batch), ``epoch`` (one pass over the subjects) or ``run`` (the run's ``local_epochs`` passes). Defenses
+are applied at the first batch size and local-steps value of the grid, where leakage is largest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from attacks.reconstruction.gradient import Recipe, invert_update
+from attacks.reconstruction.optimize import Inversion
+from attacks.reconstruction.run import Outcome, Progress, Scans, example, victim_group
+from attacks.reconstruction.updates import Defense, train_update
+from attacks.target import Target, load_snapshot
+from fedsim import snapshots
+from fedsim.config import load_env
+from fedsim.errors import FedsimError
+from fedsim.models import build_model
+
+__all__ = ["LOCAL_STEPS", "paper_recipe", "sweep"]
+
+LOCAL_STEPS = ("1", "epoch", "run")
+#: The environment whose [train] is the paper's federated recipe (plain SGD, batch 1).
+PAPER_ENV = "paper-skewed-noniid"
+
+
+def paper_recipe(recipe: Recipe) -> Recipe:
+    """``recipe`` with the optimizer, learning rate and momentum of the paper's federated training."""
+    train = load_env(PAPER_ENV).train
+    return dataclasses.replace(recipe, optimizer=train.optimizer, lr=train.lr, momentum=train.momentum,
+                               weight_decay=train.weight_decay)
+
+
+def _points(batch_sizes: Sequence[int], local_steps: Sequence[str], widths: Sequence[float],
+            defenses: Sequence[Defense]) -> list[tuple[int, str, float, Defense]]:
+    grid = [(b, s, w, Defense()) for w in widths for b in batch_sizes for s in local_steps]
+    return grid + [(batch_sizes[0], local_steps[0], widths[0], d) for d in defenses if d.name != "none"]
+
+
+def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_steps: Sequence[str] = ("1", "epoch"),
+          widths: Sequence[float] | None = None, defenses: Sequence[Defense] = (), learner: str | None = None,
+          rnd: int | None = None, subjects: int = 8, recipe: str = "paper", settings: Inversion = Inversion(),
+          seed: int = 0, progress: Progress | None = None) -> Outcome:
+    """One row per reconstructed scan of every point of the grid."""
+    group = victim_group(target, learner)
+    rnd = target.rounds[-1] if rnd is None else rnd
+    if rnd not in target.rounds:
+        raise FedsimError(f"round {rnd} does not exist in {str(target.run_dir)!r}; rounds on disk: "
+                          f"{target.rounds[0]}..{target.rounds[-1]}")
+    bad = [s for s in local_steps if s not in LOCAL_STEPS]
+    if bad:
+        raise FedsimError(f"unknown local steps {bad[0]!r}; choose from: {', '.join(LOCAL_STEPS)}")
+    scans = Scans(target)
+    victims = scans.ids(group) if group != "train" else scans.ids("train")
+    if subjects > len(victims):
+        raise FedsimError(f"--subjects {subjects} is more than learner {group}'s {len(victims)} subjects")
+    too_big = [b for b in batch_sizes if b > subjects]
+    if too_big:
+        raise FedsimError(f"batch size {too_big[0]} is larger than the learner's {subjects} subjects (--subjects)")
+    chosen = victims[:subjects]
+    config = snapshots.read_config(target.run_dir)
+    base = Recipe.of_run(config)
+    base = paper_recipe(base) if recipe == "paper" else base
+    community = load_snapshot(target.run_dir, rnd).model.to(scans.device)
+    run_width = float(config["model"].get("width", 1.0))
+    widths = list(widths or [run_width])
+    kwargs = {k: v for k, v in config["model"].items() if k != "name"}
+    kwargs["in_shape"] = tuple(kwargs["in_shape"])
+    others = [scans.target.cohort.index_of(scans.ids(g)[:subjects]) for g in sorted(set(target.partitions["group"]) - {"unseen", "val", group})]
+    out = Outcome()
+    points = _points(list(batch_sizes), list(local_steps), widths, defenses)
+    for k, (batch, steps, width, defense) in enumerate(points):
+        if width == run_width:
+            model = community
+        else:  # another width has no trained snapshot: its round-0 model, seeded like the run
+            torch.manual_seed(int(config.get("seed", 0)))
+            model = build_model(config["model"]["name"], **{**kwargs, "width": width}).to(scans.device).eval()
+        ids = chosen[:batch] if steps == "1" else chosen
+        point = dataclasses.replace(base, batch_size=batch, epochs=base.epochs if steps == "run" else 1)
+        update = train_update(config, model, target.cohort, target.cohort.index_of(ids), point, defense,
+                              others=others, seed=seed)
+        t0 = time.perf_counter()
+        images, _, value = invert_update(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,
+                                         ages=scans.ages(ids), settings=settings, bounds=scans.bounds,
+                                         progress=None if progress is None else
+                                         (lambda d, t, k=k: progress(f"sweep point {k + 1}/{len(points)}", d, t)))
+        seconds = time.perf_counter() - t0
+        setting: dict[str, Any] = {"attack": "gradient", "round": rnd, "learner": group, "recipe": recipe,
+                                   "optimizer": point.optimizer, "batch_size": batch, "local_steps": steps,
+                                   "steps": point.steps(len(ids)), "width": width, "defense": defense.label,
+                                   "objective": point.objective(len(ids)), "subjects": len(ids)}
+        for i, q in enumerate(scans.score(images, ids, victims)):
+            out.rows.append({**setting, "image": i, "cosine": 1 - value, **q, "seconds": seconds / len(ids)})
+        if k == 0:
+            out.examples.append(example(f"gradient, batch {batch}, {steps} local step(s), {defense.label}",
+                                        scans.volumes(ids), images, scans))
+    return out

@@ -1,0 +1,198 @@
+"""The reconstruction family's outputs under ``RUN_DIR/attacks/reconstruct/``.
+
+``results.csv`` (one row per reconstructed scan; a later command replaces only the rows of the attack
+it ran), ``sweep.csv``, ``examples.npz`` (the kept reconstructions, with their true scan and prior) and
+``report.html`` (+ ``sweep.png`` and ``examples/*.png``): mid-slice grids in three planes, the quality/identifiability tables, the sweep plot.
+The page is rebuilt from those files, so running one attack never loses another's results.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from attacks.evaluation.intervals import cluster_bootstrap
+from attacks.reconstruction.run import Example
+from attacks.reporting.html import png, write_page
+from fedsim import snapshots
+
+__all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "out_dir", "summary", "write_outputs"]
+
+OUT_DIR, RESULTS_CSV, SWEEP_CSV, SWEEP_PNG = "attacks/reconstruct", "results.csv", "sweep.csv", "sweep.png"
+EXAMPLES, EXAMPLES_DIR, REPORT = "examples.npz", "examples", "report.html"
+#: What a summary row groups by (sweep points, or each attack's setting).
+SWEEP_KEYS = ["round", "recipe", "batch_size", "local_steps", "steps", "width", "defense"]
+ATTACK_KEYS = ["attack", "round", "learner", "setting"]
+
+
+def out_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / OUT_DIR
+
+
+def _merge(path: Path, rows: list[dict[str, Any]], replace: str) -> pd.DataFrame:
+    """``rows`` plus the rows already in ``path`` whose ``replace`` column value the new rows do not have."""
+    new = pd.DataFrame(rows)
+    if path.is_file():
+        old = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        new = pd.concat([old[~old[replace].isin(set(new[replace]))], new], ignore_index=True)
+    snapshots.atomic_write(path, lambda tmp: new.to_csv(tmp, index=False))
+    return new
+
+
+def _save_examples(path: Path, examples: Sequence[Example]) -> dict[str, np.ndarray]:
+    kept = dict(np.load(path)) if path.is_file() else {}
+    kept.update({e.label: np.stack([e.truth, e.image, e.prior]).astype(np.float32) for e in examples})
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **kept)
+    snapshots.atomic_write(path, write)
+    return kept
+
+
+def summary(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Mean SSIM, PSNR, their prior's, the SSIM gain and identifiability (95% bootstrap interval over the
+    reconstructed scans) per group of ``keys``."""
+    out = []
+    for key, g in frame.groupby(list(keys), sort=False, dropna=False):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row["n"] = len(g)
+        for col in ("ssim", "ssim_prior", "psnr", "psnr_prior", "chance", "seconds"):
+            row[col] = float(g[col].mean())
+        for col in ("ssim_gain", "identified"):
+            m = cluster_bootstrap(g[col].to_numpy(), np.arange(len(g)))
+            row[col], row[f"{col}_low"], row[f"{col}_high"] = m.mean, m.low, m.high
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _slices(volume: np.ndarray) -> list[np.ndarray]:
+    x, y, z = (s // 2 for s in volume.shape)
+    return [np.rot90(volume[x]), np.rot90(volume[:, y]), np.rot90(volume[:, :, z])]
+
+
+def plot_example(label: str, stack: np.ndarray) -> Figure:
+    """True scan | reconstruction | prior, mid-slices in the three planes, one grey scale."""
+    fig = Figure(figsize=(7.2, 6.4))
+    axes = fig.subplots(3, 3)
+    low, high = float(stack[0].min()), float(stack[0].max())
+    for c, (name, vol) in enumerate(zip(("true scan", "reconstruction", "prior (attacker's mean brain)"), stack)):
+        for r, (plane, img) in enumerate(zip(("sagittal", "coronal", "axial"), _slices(vol))):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(plane, fontsize=9)
+    fig.suptitle(label, fontsize=10)
+    return fig
+
+
+def plot_sweep(points: pd.DataFrame) -> Figure:
+    """SSIM gain over the prior and identifiability against batch size, a line per local steps and width."""
+    fig = Figure(figsize=(9, 3.6))
+    gain_ax, id_ax = fig.subplots(1, 2)
+    plain = points[points["defense"] == "none"]
+    for (steps, width), g in plain.groupby(["local_steps", "width"], sort=False):
+        g = g.sort_values("batch_size")
+        label = f"{steps} local step(s)" + ("" if plain["width"].nunique() == 1 else f", width {width:g}")
+        gain_ax.errorbar(g["batch_size"], g["ssim_gain"], yerr=[g["ssim_gain"] - g["ssim_gain_low"],
+                         g["ssim_gain_high"] - g["ssim_gain"]], marker="o", capsize=3, label=label)
+        id_ax.errorbar(g["batch_size"], g["identified"], yerr=[g["identified"] - g["identified_low"],
+                       g["identified_high"] - g["identified"]], marker="o", capsize=3, label=label)
+    gain_ax.axhline(0, color="grey", ls="--", lw=1, label="prior (no leakage)")
+    id_ax.plot(plain.sort_values("batch_size")["batch_size"], plain.sort_values("batch_size")["chance"],
+               color="grey", ls="--", lw=1, label="chance")
+    for ax, name in ((gain_ax, "SSIM gain over the prior"), (id_ax, "identified (share of scans)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    id_ax.set_ylim(-0.05, 1.05)
+    gain_ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+HOW_TO_READ = (
+    "Each reconstruction is scored on the volume the model sees (SSIM and PSNR, scikit-image, 3-D) against its "
+    "true scan, beside the prior — the attacker's mean brain, where every reconstruction starts. The gain over "
+    "the prior is what leaked; identified = the share of reconstructions whose nearest scan, among the victim's "
+    "subjects and unseen ones, is a subject they came from (chance: that set's share of the candidates). "
+    "Intervals: 95% bootstrap over the reconstructed scans. Model inversion: AUC of 'closer to the prototype = "
+    "member' among subjects of that age (0.5: the prototype carries no membership), beside the prior's own AUC."
+)
+
+
+def _cells(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    def ci(r: Any, name: str, digits: int = 3) -> str:
+        low, high = r[f"{name}_low"], r[f"{name}_high"]
+        text = f"{r[name]:.{digits}f}"
+        return text if pd.isna(low) else f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    columns = [*keys, "n", "SSIM", "prior SSIM", "SSIM gain [95% CI]", "PSNR dB", "prior PSNR", "identified [95% CI]",
+               "chance", "s / scan"]
+    rows = [[*(str(r[k]) for k in keys), str(r["n"]), f"{r['ssim']:.3f}", f"{r['ssim_prior']:.3f}", ci(r, "ssim_gain"),
+             f"{r['psnr']:.2f}", f"{r['psnr_prior']:.2f}", ci(r, "identified", 2), f"{r['chance']:.2f}",
+             f"{r['seconds']:.1f}"] for _, r in frame.iterrows()]
+    return columns, rows
+
+
+def write_outputs(run_dir: Path, rows: list[dict[str, Any]], examples: Sequence[Example], *, sweep: bool,
+                  command: str) -> Path:
+    """Merge ``rows`` into ``results.csv`` (or replace ``sweep.csv``), keep ``examples``, rebuild the page."""
+    out = out_dir(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if sweep:
+        snapshots.atomic_write(out / SWEEP_CSV, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+    else:
+        _merge(out / RESULTS_CSV, rows, "attack")
+    kept = _save_examples(out / EXAMPLES, examples)
+    return write_report(run_dir, kept, command=command)
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) -> Path:
+    out = out_dir(run_dir)
+    sections = []
+    if (out / RESULTS_CSV).is_file():
+        results = pd.read_csv(out / RESULTS_CSV, keep_default_na=False, na_values=[""])
+        images = results[results["attack"] != "model"]
+        if len(images):
+            columns, cells = _cells(summary(images, ATTACK_KEYS), ATTACK_KEYS)
+            sections.append({"title": "Gradient and feature inversion", "columns": columns, "rows": cells})
+        model = results[results["attack"] == "model"]
+        if len(model):
+            sections.append({"title": "Model inversion: is the prototype closer to members?",
+                             "columns": ["round", "target age", "predicted", "members", "unseen", "closeness AUC",
+                                         "prior's AUC"],
+                             "rows": [[str(r["round"]), f"{r['target_age']:g}", f"{r['predicted_age']:.1f}",
+                                       str(r["members"]), str(r["non_members"]), f"{r['closeness_auc']:.3f}",
+                                       f"{r['closeness_auc_prior']:.3f}"] for _, r in model.iterrows()]})
+    sweep_figure = None
+    if (out / SWEEP_CSV).is_file():
+        points = summary(pd.read_csv(out / SWEEP_CSV, keep_default_na=False, na_values=[""]), SWEEP_KEYS)
+        columns, cells = _cells(points, SWEEP_KEYS)
+        sections.append({"title": "Gradient-inversion sweep: batch size, local steps, width, defenses",
+                         "columns": columns, "rows": cells})
+        sweep_figure = png(plot_sweep(points))
+        snapshots.atomic_write(out / SWEEP_PNG, lambda tmp: Path(tmp).write_bytes(base64.b64decode(sweep_figure)))
+    figures = [(label, png(plot_example(label, stack))) for label, stack in kept.items()]
+    (out / EXAMPLES_DIR).mkdir(exist_ok=True)
+    for label, figure in figures:  # each grid as a file too, for a paper or a slide
+        snapshots.atomic_write(out / EXAMPLES_DIR / f"{_slug(label)}.png",
+                               lambda tmp, f=figure: Path(tmp).write_bytes(base64.b64decode(f)))
+    return write_page(out / REPORT, "reconstruction.html", title=f"Reconstruction attacks on {Path(run_dir).name}",
+                      command=command, how_to_read=HOW_TO_READ, sections=sections, sweep_figure=sweep_figure,
+                      figures=figures)

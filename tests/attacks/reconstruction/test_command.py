@@ -1,0 +1,84 @@
+"""``python -m attacks.reconstruct`` on a tiny federation that kept its local models: every attack and the
+sweep write their rows, later commands keep earlier results, one page shows them; bad input is one line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attacks.reconstruct import main
+from attacks.reporting.reconstruction import out_dir
+from federations import federate
+from fedsim import snapshots
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    """tiny-learners (snapshot_local = true), 2 rounds, in-process."""
+    return federate(tmp_path_factory.mktemp("reconstruct") / "run", env="tiny-learners")
+
+
+def test_every_attack_and_the_sweep_write_their_rows_and_one_page(local_run):
+    fast = ["--steps", "5"]
+    assert main([str(local_run), "--attack", "gradient", "--learner", "L2", "--subjects", "3", *fast]) == 0
+    assert main([str(local_run), "--attack", "features", "--layers", "conv1,conv6", "--subjects", "2", *fast]) == 0
+    assert main([str(local_run), "--attack", "model", *fast]) == 0
+    out = out_dir(local_run)
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["attack"]) == {"gradient", "features", "model"}  # each command kept the others' rows
+    gradient = results[results["attack"] == "gradient"]
+    assert len(gradient) == 3 and set(gradient["learner"]) == {"L2"} and set(gradient["round"]) == {2}
+    features = results[results["attack"] == "features"]
+    assert sorted(set(features["setting"])) == ["conv1 learned", "conv1 white-box", "conv6 learned", "conv6 white-box"]
+    images = results[results["attack"] != "model"]
+    assert images["ssim"].between(-1, 1).all() and images["identified"].isin([0, 1]).all()
+    assert (images["ssim_gain"] - (images["ssim"] - images["ssim_prior"])).abs().max() < 1e-9
+    model = results[results["attack"] == "model"]
+    assert set(model["round"]) == {0, 2} and model["closeness_auc"].between(0, 1).all()
+
+    assert main([str(local_run), "--sweep", "--subjects", "2", "--batch-sizes", "1,2", "--local-steps", "1,epoch",
+                 "--defenses", "clip,secagg:2", *fast]) == 0
+    sweep = pd.read_csv(out / "sweep.csv")
+    points = sweep.groupby(["batch_size", "local_steps", "defense"]).size()
+    assert len(points) == 2 * 2 + 2
+    assert set(sweep.loc[sweep["defense"] != "none", "batch_size"]) == {1}
+    assert set(sweep.loc[(sweep["local_steps"] == "epoch") & (sweep["batch_size"] == 1), "steps"]) == {2}
+    assert len(pd.read_csv(out / "results.csv")) == len(results)  # the sweep leaves results.csv alone
+
+    page = (out / "report.html").read_text()
+    for title in ("Gradient and feature inversion", "Model inversion", "Gradient-inversion sweep",
+                  "Reconstructions beside their subjects"):
+        assert title in page
+    kept = np.load(out / "examples.npz")
+    assert page.count("data:image/png") == len(kept.files) + 1  # one grid per kept example + the sweep plot
+    assert all(kept[k].shape == (3, 16, 20, 16) for k in kept.files)
+    assert (out / "sweep.png").stat().st_size > 0
+    assert len(list((out / "examples").glob("*.png"))) == len(kept.files)
+
+
+def _error(args: list[str]) -> str:
+    result = subprocess.run([sys.executable, "-m", "attacks.reconstruct", *args], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line(local_run, tiny_run, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(local_run, bare, ignore=shutil.ignore_patterns("attacks", "L*.safetensors"))
+    assert "train with --snapshot-local" in _error([str(bare)])
+    assert "learner 'L9' does not exist" in _error([str(local_run), "--learner", "L9"])
+    assert "round 7 does not exist" in _error([str(local_run), "--round", "7"])
+    assert "batch size 16 is larger than the learner's 4 subjects" in _error(
+        [str(local_run), "--sweep", "--subjects", "4", "--batch-sizes", "16"])
+    assert "this is a centralized run" in _error([str(tiny_run)])
+    assert "unknown defense 'noise'" in _error([str(local_run), "--sweep", "--defenses", "noise"])
+    assert snapshots.complete_rounds(local_run) == [0, 1, 2]

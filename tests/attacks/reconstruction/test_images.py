@@ -1,0 +1,45 @@
+"""Image scores of reconstructions: SSIM/PSNR as the library computes them, identifiability and matching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+
+from attacks.evaluation.images import identified, match, psnr, quality, ssim
+
+
+@pytest.fixture
+def volumes() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(6, 16, 20, 16)).astype(np.float32)
+
+
+def test_ssim_and_psnr_agree_with_the_library_and_the_closed_form(volumes):
+    truth, noisy = volumes[0], volumes[0] + 0.3 * volumes[1]
+    data_range = float(truth.max() - truth.min())
+    assert ssim(truth, truth) == pytest.approx(1.0)
+    assert ssim(truth, noisy) == pytest.approx(
+        structural_similarity(truth.astype(np.float64), noisy.astype(np.float64), data_range=data_range))
+    mse = float(((truth.astype(np.float64) - noisy) ** 2).mean())
+    assert psnr(truth, noisy) == pytest.approx(10 * np.log10(data_range ** 2 / mse), rel=1e-6)
+    assert ssim(truth, truth + 0.1 * volumes[1]) > ssim(truth, noisy) > ssim(truth, volumes[2])
+
+
+def test_match_recovers_a_shuffled_batch_and_identified_names_the_nearest(volumes):
+    truths = volumes[:4]
+    order = np.array([2, 0, 3, 1])
+    images = truths[order] + 0.05 * volumes[4]
+    np.testing.assert_array_equal(match(images, truths), order)
+    # candidates: the 4 sources and 2 others; an image of another subject is not identified
+    hits = identified(np.stack([images[0], volumes[5]]), volumes, np.arange(4))
+    assert hits.tolist() == [True, False]
+
+
+def test_quality_reports_the_prior_beside_the_reconstruction_and_chance(volumes):
+    prior = volumes.mean(axis=0)
+    rows = quality(volumes[:1] + 0.01, volumes[:1], prior, volumes, np.array([0]))
+    (q,) = rows
+    assert q.ssim > 0.98 and q.ssim_prior < 0.6 and q.identified
+    assert q.chance == pytest.approx(1 / 6)
+    assert q.row()["ssim_gain"] == pytest.approx(q.ssim - q.ssim_prior)
