@@ -13,6 +13,9 @@
    ``--per-learner`` synthetic subjects per learner: seconds per trained sample, peak GPU memory,
    and the projected time of the paper's whole federation (40 rounds x 4 local epochs x 8,356
    subjects, plus scoring 2,090 unseen subjects each round). Target: ≤ 30 minutes on one H200.
+4. **Reconstruction** (``fedsim reconstruct``): seconds per inversion step of gradient inversion of a
+   one-scan SGD update and of white-box inversion of ``conv1``'s activations, for the paper-scale
+   ``cnn3d`` at 91x109x91, and the time of a default (500-step) reconstruction.
 
 Writes ``OUT/gpu_check.json`` and ``OUT/gpu.md`` (the rows for ``benchmarks/results/gpu.md``).
 """
@@ -162,6 +165,30 @@ def federated_round(device: torch.device, shape: tuple[int, int, int], per_learn
             "peak_gib": peak, "projected_min": projected}
 
 
+def reconstruction(device: torch.device, shape: tuple[int, int, int], steps: int, repeats: int, dry: bool) -> list[dict]:
+    from attacks.reconstruction.features import activations, invert_activations
+    from attacks.reconstruction.gradient import Recipe, invert_update, simulate_update
+    from attacks.reconstruction.optimize import Inversion
+
+    kwargs, _ = _models(shape, dry)["cnn3d"]
+    model = build_model("cnn3d", **kwargs).to(device).eval()
+    x, y = torch.randn(1, 1, *shape, device=device), torch.full((1,), 62.0, device=device)
+    recipe = Recipe(optimizer="sgd", lr=5e-5, batch_size=1, epochs=1)
+    update = simulate_update(model, x, y, recipe)
+    with torch.no_grad():
+        held = activations(model, "conv1", x)
+    settings, init = Inversion(iterations=steps), torch.zeros_like(x)
+    attacks = {"gradient, batch 1, 1 SGD step": lambda: invert_update(model, update, init, recipe, ages=y, settings=settings),
+               "features, conv1, white-box": lambda: invert_activations(model, "conv1", held, init, settings=settings)}
+    rows = []
+    for name, attack in attacks.items():
+        t = _timed(attack, device, repeats)
+        per_step = statistics.median(t) / steps
+        rows.append({"attack": name, "steps": steps, "seconds": _spread(t), "s_per_step": per_step,
+                     "default_s": per_step * Inversion().iterations})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -189,6 +216,7 @@ def main() -> None:
         flwr_log.setLevel(level)
     except ImportError as err:
         report["federated_round"] = {"skipped": f"{type(err).__name__}: {err}"}
+    report["reconstruction"] = reconstruction(device, shape, 3 if args.dry_run else 20, args.repeats, args.dry_run)
     report["seconds"] = time.perf_counter() - started
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
     (args.out / "gpu.md").write_text(markdown(report))
@@ -205,6 +233,9 @@ def markdown(r: dict) -> str:
     lines += ["", "| per-sample method | subjects | seconds (median) | vs one batched backward |", "|---|---|---|---|"]
     for g in r["per_sample_gradients"]:
         lines.append(f"| {g['method']} | {g['subjects']} | {g['seconds']['median']:.3f} | {g['vs_batched_backward']:.2f}x |")
+    lines += ["", "| reconstruction (cnn3d) | steps timed | s per step | a 500-step reconstruction (s) |", "|---|---|---|---|"]
+    for q in r.get("reconstruction", []):
+        lines.append(f"| {q['attack']} | {q['steps']} | {q['s_per_step']:.4f} | {q['default_s']:.1f} |")
     f = r["federated_round"]
     if "skipped" in f:
         return "\n".join([*lines, "", f"Federated round skipped ({f['skipped']}).", ""])

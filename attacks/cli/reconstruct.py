@@ -18,7 +18,7 @@ from attacks.reconstruction.optimize import UPDATES, Inversion
 from attacks.reconstruction.run import feature_attack, gradient_attack, model_attack
 from attacks.reconstruction.sweep import LOCAL_STEPS, sweep
 from attacks.reconstruction.updates import DEFENSES, parse_defense
-from attacks.reporting.reconstruction import ATTACK_KEYS, SWEEP_KEYS, summary, write_outputs
+from attacks.reporting.reconstruction import ATTACK_KEYS, SWEEP_KEYS, summary, text, write_outputs
 from attacks.target import open_run
 from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
@@ -49,7 +49,7 @@ def _positive(text: str) -> int:
 def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentParser:
     defaults = Inversion()
     p = command_parser(
-        prog, "Reconstruction: can a seat see a subject's brain? Gradient, feature and model inversion.",
+        prog, "Can a seat see a subject's brain? Gradient, feature and model inversion.",
         "gradient: the curious controller inverts a learner's update of one round (needs a --snapshot-local run); "
         "features: the holder of one layer's activations inverts them (white-box, and a learned inverse net); "
         "model: the scan the community model maps to an age, tested for closeness to members. --sweep trains the "
@@ -58,7 +58,7 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
         "Writes RUN_DIR/attacks/reconstruct/ (results.csv or sweep.csv, report.html).",
         examples=["runs/skewed-iid --attack gradient --learner L3 --round 10",
                   "runs/skewed-iid --attack features --layers conv1,conv6",
-                  "runs/skewed-iid --sweep --batch-sizes 1,2,4,8 --defenses dp_sgd,model_noise"])
+                  "runs/skewed-iid --sweep --defenses dp_sgd,secagg:4"])
     add_run_dir(p)
     p.add_argument("--attack", choices=ATTACKS, default="gradient", help="gradient | features | model (default: gradient)")
     p.add_argument("--sweep", action="store_true", help="the gradient-inversion sweep instead of one attack")
@@ -73,7 +73,8 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
                    help="how each inversion step moves the scan: signed (Inverting Gradients' signed Adam) or "
                    f"normalized (descent on the gradient scaled to a largest entry of 1) (default: {defaults.update})")
     p.add_argument("--labels", choices=["known", "estimated"], default="known",
-                   help="gradient: the learner's ages known to the controller, or estimated jointly (default: known)")
+                   help="gradient: the learner's ages known to the controller (used where --subjects covers all the "
+                   "learner's scans), or estimated jointly (default: known)")
     p.add_argument("--objective", choices=OBJECTIVES,
                    help="gradient: match the update as one gradient, or replay the local SGD steps "
                    "(default: unrolled for multi-step SGD, else gradient)")
@@ -149,6 +150,6 @@ def _print(console: Console, rows: list[dict], *, sweep: bool, attack: str) -> N
     for col in [*shown, "SSIM", "prior", "gain", "identified", "chance"]:
         table.add_column(col)
     for _, r in points.iterrows():
-        table.add_row(*(str(r[k]) for k in shown), f"{r.ssim:.3f}", f"{r.ssim_prior:.3f}", f"{r.ssim_gain:+.3f}",
-                      f"{r.identified:.2f}", f"{r.chance:.2f}")
+        table.add_row(*(text(r[k]) for k in shown), f"{r.ssim:.3f}", f"{r.ssim_prior:.3f}", f"{r.ssim_gain:+.3f}",
+                      f"{r.identified:.2f}", f"{r.chance:.3f}")
     console.print(table)

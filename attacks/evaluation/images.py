@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 from scipy.optimize import linear_sum_assignment
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-__all__ = ["Quality", "identified", "match", "quality", "ssim", "psnr"]
+__all__ = ["Quality", "identified", "match", "mean_interval", "psnr", "quality", "share_interval", "ssim"]
 
 
 def ssim(truth: np.ndarray, image: np.ndarray) -> float:
@@ -48,6 +49,23 @@ def identified(images: np.ndarray, candidates: np.ndarray, sources: np.ndarray) 
     """Whether each reconstruction's nearest candidate is one of ``sources`` (indices into ``candidates``)."""
     nearest = _distances(images, candidates).argmin(axis=1)
     return np.isin(nearest, sources)
+
+
+def mean_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t interval of a handful of per-scan numbers (a bootstrap of 4 scans has no coverage)."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def share_interval(hits: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Share of hits and its Clopper-Pearson interval (at least ``confidence`` coverage at any share)."""
+    hits = np.asarray(hits).astype(bool)
+    ci = stats.binomtest(int(hits.sum()), len(hits)).proportion_ci(confidence_level=confidence, method="exact")
+    return float(hits.mean()), float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)

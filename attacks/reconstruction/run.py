@@ -148,6 +148,7 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
     out = Outcome()
     for i, q in enumerate(scans.score(images, victims, victims)):
         out.rows.append({"attack": "gradient", "round": rnd, "learner": group, "setting": objective,
+                         "update": settings.update,
                          "subjects": len(victims), "reconstructed": n, "batch_size": recipe.batch_size,
                          "local_steps": recipe.steps(len(victims)), "labels": "known" if known is not None else "estimated",
                          "image": i, "cosine": 1 - value, **q, "seconds": seconds / n})
@@ -201,6 +202,7 @@ def feature_attack(target: Target, *, learner: str | None = None, rnd: int | Non
             for i, sid in enumerate(chosen):
                 q = scans.score(images[i:i + 1], [sid], victims)[0]
                 out.rows.append({"attack": "features", "round": rnd, "learner": group, "setting": f"{layer} {method}",
+                                 "update": settings.update if method == "white-box" else "",
                                  "layer": layer, "method": method, "subjects": len(chosen), "image": i, **q,
                                  "seconds": seconds})
             out.examples.append(Example(f"features, {layer}, {method}", x[0, 0].cpu().numpy(), images[0, 0].cpu().numpy(),
@@ -234,6 +236,7 @@ def model_attack(target: Target, *, rnd: int | None = None, ages: Sequence[float
             m_vol, o_vol = scans.volumes(near_m)[:, 0].cpu().numpy(), scans.volumes(near_o)[:, 0].cpu().numpy()
             proto_np, prior_np = proto[0, 0].cpu().numpy(), scans.prior_np
             out.rows.append({"attack": "model", "round": model_round, "learner": "", "setting": f"age {age:g}",
+                             "update": settings.update,
                              "target_age": age, "predicted_age": predicted, "members": len(near_m),
                              "non_members": len(near_o), "closeness_auc": closeness(proto_np, m_vol, o_vol),
                              "closeness_auc_prior": closeness(prior_np, m_vol, o_vol),

@@ -1,7 +1,8 @@
 """Gradient inversion over the settings that decide it: batch size, local steps, model width, defenses.
 
-Each point trains the one update it needs (:mod:`attacks.reconstruction.updates`) from the community
-model of a round on the first ``subjects`` scans of a learner, then inverts it as the curious controller
+Each point trains the updates it needs (:mod:`attacks.reconstruction.updates`) from the community
+model of a round on the first ``subjects`` scans of a learner (one update per disjoint batch where
+the local steps are one batch, so every point scores every one of those scans), then inverts each as the curious controller
 would (:func:`attacks.reconstruction.gradient.invert_update`, labels known). Local steps are ``1`` (one
 batch), ``epoch`` (one pass over the subjects) or ``run`` (the run's ``local_epochs`` passes). Defenses
 are applied at the first batch size and local-steps value of the grid, where leakage is largest.
@@ -75,7 +76,9 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
     widths = list(widths or [run_width])
     kwargs = {k: v for k, v in config["model"].items() if k != "name"}
     kwargs["in_shape"] = tuple(kwargs["in_shape"])
-    others = [scans.target.cohort.index_of(scans.ids(g)[:subjects]) for g in sorted(set(target.partitions["group"]) - {"unseen", "val", group})]
+    # secagg's other learners: the same number of scans as the victim, from each learner that has them
+    mates = [scans.ids(g) for g in sorted(set(target.partitions["group"]) - {"unseen", "val", group})]
+    others = [target.cohort.index_of(ids[:subjects]) for ids in mates if len(ids) >= subjects]
     out = Outcome()
     points = _points(list(batch_sizes), list(local_steps), widths, defenses)
     for k, (batch, steps, width, defense) in enumerate(points):
@@ -84,23 +87,27 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
         else:  # another width has no trained snapshot: its round-0 model, seeded like the run
             torch.manual_seed(int(config.get("seed", 0)))
             model = build_model(config["model"]["name"], **{**kwargs, "width": width}).to(scans.device).eval()
-        ids = chosen[:batch] if steps == "1" else chosen
+        # one batch: every disjoint batch of the subjects is its own update, so each point scores all of them
+        groups = [chosen[i:i + batch] for i in range(0, len(chosen) - batch + 1, batch)] if steps == "1" else [chosen]
         point = dataclasses.replace(base, batch_size=batch, epochs=base.epochs if steps == "run" else 1)
-        update = train_update(config, model, target.cohort, target.cohort.index_of(ids), point, defense,
-                              others=others, seed=seed)
-        t0 = time.perf_counter()
-        images, _, value = invert_update(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,
-                                         ages=scans.ages(ids), settings=settings, bounds=scans.bounds,
-                                         progress=None if progress is None else
-                                         (lambda d, t, k=k: progress(f"sweep point {k + 1}/{len(points)}", d, t)))
-        seconds = time.perf_counter() - t0
-        setting: dict[str, Any] = {"attack": "gradient", "round": rnd, "learner": group, "recipe": recipe,
-                                   "optimizer": point.optimizer, "batch_size": batch, "local_steps": steps,
-                                   "steps": point.steps(len(ids)), "width": width, "defense": defense.label,
-                                   "objective": point.objective(len(ids)), "subjects": len(ids)}
-        for i, q in enumerate(scans.score(images, ids, victims)):
-            out.rows.append({**setting, "image": i, "cosine": 1 - value, **q, "seconds": seconds / len(ids)})
-        if k == 0:
-            out.examples.append(example(f"gradient, batch {batch}, {steps} local step(s), {defense.label}",
-                                        scans.volumes(ids), images, scans))
+        for j, ids in enumerate(groups):
+            update = train_update(config, model, target.cohort, target.cohort.index_of(ids), point, defense,
+                                  others=[o[j * len(ids):(j + 1) * len(ids)] for o in others], seed=seed + j)
+            t0 = time.perf_counter()
+            label = f"sweep point {k + 1}/{len(points)}" + (f", update {j + 1}/{len(groups)}" if len(groups) > 1 else "")
+            images, _, value = invert_update(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,
+                                             ages=scans.ages(ids), settings=settings, bounds=scans.bounds,
+                                             progress=None if progress is None else
+                                             (lambda d, t, label=label: progress(label, d, t)))
+            seconds = time.perf_counter() - t0
+            setting: dict[str, Any] = {"attack": "gradient", "round": rnd, "learner": group, "recipe": recipe,
+                                       "optimizer": point.optimizer, "batch_size": batch, "local_steps": steps,
+                                       "steps": point.steps(len(ids)), "width": width, "defense": defense.label,
+                                       "objective": point.objective(len(ids)), "update": settings.update,
+                                       "subjects": len(ids), "group": j}
+            for i, q in enumerate(scans.score(images, ids, victims)):
+                out.rows.append({**setting, "image": i, "cosine": 1 - value, **q, "seconds": seconds / len(ids)})
+            if k == 0 and j == 0:
+                out.examples.append(example(f"gradient, batch {batch}, {steps} local step(s), {defense.label}",
+                                            scans.volumes(ids), images, scans))
     return out

@@ -18,30 +18,33 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from attacks.evaluation.intervals import cluster_bootstrap
+from attacks.evaluation.images import mean_interval, share_interval
 from attacks.reconstruction.run import Example
 from attacks.reporting.html import png, write_page
 from fedsim import snapshots
 
-__all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "out_dir", "summary", "write_outputs"]
+__all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "out_dir", "summary", "text", "write_outputs"]
 
 OUT_DIR, RESULTS_CSV, SWEEP_CSV, SWEEP_PNG = "attacks/reconstruct", "results.csv", "sweep.csv", "sweep.png"
 EXAMPLES, EXAMPLES_DIR, REPORT = "examples.npz", "examples", "report.html"
 #: What a summary row groups by (sweep points, or each attack's setting).
-SWEEP_KEYS = ["round", "recipe", "batch_size", "local_steps", "steps", "width", "defense"]
-ATTACK_KEYS = ["attack", "round", "learner", "setting"]
+SWEEP_KEYS = ["round", "recipe", "update", "batch_size", "local_steps", "steps", "width", "defense"]
+ATTACK_KEYS = ["attack", "round", "learner", "setting", "update"]
 
 
 def out_dir(run_dir: Path) -> Path:
     return Path(run_dir) / OUT_DIR
 
 
-def _merge(path: Path, rows: list[dict[str, Any]], replace: str) -> pd.DataFrame:
-    """``rows`` plus the rows already in ``path`` whose ``replace`` column value the new rows do not have."""
+def _merge(path: Path, rows: list[dict[str, Any]], keys: Sequence[str]) -> pd.DataFrame:
+    """``rows`` plus the rows already in ``path`` of the settings (``keys``) that the new rows do not redo."""
     new = pd.DataFrame(rows)
     if path.is_file():
-        old = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        new = pd.concat([old[~old[replace].isin(set(new[replace]))], new], ignore_index=True)
+        old = pd.read_csv(path, dtype={"learner": str, "update": str}, keep_default_na=False)
+        old = old.assign(**{k: "" for k in keys if k not in old})  # a file from before a key existed
+        redone = set(map(tuple, new[list(keys)].astype(str).to_numpy()))
+        kept = [tuple(r) not in redone for r in old[list(keys)].astype(str).to_numpy()]
+        new = pd.concat([old[kept], new], ignore_index=True)
     snapshots.atomic_write(path, lambda tmp: new.to_csv(tmp, index=False))
     return new
 
@@ -58,17 +61,17 @@ def _save_examples(path: Path, examples: Sequence[Example]) -> dict[str, np.ndar
 
 
 def summary(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Mean SSIM, PSNR, their prior's, the SSIM gain and identifiability (95% bootstrap interval over the
-    reconstructed scans) per group of ``keys``."""
+    """Mean SSIM, PSNR, their prior's, the SSIM gain (Student-t 95% interval) and identifiability
+    (Clopper-Pearson 95% interval) over the reconstructed scans, per group of ``keys``."""
     out = []
+    frame = frame.assign(**{k: "" for k in keys if k not in frame})  # a file from before a key existed
     for key, g in frame.groupby(list(keys), sort=False, dropna=False):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         row["n"] = len(g)
         for col in ("ssim", "ssim_prior", "psnr", "psnr_prior", "chance", "seconds"):
             row[col] = float(g[col].mean())
-        for col in ("ssim_gain", "identified"):
-            m = cluster_bootstrap(g[col].to_numpy(), np.arange(len(g)))
-            row[col], row[f"{col}_low"], row[f"{col}_high"] = m.mean, m.low, m.high
+        row["ssim_gain"], row["ssim_gain_low"], row["ssim_gain_high"] = mean_interval(g["ssim_gain"].to_numpy())
+        row["identified"], row["identified_low"], row["identified_high"] = share_interval(g["identified"].to_numpy())
         out.append(row)
     return pd.DataFrame(out)
 
@@ -127,9 +130,14 @@ HOW_TO_READ = (
     "true scan, beside the prior — the attacker's mean brain, where every reconstruction starts. The gain over "
     "the prior is what leaked; identified = the share of reconstructions whose nearest scan, among the victim's "
     "subjects and unseen ones, is a subject they came from (chance: that set's share of the candidates). "
-    "Intervals: 95% bootstrap over the reconstructed scans. Model inversion: AUC of 'closer to the prototype = "
+    "Intervals (95%): Student t for the mean SSIM gain, Clopper-Pearson for the identified share. Model inversion: AUC of 'closer to the prototype = "
     "member' among subjects of that age (0.5: the prototype carries no membership), beside the prior's own AUC."
 )
+
+
+def text(value: Any) -> str:
+    """A key's value as a table cell: "—" where a setting does not apply (learned inverse: no update rule)."""
+    return "—" if pd.isna(value) or value == "" else str(value)
 
 
 def _cells(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
@@ -140,8 +148,8 @@ def _cells(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[li
 
     columns = [*keys, "n", "SSIM", "prior SSIM", "SSIM gain [95% CI]", "PSNR dB", "prior PSNR", "identified [95% CI]",
                "chance", "s / scan"]
-    rows = [[*(str(r[k]) for k in keys), str(r["n"]), f"{r['ssim']:.3f}", f"{r['ssim_prior']:.3f}", ci(r, "ssim_gain"),
-             f"{r['psnr']:.2f}", f"{r['psnr_prior']:.2f}", ci(r, "identified", 2), f"{r['chance']:.2f}",
+    rows = [[*(text(r[k]) for k in keys), str(r["n"]), f"{r['ssim']:.3f}", f"{r['ssim_prior']:.3f}", ci(r, "ssim_gain"),
+             f"{r['psnr']:.2f}", f"{r['psnr_prior']:.2f}", ci(r, "identified", 2), f"{r['chance']:.3f}",
              f"{r['seconds']:.1f}"] for _, r in frame.iterrows()]
     return columns, rows
 
@@ -154,7 +162,7 @@ def write_outputs(run_dir: Path, rows: list[dict[str, Any]], examples: Sequence[
     if sweep:
         snapshots.atomic_write(out / SWEEP_CSV, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     else:
-        _merge(out / RESULTS_CSV, rows, "attack")
+        _merge(out / RESULTS_CSV, rows, ATTACK_KEYS)
     kept = _save_examples(out / EXAMPLES, examples)
     return write_report(run_dir, kept, command=command)
 
@@ -171,21 +179,23 @@ def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) ->
         images = results[results["attack"] != "model"]
         if len(images):
             columns, cells = _cells(summary(images, ATTACK_KEYS), ATTACK_KEYS)
-            sections.append({"title": "Gradient and feature inversion", "columns": columns, "rows": cells})
+            sections.append({"title": "Gradient and feature inversion", "columns": columns, "rows": cells,
+                             "text_columns": len(ATTACK_KEYS)})
         model = results[results["attack"] == "model"]
         if len(model):
             sections.append({"title": "Model inversion: is the prototype closer to members?",
                              "columns": ["round", "target age", "predicted", "members", "unseen", "closeness AUC",
                                          "prior's AUC"],
                              "rows": [[str(r["round"]), f"{r['target_age']:g}", f"{r['predicted_age']:.1f}",
-                                       str(r["members"]), str(r["non_members"]), f"{r['closeness_auc']:.3f}",
-                                       f"{r['closeness_auc_prior']:.3f}"] for _, r in model.iterrows()]})
+                                       f"{r['members']:.0f}", f"{r['non_members']:.0f}", f"{r['closeness_auc']:.3f}",
+                                       f"{r['closeness_auc_prior']:.3f}"] for _, r in model.iterrows()],
+                             "text_columns": 0})
     sweep_figure = None
     if (out / SWEEP_CSV).is_file():
         points = summary(pd.read_csv(out / SWEEP_CSV, keep_default_na=False, na_values=[""]), SWEEP_KEYS)
         columns, cells = _cells(points, SWEEP_KEYS)
         sections.append({"title": "Gradient-inversion sweep: batch size, local steps, width, defenses",
-                         "columns": columns, "rows": cells})
+                         "columns": columns, "rows": cells, "text_columns": len(SWEEP_KEYS)})
         sweep_figure = png(plot_sweep(points))
         snapshots.atomic_write(out / SWEEP_PNG, lambda tmp: Path(tmp).write_bytes(base64.b64decode(sweep_figure)))
     figures = [(label, png(plot_example(label, stack))) for label, stack in kept.items()]

@@ -41,6 +41,14 @@ def test_every_attack_and_the_sweep_write_their_rows_and_one_page(local_run):
     assert (images["ssim_gain"] - (images["ssim"] - images["ssim_prior"])).abs().max() < 1e-9
     model = results[results["attack"] == "model"]
     assert set(model["round"]) == {0, 2} and model["closeness_auc"].between(0, 1).all()
+    # another update rule is another setting, kept beside the first; the same setting again replaces its rows
+    for update in ("normalized", "signed"):
+        assert main([str(local_run), "--attack", "gradient", "--learner", "L2", "--subjects", "3", "--update", update,
+                     *fast]) == 0
+    again = pd.read_csv(out / "results.csv")
+    assert again.loc[again["attack"] == "gradient", "update"].value_counts().to_dict() == {"signed": 3, "normalized": 3}
+    assert len(again) == len(results) + 3
+    results = again
 
     assert main([str(local_run), "--sweep", "--subjects", "2", "--batch-sizes", "1,2", "--local-steps", "1,epoch",
                  "--defenses", "clip,secagg:2", *fast]) == 0
@@ -49,6 +57,8 @@ def test_every_attack_and_the_sweep_write_their_rows_and_one_page(local_run):
     assert len(points) == 2 * 2 + 2
     assert set(sweep.loc[sweep["defense"] != "none", "batch_size"]) == {1}
     assert set(sweep.loc[(sweep["local_steps"] == "epoch") & (sweep["batch_size"] == 1), "steps"]) == {2}
+    assert (points == 2).all()  # every point scores both subjects: one batch of 1 is two updates
+    assert sweep.loc[(sweep["batch_size"] == 1) & (sweep["local_steps"] == "1"), "group"].nunique() == 2
     assert len(pd.read_csv(out / "results.csv")) == len(results)  # the sweep leaves results.csv alone
 
     page = (out / "report.html").read_text()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from attacks.evaluation.images import identified, match, psnr, quality, ssim
+from attacks.evaluation.images import identified, match, mean_interval, psnr, quality, share_interval, ssim
 
 
 @pytest.fixture
@@ -43,3 +43,13 @@ def test_quality_reports_the_prior_beside_the_reconstruction_and_chance(volumes)
     assert q.ssim > 0.98 and q.ssim_prior < 0.6 and q.identified
     assert q.chance == pytest.approx(1 / 6)
     assert q.row()["ssim_gain"] == pytest.approx(q.ssim - q.ssim_prior)
+
+
+def test_the_intervals_cover_the_truth_as_often_as_they_say():
+    rng = np.random.default_rng(1)
+    share, mean = 0.3, 0.05
+    hits = [share_interval(rng.random(8) < share) for _ in range(2000)]
+    gains = [mean_interval(rng.normal(mean, 0.1, size=4)) for _ in range(2000)]
+    assert np.mean([lo <= share <= hi for _, lo, hi in hits]) >= 0.94  # Clopper-Pearson: at least 95 %
+    assert abs(np.mean([lo <= mean <= hi for _, lo, hi in gains]) - 0.95) < 0.015
+    assert share_interval(np.ones(4, bool))[1] < 0.5  # 4 of 4 is not certainty
