@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attacks.evaluation.images import quality
 from attacks.reconstruction.features import activations, invert_activations
 from attacks.reconstruction.gradient import Recipe, invert_update, simulate_update
 from attacks.reconstruction.optimize import Inversion
@@ -35,14 +34,15 @@ BUDGET_S = 180.0
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=Path("runs/study/skewed-iid"),
-                   help="a CPU-profile run (fedsim train --env skewed-iid --snapshot-local --out runs/skewed-iid)")
+                   help="a CPU-profile run (default: the study's, fedsim study --out runs/study; or any run of "
+                   "fedsim train --env skewed-iid)")
     p.add_argument("--steps", default="100,250,500,1000")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(2)
     target = open_run(args.run)
     scans = Scans(target)
-    model = load_snapshot(args.run, target.rounds[-1]).model
+    model = load_snapshot(args.run, target.rounds[-1]).model.to(scans.device)
     recipe = paper_recipe(Recipe.of_run(snapshots.read_config(args.run), batch_size=1, epochs=1))
     victims = scans.ids(sorted(set(target.partitions["group"]) - {"unseen", "val"})[0])[: args.repeats]
     shape = "x".join(map(str, target.cohort.volumes.shape[1:]))

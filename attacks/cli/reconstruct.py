@@ -7,6 +7,8 @@ prints the quality and identifiability of each setting beside the prior's.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -116,14 +118,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.re
             elif args.attack == "features":
                 methods = [m for m in args.methods.split(",") if m]
                 bad = [m for m in methods if m not in ("white-box", "learned")]
-                if bad:
-                    raise FedsimError(f"--methods: unknown method {bad[0]!r}; choose from: white-box, learned")
+                if bad or not methods:
+                    raise FedsimError(f"--methods: {'unknown method ' + repr(bad[0]) if bad else 'none given'}; "
+                                      "choose from: white-box, learned")
                 outcome = feature_attack(target, learner=args.learner, rnd=args.round, subjects=args.subjects or 4,
                                          layers=args.layers.split(",") if args.layers else None, methods=methods,
                                          settings=settings, progress=progress)
             else:
                 outcome = model_attack(target, rnd=args.round, ages=args.ages, settings=settings, progress=progress)
-        command = f"{prog} {' '.join(argv) if argv is not None else ''}".strip()
+        command = shlex.join([*prog.split(), *(sys.argv[1:] if argv is None else argv)])
         report = write_outputs(args.run_dir, outcome.rows, outcome.examples, sweep=args.sweep, command=command)
     _print(console, outcome.rows, sweep=args.sweep, attack=args.attack)
     console.print(f"report: {report}")
@@ -147,8 +150,11 @@ def _print(console: Console, rows: list[dict], *, sweep: bool, attack: str) -> N
     points = summary(frame, keys)
     table = Table(title="reconstruction vs the prior (attacker's mean brain); identified vs chance")
     shown = [k for k in keys if points[k].nunique() > 1 or k in ("setting", "batch_size", "local_steps", "defense")]
-    for col in [*shown, "SSIM", "prior", "gain", "identified", "chance"]:
-        table.add_column(col)
+    heads = {"batch_size": "batch", "local_steps": "local", "identified": "found"}  # a terminal is narrow
+    for col in shown:
+        table.add_column(heads.get(col, col), no_wrap=True)
+    for col in ("SSIM", "prior", "gain", "identified", "chance"):
+        table.add_column(heads.get(col, col))
     for _, r in points.iterrows():
         table.add_row(*(text(r[k]) for k in shown), f"{r.ssim:.3f}", f"{r.ssim_prior:.3f}", f"{r.ssim_gain:+.3f}",
                       f"{r.identified:.2f}", f"{r.chance:.3f}")

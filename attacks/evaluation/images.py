@@ -2,13 +2,15 @@
 
 SSIM and PSNR are scikit-image's (n-D, so the 3-D volumes as the model sees them), each also for the
 prior (the attacker's mean brain): what a reconstruction gains over the prior is what leaked.
-Identifiability is Yin et al.'s (2021) image-identifiability precision: a reconstruction identifies a
-subject when its nearest candidate scan (the victim's subjects and unseen ones) is one of the subjects
-it was reconstructed from; chance is that set's share of the candidates.
+Identifiability follows Yin et al.'s (2021) image-identifiability precision, strictly: a reconstruction
+identifies its subject when its nearest candidate scan (the victim's subjects and unseen ones) is that
+very subject (the one it is matched to); chance is one over the candidates, and the prior's own nearest
+candidate is reported beside it (the subject who looks most like the mean brain needs no attack).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +40,19 @@ def _distances(images: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return ((a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :]) / a.shape[1]
 
 
+def nearest(images: np.ndarray, candidates: Sequence[np.ndarray], *, chunk: int = 32) -> np.ndarray:
+    """Index of each image's nearest candidate (mean squared distance). ``candidates`` is read ``chunk`` rows
+    at a time (a memory-mapped cohort at the paper's scale does not fit in memory as float64)."""
+    best = np.full(len(images), np.inf)
+    index = np.zeros(len(images), dtype=np.int64)
+    for start in range(0, len(candidates), chunk):
+        d = _distances(images, np.asarray(candidates[start:start + chunk]))
+        j = d.argmin(axis=1)
+        closer = d[np.arange(len(images)), j] < best
+        best[closer], index[closer] = d[np.arange(len(images)), j][closer], start + j[closer]
+    return index
+
+
 def match(images: np.ndarray, truths: np.ndarray) -> np.ndarray:
     """For each reconstruction, the index of its true scan among ``truths``: the assignment of least total
     distance (a batch is reconstructed in no particular order)."""
@@ -45,10 +60,10 @@ def match(images: np.ndarray, truths: np.ndarray) -> np.ndarray:
     return cols[np.argsort(rows)]
 
 
-def identified(images: np.ndarray, candidates: np.ndarray, sources: np.ndarray) -> np.ndarray:
-    """Whether each reconstruction's nearest candidate is one of ``sources`` (indices into ``candidates``)."""
-    nearest = _distances(images, candidates).argmin(axis=1)
-    return np.isin(nearest, sources)
+def identified(images: np.ndarray, candidates: Sequence[np.ndarray], sources: np.ndarray) -> np.ndarray:
+    """Whether each reconstruction's nearest candidate is *its own* subject, ``sources[i]`` (an index into
+    ``candidates``): a batch that collapses onto one subject identifies one, not all."""
+    return nearest(images, candidates) == np.asarray(sources)
 
 
 def mean_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -77,19 +92,23 @@ class Quality:
     ssim_prior: float
     psnr_prior: float
     identified: bool
+    identified_prior: bool  # the prior's nearest candidate is this subject: what needs no attack
     chance: float
 
     def row(self) -> dict[str, float]:
         return {"ssim": self.ssim, "psnr": self.psnr, "ssim_prior": self.ssim_prior, "psnr_prior": self.psnr_prior,
-                "ssim_gain": self.ssim - self.ssim_prior, "identified": float(self.identified), "chance": self.chance}
+                "ssim_gain": self.ssim - self.ssim_prior, "identified": float(self.identified),
+                "identified_prior": float(self.identified_prior), "chance": self.chance}
 
 
-def quality(images: np.ndarray, truths: np.ndarray, prior: np.ndarray, candidates: np.ndarray,
+def quality(images: np.ndarray, truths: np.ndarray, prior: np.ndarray, candidates: Sequence[np.ndarray],
             sources: np.ndarray) -> list[Quality]:
     """Scores of each of ``images`` (N, *spatial) against its matched scan among ``truths`` (the subjects the
-    signal came from, which are ``candidates[sources]``), beside the ``prior``'s."""
+    signal came from: ``truths[k]`` is ``candidates[sources[k]]``), beside the ``prior``'s."""
+    sources = np.asarray(sources)
     order = match(images, truths)
-    hits = identified(images, candidates, sources)
-    chance = len(np.unique(sources)) / len(candidates)
+    hits = identified(images, candidates, sources[order])
+    by_prior = nearest(prior[None], candidates)[0]
+    chance = 1 / len(candidates)
     return [Quality(ssim(truths[j], img), psnr(truths[j], img), ssim(truths[j], prior), psnr(truths[j], prior),
-                    bool(hit), chance) for img, j, hit in zip(images, order, hits)]
+                    bool(hit), bool(by_prior == sources[j]), chance) for img, j, hit in zip(images, order, hits)]

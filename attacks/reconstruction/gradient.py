@@ -3,15 +3,20 @@
 Two objectives, both the cosine distance between what dummy scans would send and what was sent:
 
 - ``gradient`` (Inverting Gradients, Geiping et al. 2020): the dummy batch's gradient at the community
-  weights against the update's direction. Exact for one SGD step (the update is ``-lr * gradient``);
+  weights against the update's direction. Exact for one SGD step (the update is ``-lr * (gradient +
+  weight_decay * weights)``);
   for several steps, or Adam, it treats the update as one averaged gradient.
 - ``unrolled`` (Dimitrov et al. 2022 for FedAvg): replay the learner's local SGD on the dummy scans,
   in batches of the known size for the known number of epochs, differentiably (``torch.func``), and
-  compare the simulated update with the real one. The batch order inside an epoch is the dummy order
-  (the controller does not know the learner's shuffle; with free dummy scans only the grouping matters).
+  compare the simulated update with the real one. The dummies are replayed in batches in their
+  order, every epoch; with known ages that order says which ages share a batch: the sweep gives the
+  controller the learner's first-epoch batches (an upper bound on what it could know), an attack on
+  a run's update takes the ages in subject order.
 
 The controller knows what the run's ``config.toml`` says of local training (:class:`Recipe`); the ages
-are known (a curious controller that sees the learner's reports) or estimated jointly.
+are known (a curious controller that sees the learner's reports) or estimated jointly. The model is
+inverted in eval mode: a learner's dropout masks are random and unknown to the controller (the
+paper profile's dropout 0.5 makes its updates harder to match than the CPU profile's, which has none).
 """
 
 from __future__ import annotations
@@ -130,7 +135,8 @@ def invert_update(
         y = ages if ages is not None else extra[0] * scale + age_guess
         if objective == "gradient":
             loss = regression_loss(recipe.loss, model(x), y, scale)
-            mine = list(torch.autograd.grad(loss, params, create_graph=True))
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            mine = [g + recipe.weight_decay * p.detach() for g, p in zip(grads, params)]  # what the optimizer steps on
         else:
             simulated = simulate_update(model, x, y, recipe, create_graph=True)
             mine = [simulated[k] for k in names]

@@ -71,9 +71,9 @@ class Scans:
         return sorted(parts.loc[parts["group"] == group, "subject_id"])
 
     def volumes(self, ids: Sequence[str]) -> torch.Tensor:
-        rows = self.target.cohort.index_of(list(ids))
-        ordered = np.asarray(self.target.cohort.volumes[np.sort(rows)], dtype=np.float32)[np.argsort(np.argsort(rows))]
-        return torch.from_numpy(ordered)[:, None].to(self.device)
+        """The scans of ``ids``, in that order, as (N, 1, *shape) on the command's device."""
+        rows = _Rows(self.target.cohort, self.target.cohort.index_of(list(ids)))
+        return torch.from_numpy(rows[:])[:, None].to(self.device)
 
     def ages(self, ids: Sequence[str]) -> torch.Tensor:
         ages = self.target.cohort.ages[self.target.cohort.index_of(list(ids))].astype(np.float32)
@@ -84,13 +84,31 @@ class Scans:
         candidates = list(victim_ids) + [s for s in self.outsiders if s not in set(victim_ids)]
         position = {s: i for i, s in enumerate(candidates)}
         truths = self.volumes(truth_ids)[:, 0].cpu().numpy()
-        cand = self.volumes(candidates)[:, 0].cpu().numpy()
         sources = np.array([position[s] for s in truth_ids])
-        return [q.row() for q in quality(images[:, 0].cpu().numpy(), truths, self.prior_np, cand, sources)]
+        rows = [q.row() for q in quality(images[:, 0].cpu().numpy(), truths, self.prior_np,
+                                         _Rows(self.target.cohort, self.target.cohort.index_of(candidates)), sources)]
+        return rows
 
     @property
     def prior_np(self) -> np.ndarray:
         return self.prior[0, 0].cpu().numpy()
+
+
+class _Rows:
+    """Cohort rows read on demand (slices of the memory map), so candidates need not fit in memory."""
+
+    def __init__(self, cohort: Any, rows: np.ndarray) -> None:
+        self.cohort, self.rows = cohort, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        rows = self.rows[part]
+        order = np.argsort(rows)
+        out = np.empty((len(rows), *self.cohort.volumes.shape[1:]), dtype=np.float32)
+        out[order] = self.cohort.volumes[rows[order]]
+        return out
 
 
 def victim_group(target: Target, learner: str | None) -> str:
@@ -138,6 +156,9 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
     victims = scans.ids(group)
     n = min(subjects, len(victims))
     whole = n == len(victims)  # the whole update reconstructed: the batches and ages can be replayed
+    if objective == "unrolled" and not whole:
+        raise FedsimError(f"--objective unrolled replays all of {group}'s {len(victims)} scans' steps: "
+                          f"use --subjects {len(victims)} (or the gradient objective)")
     objective = objective or (recipe.objective(n) if whole else "gradient")
     known = scans.ages(victims) if whole and labels == "known" else None
     t0 = time.perf_counter()
@@ -184,6 +205,9 @@ def feature_attack(target: Target, *, learner: str | None = None, rnd: int | Non
     for layer in layers:
         with torch.no_grad():
             held = activations(model, layer, x)
+        if held.shape[0] != len(x):  # the 2-D slice net: one row per slice, not per scan
+            raise FedsimError(f"feature inversion needs a model whose layers keep one row per scan (cnn3d); "
+                              f"{type(model).__name__}'s {layer} has {held.shape[0]} rows for {len(x)} scans")
         for method in methods:
             t0 = time.perf_counter()
             if method == "white-box":
@@ -202,7 +226,7 @@ def feature_attack(target: Target, *, learner: str | None = None, rnd: int | Non
             for i, sid in enumerate(chosen):
                 q = scans.score(images[i:i + 1], [sid], victims)[0]
                 out.rows.append({"attack": "features", "round": rnd, "learner": group, "setting": f"{layer} {method}",
-                                 "update": settings.update if method == "white-box" else "",
+                                 "update": settings.update if method == "white-box" else "", "labels": "",
                                  "layer": layer, "method": method, "subjects": len(chosen), "image": i, **q,
                                  "seconds": seconds})
             out.examples.append(Example(f"features, {layer}, {method}", x[0, 0].cpu().numpy(), images[0, 0].cpu().numpy(),
@@ -236,7 +260,7 @@ def model_attack(target: Target, *, rnd: int | None = None, ages: Sequence[float
             m_vol, o_vol = scans.volumes(near_m)[:, 0].cpu().numpy(), scans.volumes(near_o)[:, 0].cpu().numpy()
             proto_np, prior_np = proto[0, 0].cpu().numpy(), scans.prior_np
             out.rows.append({"attack": "model", "round": model_round, "learner": "", "setting": f"age {age:g}",
-                             "update": settings.update,
+                             "update": settings.update, "labels": "",
                              "target_age": age, "predicted_age": predicted, "members": len(near_m),
                              "non_members": len(near_o), "closeness_auc": closeness(proto_np, m_vol, o_vol),
                              "closeness_auc_prior": closeness(prior_np, m_vol, o_vol),

@@ -20,7 +20,7 @@ import torch
 from attacks.reconstruction.gradient import Recipe, invert_update
 from attacks.reconstruction.optimize import Inversion
 from attacks.reconstruction.run import Outcome, Progress, Scans, example, victim_group
-from attacks.reconstruction.updates import Defense, train_update
+from attacks.reconstruction.updates import Defense, first_epoch_order, train_update
 from attacks.target import Target, load_snapshot
 from fedsim import snapshots
 from fedsim.config import load_env
@@ -67,6 +67,10 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
     too_big = [b for b in batch_sizes if b > subjects]
     if too_big:
         raise FedsimError(f"batch size {too_big[0]} is larger than the learner's {subjects} subjects (--subjects)")
+    uneven = [b for b in batch_sizes if subjects % b]
+    if uneven and "1" in local_steps:
+        raise FedsimError(f"--subjects {subjects} is not a multiple of batch size {uneven[0]}: one-batch updates "
+                          "would leave scans out")
     chosen = victims[:subjects]
     config = snapshots.read_config(target.run_dir)
     base = Recipe.of_run(config)
@@ -79,6 +83,10 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
     # secagg's other learners: the same number of scans as the victim, from each learner that has them
     mates = [scans.ids(g) for g in sorted(set(target.partitions["group"]) - {"unseen", "val", group})]
     others = [target.cohort.index_of(ids[:subjects]) for ids in mates if len(ids) >= subjects]
+    short = [d for d in defenses if d.name == "secagg" and len(others) < int(d.value) - 1]
+    if short:
+        raise FedsimError(f"{short[0].label} averages {int(short[0].value) - 1} other learners with at least "
+                          f"{subjects} subjects; this run has {len(others)}")
     out = Outcome()
     points = _points(list(batch_sizes), list(local_steps), widths, defenses)
     for k, (batch, steps, width, defense) in enumerate(points):
@@ -90,9 +98,13 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
         # one batch: every disjoint batch of the subjects is its own update, so each point scores all of them
         groups = [chosen[i:i + batch] for i in range(0, len(chosen) - batch + 1, batch)] if steps == "1" else [chosen]
         point = dataclasses.replace(base, batch_size=batch, epochs=base.epochs if steps == "run" else 1)
-        for j, ids in enumerate(groups):
-            update = train_update(config, model, target.cohort, target.cohort.index_of(ids), point, defense,
-                                  others=[o[j * len(ids):(j + 1) * len(ids)] for o in others], seed=seed + j)
+        for j, trained_on in enumerate(groups):
+            update = train_update(config, model, target.cohort, target.cohort.index_of(trained_on), point, defense,
+                                  others=[o[j * batch:(j + 1) * batch] if steps == "1" else o for o in others],
+                                  seed=seed + j)
+            # several batches: the dummies follow the learner's first-epoch batches
+            ids = trained_on if len(trained_on) <= batch else [
+                trained_on[i] for i in first_epoch_order(len(trained_on), batch, seed + j)]
             t0 = time.perf_counter()
             label = f"sweep point {k + 1}/{len(points)}" + (f", update {j + 1}/{len(groups)}" if len(groups) > 1 else "")
             images, _, value = invert_update(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,

@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from attacks.reconstruction.gradient import Recipe
 from fedsim.config import from_resolved
 from fedsim.data.cache import CohortArray, VolumeDataset
 from fedsim.defenses import local_training, release_weights
 from fedsim.errors import FedsimError
-from fedsim.training import train_epochs
+from fedsim.training import make_loader, train_epochs
 
-__all__ = ["DEFENSES", "Defense", "parse_defense", "train_update"]
+__all__ = ["DEFENSES", "Defense", "first_epoch_order", "parse_defense", "train_update"]
 
 #: defense name -> (what its value is, default value)
 DEFENSES: dict[str, tuple[str, float]] = {
@@ -64,6 +65,13 @@ def parse_defense(spec: str) -> Defense:
     return Defense(name, number)
 
 
+def first_epoch_order(n: int, batch_size: int, seed: int) -> list[int]:
+    """The order in which a learner's loader (:func:`fedsim.training.make_loader`, shuffled by ``seed``)
+    visits ``n`` subjects in its first epoch: the same loader over their indices."""
+    loader = make_loader(TensorDataset(torch.arange(n)), batch_size, shuffle=True, seed=seed)
+    return [int(i) for (batch,) in loader for i in batch]
+
+
 def _environment(config: Mapping[str, Any], recipe: Recipe, defense: Defense):
     raw = copy.deepcopy(dict(config))
     raw["train"] = {**raw["train"], "optimizer": recipe.optimizer, "lr": recipe.lr, "momentum": recipe.momentum,
@@ -85,7 +93,7 @@ def _one_update(cfg, model: nn.Module, cohort: CohortArray, rows: np.ndarray, re
     session = local_training(cfg, local, VolumeDataset(cohort, rows), seed=seed)
     device = next(local.parameters()).device
     train_epochs(session.model, session.loader, session.optimizer, loss=recipe.loss,
-                 target_scale=recipe.target_scale, epochs=recipe.epochs, device=device)
+                 target_scale=recipe.target_scale, epochs=recipe.epochs, device=device, precision=cfg.train.precision)
     released = release_weights(cfg, {k: v.cpu() for k, v in local.state_dict().items()}, seed, learner)
     names = [k for k, _ in model.named_parameters()]
     return {k: released[k].to(device) - start[k] for k in names}

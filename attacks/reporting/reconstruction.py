@@ -1,7 +1,7 @@
 """The reconstruction family's outputs under ``RUN_DIR/attacks/reconstruct/``.
 
-``results.csv`` (one row per reconstructed scan; a later command replaces only the rows of the attack
-it ran), ``sweep.csv``, ``examples.npz`` (the kept reconstructions, with their true scan and prior) and
+``results.csv`` (one row per reconstructed scan; a later command replaces only the rows of the settings
+it redid: attack, round, learner, setting, update rule, labels), ``sweep.csv``, ``examples.npz`` (the kept reconstructions, with their true scan and prior) and
 ``report.html`` (+ ``sweep.png`` and ``examples/*.png``): mid-slice grids in three planes, the quality/identifiability tables, the sweep plot.
 The page is rebuilt from those files, so running one attack never loses another's results.
 """
@@ -29,7 +29,7 @@ OUT_DIR, RESULTS_CSV, SWEEP_CSV, SWEEP_PNG = "attacks/reconstruct", "results.csv
 EXAMPLES, EXAMPLES_DIR, REPORT = "examples.npz", "examples", "report.html"
 #: What a summary row groups by (sweep points, or each attack's setting).
 SWEEP_KEYS = ["round", "recipe", "update", "batch_size", "local_steps", "steps", "width", "defense"]
-ATTACK_KEYS = ["attack", "round", "learner", "setting", "update"]
+ATTACK_KEYS = ["attack", "round", "learner", "setting", "update", "labels"]
 
 
 def out_dir(run_dir: Path) -> Path:
@@ -68,7 +68,7 @@ def summary(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     for key, g in frame.groupby(list(keys), sort=False, dropna=False):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         row["n"] = len(g)
-        for col in ("ssim", "ssim_prior", "psnr", "psnr_prior", "chance", "seconds"):
+        for col in ("ssim", "ssim_prior", "psnr", "psnr_prior", "identified_prior", "chance", "seconds"):
             row[col] = float(g[col].mean())
         row["ssim_gain"], row["ssim_gain_low"], row["ssim_gain_high"] = mean_interval(g["ssim_gain"].to_numpy())
         row["identified"], row["identified_low"], row["identified_high"] = share_interval(g["identified"].to_numpy())
@@ -129,7 +129,8 @@ HOW_TO_READ = (
     "Each reconstruction is scored on the volume the model sees (SSIM and PSNR, scikit-image, 3-D) against its "
     "true scan, beside the prior — the attacker's mean brain, where every reconstruction starts. The gain over "
     "the prior is what leaked; identified = the share of reconstructions whose nearest scan, among the victim's "
-    "subjects and unseen ones, is a subject they came from (chance: that set's share of the candidates). "
+    "subjects and unseen ones, is their own subject (chance: one over the candidates; 'by prior': the share the "
+    "prior itself names, the subject who looks most like the mean brain). "
     "Intervals (95%): Student t for the mean SSIM gain, Clopper-Pearson for the identified share. Model inversion: AUC of 'closer to the prototype = "
     "member' among subjects of that age (0.5: the prototype carries no membership), beside the prior's own AUC."
 )
@@ -147,9 +148,9 @@ def _cells(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[li
         return text if pd.isna(low) else f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
 
     columns = [*keys, "n", "SSIM", "prior SSIM", "SSIM gain [95% CI]", "PSNR dB", "prior PSNR", "identified [95% CI]",
-               "chance", "s / scan"]
+               "by prior", "chance", "s / scan"]
     rows = [[*(text(r[k]) for k in keys), str(r["n"]), f"{r['ssim']:.3f}", f"{r['ssim_prior']:.3f}", ci(r, "ssim_gain"),
-             f"{r['psnr']:.2f}", f"{r['psnr_prior']:.2f}", ci(r, "identified", 2), f"{r['chance']:.3f}",
+             f"{r['psnr']:.2f}", f"{r['psnr_prior']:.2f}", ci(r, "identified", 2), f"{r['identified_prior']:.2f}", f"{r['chance']:.3f}",
              f"{r['seconds']:.1f}"] for _, r in frame.iterrows()]
     return columns, rows
 

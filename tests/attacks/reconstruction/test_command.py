@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from attacks.reconstruct import main
+from attacks.reconstruction.run import Scans
+from attacks.target import open_run
 from attacks.reporting.reconstruction import out_dir
 from federations import federate
 from fedsim import snapshots
@@ -72,6 +74,18 @@ def test_every_attack_and_the_sweep_write_their_rows_and_one_page(local_run):
     assert len(list((out / "examples").glob("*.png"))) == len(kept.files)
 
 
+def test_scans_come_back_in_the_order_asked_and_score_their_own_subjects(local_run):
+    target = open_run(local_run)
+    scans = Scans(target)
+    learner = scans.ids("L1")
+    ids = learner[::-1][:5] + learner[:1]  # unsorted, and a subject twice
+    expected = np.stack([np.asarray(target.cohort.volumes[target.cohort.index_of([s])[0]]) for s in ids])
+    np.testing.assert_array_equal(scans.volumes(ids)[:, 0].numpy(), expected)
+    rows = scans.score(scans.volumes(ids[:3]), ids[:3], learner)  # the true scans, as if reconstructed exactly
+    assert all(r["identified"] == 1 and r["ssim"] == pytest.approx(1) for r in rows)
+    assert rows[0]["chance"] == pytest.approx(1 / (len(learner) + len(scans.outsiders)))
+
+
 def _error(args: list[str]) -> str:
     result = subprocess.run([sys.executable, "-m", "attacks.reconstruct", *args], capture_output=True, text=True,
                             timeout=120)
@@ -91,4 +105,8 @@ def test_bad_input_is_one_line(local_run, tiny_run, tmp_path):
         [str(local_run), "--sweep", "--subjects", "4", "--batch-sizes", "16"])
     assert "this is a centralized run" in _error([str(tiny_run)])
     assert "unknown defense 'noise'" in _error([str(local_run), "--sweep", "--defenses", "noise"])
+    assert "--methods: none given" in _error([str(local_run), "--attack", "features", "--methods", ","])
+    assert "use --subjects" in _error([str(local_run), "--objective", "unrolled", "--subjects", "2"])
+    assert "not a multiple of batch size 3" in _error([str(local_run), "--sweep", "--subjects", "4",
+                                                       "--batch-sizes", "1,3"])
     assert snapshots.complete_rounds(local_run) == [0, 1, 2]

@@ -52,10 +52,13 @@ def test_an_update_averaged_over_many_subjects_and_epochs_does_not_beat_the_prio
     recipe = Recipe(optimizer="sgd", lr=1e-2, batch_size=8, epochs=4, target_scale=7.4)
     update = simulate_update(model, volumes[:24], ages[:24], recipe)  # 12 steps over 24 subjects
     prior = volumes[24:].mean(0, keepdim=True)
-    images, _, _ = invert_update(model, update, prior.repeat(4, 1, 1, 1, 1), recipe, objective="gradient",
-                                 settings=Inversion(iterations=300), bounds=_bounds(volumes))
+    images, _, reached = invert_update(model, update, prior.repeat(4, 1, 1, 1, 1), recipe, objective="gradient",
+                                       settings=Inversion(iterations=300), bounds=_bounds(volumes))
+    _, _, at_prior = invert_update(model, update, prior.repeat(4, 1, 1, 1, 1), recipe, objective="gradient",
+                                   settings=Inversion(iterations=1), bounds=_bounds(volumes))
+    assert reached < 0.5 * at_prior  # the inversion did its work: it matched the update...
     rows = quality(images[:, 0].numpy(), volumes[:24, 0].numpy(), prior[0, 0].numpy(), volumes[:, 0].numpy(), np.arange(24))
-    assert np.mean([q.ssim - q.ssim_prior for q in rows]) < 0.02
+    assert np.mean([q.ssim - q.ssim_prior for q in rows]) < 0.02  # ...and found no scan in it
 
 
 @pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 1e-2)])
@@ -72,6 +75,17 @@ def test_the_replayed_local_sgd_is_torch_sgd(scans, momentum, weight_decay):
     train_epochs(model, loader, make_optimizer(model.parameters(), cfg), loss="mse", target_scale=7.4, epochs=2)
     for name, p in model.named_parameters():
         torch.testing.assert_close(replayed[name], p.detach() - start[name], rtol=1e-4, atol=1e-7)
+
+
+def test_the_gradient_objective_includes_weight_decay():
+    volumes = torch.randn(1, 1, 16, 20, 16)
+    torch.manual_seed(0)
+    model = LinearThenConv()
+    recipe = Recipe(optimizer="sgd", lr=1e-2, weight_decay=0.5, batch_size=1, epochs=1, target_scale=7.4)
+    update = simulate_update(model, volumes, torch.tensor([60.0]), recipe)
+    _, _, distance = invert_update(model, update, volumes, recipe, ages=torch.tensor([60.0]),
+                                   settings=Inversion(iterations=1, tv=0.0))
+    assert distance < 1e-5  # the true scan matches its own update exactly
 
 
 def test_the_recipe_comes_from_the_run_and_picks_its_objective():

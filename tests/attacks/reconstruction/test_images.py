@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from attacks.evaluation.images import identified, match, mean_interval, psnr, quality, share_interval, ssim
+from attacks.evaluation.images import (identified, match, mean_interval, nearest, psnr, quality, share_interval,
+                                       ssim)
 
 
 @pytest.fixture
@@ -31,9 +32,17 @@ def test_match_recovers_a_shuffled_batch_and_identified_names_the_nearest(volume
     order = np.array([2, 0, 3, 1])
     images = truths[order] + 0.05 * volumes[4]
     np.testing.assert_array_equal(match(images, truths), order)
-    # candidates: the 4 sources and 2 others; an image of another subject is not identified
-    hits = identified(np.stack([images[0], volumes[5]]), volumes, np.arange(4))
-    assert hits.tolist() == [True, False]
+    # each image must name its own subject: images[0] is subject 2's scan; volumes[5] is nobody's in the batch
+    hits = identified(np.stack([images[0], images[0], volumes[5]]), volumes, np.array([2, 0, 1]))
+    assert hits.tolist() == [True, False, False]
+    assert nearest(volumes[[5, 1]], volumes, chunk=4).tolist() == [5, 1]  # across chunk boundaries
+
+
+def test_a_batch_collapsed_onto_one_subject_identifies_one_not_all(volumes):
+    truths = volumes[:3]
+    collapsed = np.stack([truths[0] + 0.01 * volumes[4]] * 3)
+    rows = quality(collapsed, truths, volumes.mean(axis=0), volumes, np.arange(3))
+    assert sum(q.identified for q in rows) == 1
 
 
 def test_quality_reports_the_prior_beside_the_reconstruction_and_chance(volumes):
@@ -42,6 +51,10 @@ def test_quality_reports_the_prior_beside_the_reconstruction_and_chance(volumes)
     (q,) = rows
     assert q.ssim > 0.98 and q.ssim_prior < 0.6 and q.identified
     assert q.chance == pytest.approx(1 / 6)
+    # the prior names whoever is nearest to it; that subject would count as identified without any attack
+    nearest_to_prior = int(((volumes - prior) ** 2).mean(axis=(1, 2, 3)).argmin())
+    assert quality(volumes[[nearest_to_prior]], volumes[[nearest_to_prior]], prior, volumes,
+                   np.array([nearest_to_prior]))[0].identified_prior
     assert q.row()["ssim_gain"] == pytest.approx(q.ssim - q.ssim_prior)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attacks.reconstruction.gradient import Recipe, simulate_update
-from attacks.reconstruction.updates import Defense, parse_defense, train_update
+from attacks.reconstruction.updates import Defense, first_epoch_order, parse_defense, train_update
 from fedsim.data.cache import build_cache
 from fedsim.data.manifest import load_manifest
 from fedsim.errors import FedsimError
@@ -48,6 +48,18 @@ def test_an_undefended_one_step_update_is_the_replayed_step(cohort):
     update = train_update(CONFIG, model, cohort, rows, RECIPE)
     x = torch.from_numpy(np.array(cohort.volumes[rows], dtype=np.float32))[:, None]
     replayed = simulate_update(model, x, torch.from_numpy(cohort.ages[rows].astype(np.float32)), RECIPE)
+    for name in replayed:
+        torch.testing.assert_close(update[name], replayed[name], rtol=1e-4, atol=1e-8)
+
+
+def test_the_first_epoch_order_is_the_shuffled_loaders(cohort):
+    model, rows = _model(), np.arange(6)
+    recipe = Recipe(optimizer="sgd", lr=1e-2, batch_size=2, epochs=1, target_scale=7.4)
+    update = train_update(CONFIG, model, cohort, rows, recipe, seed=3)  # 3 shuffled batches
+    order = first_epoch_order(6, 2, 3)
+    assert sorted(order) == list(range(6)) and order != list(range(6))
+    x = torch.from_numpy(np.array(cohort.volumes[rows[order]], dtype=np.float32))[:, None]
+    replayed = simulate_update(model, x, torch.from_numpy(cohort.ages[rows[order]].astype(np.float32)), recipe)
     for name in replayed:
         torch.testing.assert_close(update[name], replayed[name], rtol=1e-4, atol=1e-8)
 
