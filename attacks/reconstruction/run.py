@@ -173,7 +173,8 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
                          "subjects": len(victims), "reconstructed": n, "batch_size": recipe.batch_size,
                          "local_steps": recipe.steps(len(victims)), "labels": "known" if known is not None else "estimated",
                          "image": i, "cosine": 1 - value, **q, "seconds": seconds / n})
-    out.examples.append(example(f"gradient, {group}, round {rnd}", scans.volumes(victims), images, scans))
+    out.examples.append(example(f"gradient, {group}, round {rnd}, {settings.update} steps", scans.volumes(victims),
+                                images, scans))
     return out
 
 

@@ -53,10 +53,11 @@ def test_every_attack_and_the_sweep_write_their_rows_and_one_page(local_run):
     results = again
 
     assert main([str(local_run), "--sweep", "--subjects", "2", "--batch-sizes", "1,2", "--local-steps", "1,epoch",
-                 "--defenses", "clip,secagg:2", *fast]) == 0
+                 "--widths", "1,0.5", "--defenses", "clip,secagg:2", *fast]) == 0
     sweep = pd.read_csv(out / "sweep.csv")
-    points = sweep.groupby(["batch_size", "local_steps", "defense"]).size()
-    assert len(points) == 2 * 2 + 2
+    points = sweep.groupby(["width", "batch_size", "local_steps", "defense"]).size()
+    assert len(points) == 2 * 2 * 2 + 2  # widths x batch sizes x local steps, + each defense at the first point
+    assert set(sweep.loc[sweep["defense"] != "none", "width"]) == {1.0}
     assert set(sweep.loc[sweep["defense"] != "none", "batch_size"]) == {1}
     assert set(sweep.loc[(sweep["local_steps"] == "epoch") & (sweep["batch_size"] == 1), "steps"]) == {2}
     assert (points == 2).all()  # every point scores both subjects: one batch of 1 is two updates
