@@ -106,7 +106,7 @@ def plot_sweep(points: pd.DataFrame) -> Figure:
     plain = points[points["defense"] == "none"]
     for (steps, width), g in plain.groupby(["local_steps", "width"], sort=False):
         g = g.sort_values("batch_size")
-        label = f"{steps} local step(s)" + ("" if plain["width"].nunique() == 1 else f", width {width:g}")
+        label = f"local steps: {steps}" + ("" if plain["width"].nunique() == 1 else f", width {width:g}")
         gain_ax.errorbar(g["batch_size"], g["ssim_gain"], yerr=[g["ssim_gain"] - g["ssim_gain_low"],
                          g["ssim_gain_high"] - g["ssim_gain"]], marker="o", capsize=3, label=label)
         id_ax.errorbar(g["batch_size"], g["identified"], yerr=[g["identified"] - g["identified_low"],
@@ -114,8 +114,10 @@ def plot_sweep(points: pd.DataFrame) -> Figure:
     gain_ax.axhline(0, color="grey", ls="--", lw=1, label="prior (no leakage)")
     id_ax.plot(plain.sort_values("batch_size")["batch_size"], plain.sort_values("batch_size")["chance"],
                color="grey", ls="--", lw=1, label="chance")
+    sizes = sorted(plain["batch_size"].unique())
     for ax, name in ((gain_ax, "SSIM gain over the prior"), (id_ax, "identified (share of scans)")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(b) for b in sizes])
         ax.set_xlabel("batch size")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

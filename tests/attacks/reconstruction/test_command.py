@@ -18,6 +18,7 @@ from attacks.target import open_run
 from attacks.reporting.reconstruction import out_dir
 from federations import federate
 from fedsim import snapshots
+from fedsim.cli import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -87,27 +88,33 @@ def test_scans_come_back_in_the_order_asked_and_score_their_own_subjects(local_r
     assert rows[0]["chance"] == pytest.approx(1 / (len(learner) + len(scans.outsiders)))
 
 
-def _error(args: list[str]) -> str:
-    result = subprocess.run([sys.executable, "-m", "attacks.reconstruct", *args], capture_output=True, text=True,
+def test_bad_input_through_python_m_is_one_line_without_a_traceback(local_run, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(local_run, bare, ignore=shutil.ignore_patterns("attacks", "L*.safetensors"))
+    result = subprocess.run([sys.executable, "-m", "attacks.reconstruct", str(bare)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith("error:") and result.stderr.count("\n") == 1, result.stderr
-    return result.stderr
+    assert "train with --snapshot-local" in result.stderr
 
 
-@pytest.mark.slow
-def test_bad_input_is_one_line(local_run, tiny_run, tmp_path):
-    bare = tmp_path / "bare"
-    shutil.copytree(local_run, bare, ignore=shutil.ignore_patterns("attacks", "L*.safetensors"))
-    assert "train with --snapshot-local" in _error([str(bare)])
-    assert "learner 'L9' does not exist" in _error([str(local_run), "--learner", "L9"])
-    assert "round 7 does not exist" in _error([str(local_run), "--round", "7"])
-    assert "batch size 16 is larger than the learner's 4 subjects" in _error(
+def test_bad_input_is_one_line(local_run, tiny_run, capsys):
+    def error(args: list[str]) -> str:
+        assert run_cli(main, args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1, err
+        return err
+
+    assert "learner 'L9' does not exist" in error([str(local_run), "--learner", "L9"])
+    assert "round 7 does not exist" in error([str(local_run), "--round", "7"])
+    assert "batch size 16 is larger than the learner's 4 subjects" in error(
         [str(local_run), "--sweep", "--subjects", "4", "--batch-sizes", "16"])
-    assert "this is a centralized run" in _error([str(tiny_run)])
-    assert "unknown defense 'noise'" in _error([str(local_run), "--sweep", "--defenses", "noise"])
-    assert "--methods: none given" in _error([str(local_run), "--attack", "features", "--methods", ","])
-    assert "use --subjects" in _error([str(local_run), "--objective", "unrolled", "--subjects", "2"])
-    assert "not a multiple of batch size 3" in _error([str(local_run), "--sweep", "--subjects", "4",
-                                                       "--batch-sizes", "1,3"])
+    assert "this is a centralized run" in error([str(tiny_run)])
+    assert "unknown defense 'noise'" in error([str(local_run), "--sweep", "--defenses", "noise"])
+    assert "--methods: none given" in error([str(local_run), "--attack", "features", "--methods", ","])
+    assert "use --subjects" in error([str(local_run), "--objective", "unrolled", "--subjects", "2"])
+    assert "not a multiple of batch size 3" in error([str(local_run), "--sweep", "--subjects", "4",
+                                                      "--batch-sizes", "1,3"])
+    assert "secagg 9 averages 8 other learners" in error([str(local_run), "--sweep", "--subjects", "2",
+                                                         "--batch-sizes", "1", "--defenses", "secagg:9"])
     assert snapshots.complete_rounds(local_run) == [0, 1, 2]
