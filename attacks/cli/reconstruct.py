@@ -20,7 +20,7 @@ from attacks.reconstruction.optimize import UPDATES, Inversion
 from attacks.reconstruction.run import feature_attack, gradient_attack, model_attack
 from attacks.reconstruction.sweep import LOCAL_STEPS, sweep
 from attacks.reconstruction.updates import DEFENSES, parse_defense
-from attacks.reporting.reconstruction import ATTACK_KEYS, SWEEP_KEYS, summary, text, write_outputs
+from attacks.reporting.reconstruction import ATTACK_KEYS, SWEEP_KEYS, summary, text, varying, write_outputs
 from attacks.target import open_run
 from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
@@ -149,7 +149,7 @@ def _print(console: Console, rows: list[dict], *, sweep: bool, attack: str) -> N
     keys = SWEEP_KEYS if sweep else ATTACK_KEYS
     points = summary(frame, keys)
     table = Table(title="reconstruction vs the prior (attacker's mean brain); identified vs chance")
-    shown = [k for k in keys if points[k].nunique() > 1 or k in ("setting", "batch_size", "local_steps", "defense")]
+    shown = varying(points, keys, always=("setting", "batch_size", "local_steps", "defense"))
     heads = {"batch_size": "batch", "local_steps": "local", "identified": "found"}  # a terminal is narrow
     for col in shown:
         table.add_column(heads.get(col, col), no_wrap=True)

@@ -23,7 +23,7 @@ from attacks.reconstruction.run import Example
 from attacks.reporting.html import png, write_page
 from fedsim import snapshots
 
-__all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "out_dir", "summary", "text", "write_outputs"]
+__all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "out_dir", "summary", "text", "varying", "write_outputs"]
 
 OUT_DIR, RESULTS_CSV, SWEEP_CSV, SWEEP_PNG = "attacks/reconstruct", "results.csv", "sweep.csv", "sweep.png"
 EXAMPLES, EXAMPLES_DIR, REPORT = "examples.npz", "examples", "report.html"
@@ -138,6 +138,11 @@ HOW_TO_READ = (
 )
 
 
+def varying(points: pd.DataFrame, keys: Sequence[str], *, always: Sequence[str]) -> list[str]:
+    """The keys worth a column: those that take more than one value here, and ``always``."""
+    return [k for k in keys if k in always or points[k].astype(str).nunique() > 1]
+
+
 def text(value: Any) -> str:
     """A key's value as a table cell: "—" where a setting does not apply (learned inverse: no update rule)."""
     return "—" if pd.isna(value) or value == "" else str(value)
@@ -149,10 +154,10 @@ def _cells(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[li
         text = f"{r[name]:.{digits}f}"
         return text if pd.isna(low) else f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
 
-    columns = [*keys, "n", "SSIM", "prior SSIM", "SSIM gain [95% CI]", "PSNR dB", "prior PSNR", "identified [95% CI]",
+    columns = [*keys, "n", "SSIM", "prior SSIM", "SSIM gain [95% CI]", "PSNR / prior dB", "identified [95% CI]",
                "by prior", "chance", "s / scan"]
     rows = [[*(text(r[k]) for k in keys), str(r["n"]), f"{r['ssim']:.3f}", f"{r['ssim_prior']:.3f}", ci(r, "ssim_gain"),
-             f"{r['psnr']:.2f}", f"{r['psnr_prior']:.2f}", ci(r, "identified", 2), f"{r['identified_prior']:.2f}", f"{r['chance']:.3f}",
+             f"{r['psnr']:.1f} / {r['psnr_prior']:.1f}", ci(r, "identified", 2), f"{r['identified_prior']:.2f}", f"{r['chance']:.3f}",
              f"{r['seconds']:.1f}"] for _, r in frame.iterrows()]
     return columns, rows
 
@@ -181,9 +186,11 @@ def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) ->
         results = pd.read_csv(out / RESULTS_CSV, keep_default_na=False, na_values=[""])
         images = results[results["attack"] != "model"]
         if len(images):
-            columns, cells = _cells(summary(images, ATTACK_KEYS), ATTACK_KEYS)
+            points = summary(images, ATTACK_KEYS)
+            keys = varying(points, ATTACK_KEYS, always=("attack", "setting"))
+            columns, cells = _cells(points, keys)
             sections.append({"title": "Gradient and feature inversion", "columns": columns, "rows": cells,
-                             "text_columns": len(ATTACK_KEYS)})
+                             "text_columns": len(keys)})
         model = results[results["attack"] == "model"]
         if len(model):
             sections.append({"title": "Model inversion: is the prototype closer to members?",
@@ -196,9 +203,11 @@ def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) ->
     sweep_figure = None
     if (out / SWEEP_CSV).is_file():
         points = summary(pd.read_csv(out / SWEEP_CSV, keep_default_na=False, na_values=[""]), SWEEP_KEYS)
-        columns, cells = _cells(points, SWEEP_KEYS)
+        keys = varying(points, SWEEP_KEYS, always=("batch_size", "local_steps", "defense"))
+        columns, cells = _cells(points, keys)
         sections.append({"title": "Gradient-inversion sweep: batch size, local steps, width, defenses",
-                         "columns": columns, "rows": cells, "text_columns": len(SWEEP_KEYS)})
+                         "note": "; ".join(f"{k}: {text(points[k].iloc[0])}" for k in SWEEP_KEYS if k not in keys),
+                         "columns": columns, "rows": cells, "text_columns": len(keys)})
         sweep_figure = png(plot_sweep(points))
         snapshots.atomic_write(out / SWEEP_PNG, lambda tmp: Path(tmp).write_bytes(base64.b64decode(sweep_figure)))
     figures = [(label, png(plot_example(label, stack))) for label, stack in kept.items()]
