@@ -28,7 +28,7 @@ from fedsim.defenses import PerturbedPredictions, perturb_predictions, release_m
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 
-__all__ = ["Snapshot", "Target", "is_centralized", "load_snapshot", "open_run", "resolve_rounds"]
+__all__ = ["Snapshot", "Target", "is_centralized", "load_snapshot", "open_run", "resolve_rounds", "run_model"]
 
 
 @dataclass(frozen=True)
@@ -114,13 +114,18 @@ class Snapshot:
         return dict(self.release.keywords)  # a functools.partial of perturb_predictions
 
 
+def run_model(config: dict[str, Any], **changes: Any) -> nn.Module:
+    """A fresh model of a run's ``config.toml`` [model] (``changes`` override its arguments, e.g. ``width``)."""
+    kwargs = {k: v for k, v in config["model"].items() if k != "name"}
+    kwargs["in_shape"] = tuple(kwargs["in_shape"])
+    return build_model(config["model"]["name"], **{**kwargs, **changes})
+
+
 def load_snapshot(run_dir: str | Path, rnd: int, *, name: str = "model") -> Snapshot:
     """Rebuild the model of round ``rnd`` (``name`` = ``model`` or a learner id) in eval mode."""
     run_dir = Path(run_dir)
     config = snapshots.read_config(run_dir)
-    kwargs = {k: v for k, v in config["model"].items() if k != "name"}
-    kwargs["in_shape"] = tuple(kwargs["in_shape"])
-    model = build_model(config["model"]["name"], **kwargs)
+    model = run_model(config)
     state, meta = snapshots.load_round(run_dir, rnd, name=name)
     model.load_state_dict(state)
     digest = hashlib.sha256((snapshots.round_dir(run_dir, rnd) / f"{name}.safetensors").read_bytes()).hexdigest()

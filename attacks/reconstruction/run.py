@@ -26,11 +26,12 @@ from attacks.reconstruction.inversion import closeness, invert_model
 from attacks.reconstruction.optimize import Inversion
 from attacks.target import Target, is_centralized, load_snapshot
 from fedsim import snapshots
+from fedsim.data.partition import TRAIN, UNSEEN, VAL, learner_groups
 from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
 from fedsim.models import layer_parameters
 
-__all__ = ["Example", "Outcome", "Scans", "example", "feature_attack", "gradient_attack", "model_attack", "victim_group"]
+__all__ = ["Example", "Outcome", "Scans", "attacked_round", "example", "feature_attack", "gradient_attack", "model_attack", "victim_group"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -57,8 +58,7 @@ class Scans:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.device = resolve_device()  # the command's --device
-        parts = target.partitions
-        unseen = sorted(parts.loc[parts["group"] == "unseen", "subject_id"])
+        unseen = self.ids(UNSEEN)
         if len(unseen) < 4:
             raise FedsimError("reconstruction needs at least 4 unseen subjects (the attacker's own scans and outsiders)")
         self.own, self.outsiders = unseen[: len(unseen) // 2], unseen[len(unseen) // 2:]
@@ -85,9 +85,8 @@ class Scans:
         position = {s: i for i, s in enumerate(candidates)}
         truths = self.volumes(truth_ids)[:, 0].cpu().numpy()
         sources = np.array([position[s] for s in truth_ids])
-        rows = [q.row() for q in quality(images[:, 0].cpu().numpy(), truths, self.prior_np,
+        return [q.row() for q in quality(images[:, 0].cpu().numpy(), truths, self.prior_np,
                                          _Rows(self.target.cohort, self.target.cohort.index_of(candidates)), sources)]
-        return rows
 
     @property
     def prior_np(self) -> np.ndarray:
@@ -113,15 +112,15 @@ class _Rows:
 
 def victim_group(target: Target, learner: str | None) -> str:
     """The group whose subjects are attacked: ``learner`` (checked), else the first learner (or ``train``)."""
-    groups = sorted(set(target.partitions["group"]) - {"unseen", "val"})
+    groups = [TRAIN] if is_centralized(target) else learner_groups(target.partitions["group"])
     if learner is None:
-        return "train" if is_centralized(target) else groups[0]
+        return groups[0]
     if learner not in groups:
         raise FedsimError(f"learner {learner!r} does not exist in this run; choose one of: {', '.join(groups)}")
     return learner
 
 
-def _round(target: Target, rnd: int | None, *, first: int = 0) -> int:
+def attacked_round(target: Target, rnd: int | None, *, first: int = 0) -> int:
     rnd = target.rounds[-1] if rnd is None else rnd
     if rnd not in target.rounds or rnd < first:
         raise FedsimError(f"round {rnd} does not exist in {str(target.run_dir)!r}; rounds on disk: "
@@ -140,7 +139,7 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
     if is_centralized(target):
         raise FedsimError("gradient inversion attacks a learner's update: this is a centralized run (no learners)")
     group = victim_group(target, learner)
-    rnd = _round(target, rnd, first=1)
+    rnd = attacked_round(target, rnd, first=1)
     local = snapshots.round_dir(target.run_dir, rnd) / f"{group}.safetensors"
     if not local.exists():
         raise FedsimError(f"{str(target.run_dir)!r} has no local models (round {rnd} has no {group}.safetensors); "
@@ -194,7 +193,7 @@ def feature_attack(target: Target, *, learner: str | None = None, rnd: int | Non
                    settings: Inversion = Inversion(), epochs: int = 20, progress: Progress | None = None) -> Outcome:
     """The holder of one layer's activations of ``subjects`` of the victim's scans reconstructs them."""
     group = victim_group(target, learner)
-    rnd = _round(target, rnd)
+    rnd = attacked_round(target, rnd)
     scans = Scans(target)
     model = load_snapshot(target.run_dir, rnd).model.to(scans.device)
     layers = list(layers or _conv_layers(model))
@@ -239,10 +238,10 @@ def model_attack(target: Target, *, rnd: int | None = None, ages: Sequence[float
                  settings: Inversion = Inversion(), progress: Progress | None = None) -> Outcome:
     """Prototypes of target ages from the community model of ``rnd`` and the untrained round-0 model; for
     each, how much closer it is to members of that age (±``window`` years) than to unseen subjects."""
-    rnd = _round(target, rnd)
+    rnd = attacked_round(target, rnd)
     scans = Scans(target)
     parts = target.partitions
-    members = sorted(parts.loc[~parts["group"].isin(["unseen", "val"]), "subject_id"])
+    members = sorted(parts.loc[~parts["group"].isin([UNSEEN, VAL]), "subject_id"])
     member_ages, outsider_ages = scans.ages(members).cpu().numpy(), scans.ages(scans.outsiders).cpu().numpy()
     ages = list(ages) if ages else [float(a) for a in np.percentile(outsider_ages, [25, 50, 75]).round()]
     config = snapshots.read_config(target.run_dir)

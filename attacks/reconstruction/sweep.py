@@ -19,13 +19,13 @@ import torch
 
 from attacks.reconstruction.gradient import Recipe, invert_update
 from attacks.reconstruction.optimize import Inversion
-from attacks.reconstruction.run import Outcome, Progress, Scans, example, victim_group
+from attacks.reconstruction.run import Outcome, Progress, Scans, attacked_round, example, victim_group
 from attacks.reconstruction.updates import Defense, first_epoch_order, train_update
-from attacks.target import Target, load_snapshot
+from attacks.target import Target, load_snapshot, run_model
 from fedsim import snapshots
 from fedsim.config import load_env
 from fedsim.errors import FedsimError
-from fedsim.models import build_model
+from fedsim.data.partition import learner_groups
 
 __all__ = ["LOCAL_STEPS", "paper_recipe", "sweep"]
 
@@ -53,15 +53,12 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
           seed: int = 0, progress: Progress | None = None) -> Outcome:
     """One row per reconstructed scan of every point of the grid."""
     group = victim_group(target, learner)
-    rnd = target.rounds[-1] if rnd is None else rnd
-    if rnd not in target.rounds:
-        raise FedsimError(f"round {rnd} does not exist in {str(target.run_dir)!r}; rounds on disk: "
-                          f"{target.rounds[0]}..{target.rounds[-1]}")
+    rnd = attacked_round(target, rnd)
     bad = [s for s in local_steps if s not in LOCAL_STEPS]
     if bad:
         raise FedsimError(f"unknown local steps {bad[0]!r}; choose from: {', '.join(LOCAL_STEPS)}")
     scans = Scans(target)
-    victims = scans.ids(group) if group != "train" else scans.ids("train")
+    victims = scans.ids(group)
     if subjects > len(victims):
         raise FedsimError(f"--subjects {subjects} is more than learner {group}'s {len(victims)} subjects")
     too_big = [b for b in batch_sizes if b > subjects]
@@ -78,10 +75,8 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
     community = load_snapshot(target.run_dir, rnd).model.to(scans.device)
     run_width = float(config["model"].get("width", 1.0))
     widths = list(widths or [run_width])
-    kwargs = {k: v for k, v in config["model"].items() if k != "name"}
-    kwargs["in_shape"] = tuple(kwargs["in_shape"])
     # secagg's other learners: the same number of scans as the victim, from each learner that has them
-    mates = [scans.ids(g) for g in sorted(set(target.partitions["group"]) - {"unseen", "val", group})]
+    mates = [scans.ids(g) for g in learner_groups(target.partitions["group"]) if g != group]
     others = [target.cohort.index_of(ids[:subjects]) for ids in mates if len(ids) >= subjects]
     short = [d for d in defenses if d.name == "secagg" and len(others) < int(d.value) - 1]
     if short:
@@ -94,7 +89,7 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
             model = community
         else:  # another width has no trained snapshot: its round-0 model, seeded like the run
             torch.manual_seed(int(config.get("seed", 0)))
-            model = build_model(config["model"]["name"], **{**kwargs, "width": width}).to(scans.device).eval()
+            model = run_model(config, width=width).to(scans.device).eval()
         # one batch: every disjoint batch of the subjects is its own update, so each point scores all of them
         groups = [chosen[i:i + batch] for i in range(0, len(chosen) - batch + 1, batch)] if steps == "1" else [chosen]
         point = dataclasses.replace(base, batch_size=batch, epochs=base.epochs if steps == "run" else 1)
