@@ -25,6 +25,7 @@ import torch
 from fedsim import snapshots
 from fedsim.config import load_env, with_overrides
 from fedsim.data.cohort import CohortSpec, write_cohort
+from fedsim.data.synthetic import AnatomyParams
 from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
 from fedsim.progress import Progress, on_rounds
@@ -86,10 +87,13 @@ def open_run(path: str | os.PathLike[str]) -> RunDir:
 
 
 def cohort(out: str | os.PathLike[str], *, subjects: int = 1000, shape: tuple[int, int, int] = (36, 43, 36),
-           seed: int = 0, progress: Progress | None = None) -> Path:
+           seed: int = 0, sites: int = 1, sex_gm_difference: float = 0.0, male_atrophy_ratio: float = 1.0,
+           progress: Progress | None = None) -> Path:
     """Write a synthetic cohort (NIfTI files + ``manifest.csv``) to ``out``; returns the manifest,
-    which ``train(..., cohort=…)`` takes. Reuses ``out`` if it already holds the same cohort."""
-    return write_cohort(CohortSpec(subjects, tuple(shape), seed), Path(out), progress=progress)
+    which ``train(..., cohort=…)`` takes. Reuses ``out`` if it already holds the same cohort. ``sites``,
+    ``sex_gm_difference`` and ``male_atrophy_ratio`` are the ``[cohort]`` keys of the same names."""
+    anatomy = AnatomyParams(sex_gm_difference=sex_gm_difference, male_atrophy_ratio=male_atrophy_ratio)
+    return write_cohort(CohortSpec(subjects, tuple(shape), seed, anatomy=anatomy, sites=sites), Path(out), progress=progress)
 
 
 def train(

@@ -78,6 +78,11 @@ class CohortConfig:
     subjects: int = _spec(_int_at_least(8), "an integer of at least 8")
     shape: list[int] = _spec(_shape, "three integers of at least 4, e.g. [36, 43, 36]")
     seed: int = _spec(_int_at_least(0), "a non-negative integer", 0)
+    # What sex and site do to a scan beyond head size (fedsim.data.synthetic); the defaults are the cohort
+    # of the membership results, the attribute study's environments switch them on.
+    sex_gm_difference: float = _spec(_fraction, "a number in [0, 1): women's grey-matter excess over men's", 0.0)
+    male_atrophy_ratio: float = _spec(_positive, "a positive number: men's atrophy per year relative to women's", 1.0)
+    sites: int = _spec(_int_at_least(1), "a positive integer: scanners, each with its own signature and age/sex mix", 1)
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,56 @@ def test_a_cohort_written_in_parallel_is_the_serial_one(tmp_path, monkeypatch):
         a = np.asanyarray(nib.load(parallel.parent / rel).dataobj)
         b = np.asanyarray(nib.load(serial.parent / rel).dataobj)
         np.testing.assert_array_equal(a, b)
+
+
+def _sexed(n: int, **anatomy) -> list:
+    from fedsim.data.synthetic import AnatomyParams
+
+    return [make_subject(i, shape=SHAPE, seed=0, ages=DEFAULT_AGES, anatomy=AnatomyParams(**anatomy)) for i in range(n)]
+
+
+def test_default_effects_leave_the_cohort_of_the_membership_results_unchanged():
+    from fedsim.data.synthetic import AnatomyParams
+
+    plain = make_subject(5, shape=SHAPE, seed=0, ages=DEFAULT_AGES)
+    explicit = make_subject(5, shape=SHAPE, seed=0, ages=DEFAULT_AGES,
+                            anatomy=AnatomyParams(sex_gm_difference=0.0, male_atrophy_ratio=1.0), sites=1)
+    np.testing.assert_array_equal(plain.image, explicit.image)
+    assert explicit.site == 0
+
+
+def test_sex_effects_change_grey_matter_and_ageing_by_sex():
+    mask = _atlas(SHAPE).mask > 0.5
+    plain, sexed = _sexed(40), _sexed(40, sex_gm_difference=0.3, male_atrophy_ratio=1.5)
+    # same subjects, same draws: only the sex effects differ
+    assert [s.sex for s in plain] == [s.sex for s in sexed] and [s.age for s in plain] == [s.age for s in sexed]
+    grey = lambda s: ((s.image > 0.45) & (s.image < 0.75) & mask).sum()  # noqa: E731 - grey-matter intensities
+    dark = lambda s: ((s.image < 0.45) & mask).sum()  # noqa: E731 - CSF: ventricles grow with atrophy
+    change = {sex: [grey(b) - grey(a) for a, b in zip(plain, sexed) if a.sex == sex] for sex in "FM"}
+    assert np.mean(change["F"]) > 0 > np.mean(change["M"])
+    csf = {sex: [dark(b) - dark(a) for a, b in zip(plain, sexed) if a.sex == sex] for sex in "FM"}
+    assert np.mean(csf["M"]) > np.mean(csf["F"]) + 5
+
+
+def test_sites_differ_in_signature_and_mix_and_reach_the_manifest(tmp_path):
+    from fedsim.data.synthetic import scanners
+
+    sites = scanners(3, seed=0)
+    assert len(set(sites)) == 3 and scanners(3, seed=0) == sites and scanners(1, seed=0)[0].gamma == 1.0
+    manifest = write_cohort(CohortSpec(60, (12, 12, 12), seed=0, sites=3), tmp_path / "sites")
+    df = pd.read_csv(manifest)
+    assert sorted(df["site"].unique()) == ["site-1", "site-2", "site-3"]
+    # the same subjects as the one-site cohort (ages and sexes), only the scanner differs
+    one = pd.read_csv(write_cohort(CohortSpec(60, (12, 12, 12), seed=0), tmp_path / "one"))
+    pd.testing.assert_series_equal(df["age"], one["age"])
+    assert set(one["site"]) == {"synthetic"}
+    with pytest.raises(FedsimError, match="--sites must be at least 1"):
+        write_cohort(CohortSpec(4, (12, 12, 12), seed=0, sites=0), tmp_path / "none")
+
+
+def test_cohort_keys_reach_the_generated_cohort_and_its_cache_key():
+    from fedsim.data.synthetic import AnatomyParams
+
+    plain = CohortSpec(4, (12, 12, 12))
+    assert CohortSpec(4, (12, 12, 12), sites=2).key() != plain.key()
+    assert CohortSpec(4, (12, 12, 12), anatomy=AnatomyParams(male_atrophy_ratio=1.2)).key() != plain.key()

@@ -11,6 +11,7 @@ from rich.console import Console
 from fedsim.cli import command_parser
 from fedsim.cli.progress import progress_bars
 from fedsim.data.cohort import CohortSpec, write_cohort
+from fedsim.data.synthetic import AnatomyParams
 
 
 def parser(prog: str = "python -m fedsim.data.cohort") -> argparse.ArgumentParser:
@@ -25,6 +26,11 @@ def parser(prog: str = "python -m fedsim.data.cohort") -> argparse.ArgumentParse
     p.add_argument("--shape", type=int, nargs=3, default=[36, 43, 36], metavar=("X", "Y", "Z"),
                    help="grid over the 182x218x182 mm MNI box (default: 36 43 36, ~5 mm; 91 109 91 = the paper's 2 mm)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    p.add_argument("--sites", type=int, default=1, help="scanners, each with its own signature and age/sex mix (default: 1)")
+    p.add_argument("--sex-gm-difference", type=float, default=0.0, metavar="F",
+                   help="women's grey-matter excess over men's, a fraction (default: 0; the attribute study: 0.05)")
+    p.add_argument("--male-atrophy-ratio", type=float, default=1.0, metavar="R",
+                   help="men's atrophy per year relative to women's (default: 1; the attribute study: 1.3)")
     return p
 
 
@@ -32,7 +38,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fedsim.dat
     args = parser(prog).parse_args(argv)
     console = Console(highlight=False)
     with progress_bars(console) as progress:
-        manifest = write_cohort(CohortSpec(args.subjects, tuple(args.shape), args.seed), args.out, progress=progress)
+        anatomy = AnatomyParams(sex_gm_difference=args.sex_gm_difference, male_atrophy_ratio=args.male_atrophy_ratio)
+        spec = CohortSpec(args.subjects, tuple(args.shape), args.seed, anatomy=anatomy, sites=args.sites)
+        manifest = write_cohort(spec, args.out, progress=progress)
     console.print(f"cohort: {manifest} ({args.subjects} subjects; preview: {manifest.parent / 'preview.png'})")
     return 0
 

@@ -26,7 +26,7 @@ from fedsim.progress import Progress, counted
 from fedsim.data.bids import DESCRIPTION, PARTICIPANTS
 from fedsim.data.cache import preprocess_workers
 from fedsim.data.geometry import grid_affine
-from fedsim.data.synthetic import AgeDistribution, AnatomyParams, make_subject
+from fedsim.data.synthetic import AgeDistribution, AnatomyParams, make_subject, site_name
 
 _DEFAULTS = tomllib.loads((Path(__file__).parent / "cohort_defaults.toml").read_text())
 DEFAULT_AGES = AgeDistribution(tuple(_DEFAULTS["age_range"]), tuple(_DEFAULTS["age_bin_weights"]))
@@ -34,9 +34,9 @@ MANIFEST = "manifest.csv"
 _SPEC_FILE = "cohort.json"
 # int16 storage with this slope: 0.001 intensity units per step, as scanners store T1s.
 _INTENSITY_SLOPE = 1e-3
-# Bump when what the generator writes changes (2: the BIDS layout; 3: FSL-anchored grids), so no
-# stale cohort is reused.
-GENERATOR_VERSION = 3
+# Bump when what the generator writes changes (2: the BIDS layout; 3: FSL-anchored grids; 4: sex
+# effects and sites), so no stale cohort is reused.
+GENERATOR_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class CohortSpec:
     seed: int = 0
     ages: AgeDistribution = DEFAULT_AGES
     anatomy: AnatomyParams = field(default_factory=AnatomyParams)
+    sites: int = 1
     generator_version: int = GENERATOR_VERSION
 
     def key(self) -> str:
@@ -63,6 +64,8 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = Non
     """
     if spec.subjects < 1:
         raise FedsimError(f"--subjects must be at least 1, got {spec.subjects}")
+    if spec.sites < 1:
+        raise FedsimError(f"--sites must be at least 1, got {spec.sites}")
     if min(spec.shape) < 8:
         raise FedsimError(f"--shape must be at least 8 voxels per side, got {list(spec.shape)}")
     out = Path(out)
@@ -102,7 +105,7 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = Non
 def _write_subject(spec: CohortSpec, i: int, folder: Path) -> dict[str, object]:
     """Subject ``i`` of ``spec`` as ``folder/sub-…/anat/sub-…_T1w.nii.gz``; its manifest row. Drawn from
     ``[seed, i]`` alone, so the cohort is the same whichever process writes which subject."""
-    subject = make_subject(i, shape=spec.shape, seed=spec.seed, ages=spec.ages, anatomy=spec.anatomy)
+    subject = make_subject(i, shape=spec.shape, seed=spec.seed, ages=spec.ages, anatomy=spec.anatomy, sites=spec.sites)
     sid = f"sub-{i + 1:05d}"
     rel = f"{sid}/anat/{sid}_T1w.nii.gz"
     (folder / sid / "anat").mkdir(parents=True)
@@ -113,7 +116,7 @@ def _write_subject(spec: CohortSpec, i: int, folder: Path) -> dict[str, object]:
     img.set_qform(img.affine, code="mni")
     nib.save(img, folder / rel)
     return {"subject_id": sid, "path": rel, "age": round(subject.age, 2), "sex": subject.sex,
-            "site": "synthetic", "bio_age": round(subject.bio_age, 2)}
+            "site": site_name(subject.site, spec.sites), "bio_age": round(subject.bio_age, 2)}
 
 
 def write_preview(manifest: Path, png: Path) -> None:

@@ -16,6 +16,7 @@ from fedsim.config import EnvConfig
 from fedsim.data.bids import DESCRIPTION, BidsManifest, is_bids, write_bids_manifest
 from fedsim.data.cache import CohortArray, build_cache, preprocess_workers
 from fedsim.data.cohort import CohortSpec, default_cohort
+from fedsim.data.synthetic import AnatomyParams
 from fedsim.data.manifest import load_manifest
 from fedsim.data.partition import assign_groups
 from fedsim.data.partition_table import partition_table
@@ -48,7 +49,9 @@ def resolve_manifest(cfg: EnvConfig, cohort: str | Path | None, *,
     """The manifest to train on: the user's CSV manifest, the manifest written for the user's BIDS
     dataset, or that of the embedded synthetic cohort of ``cfg`` (generated once, read as BIDS)."""
     if cohort is None:
-        spec = CohortSpec(subjects=cfg.cohort.subjects, shape=tuple(cfg.cohort.shape), seed=cfg.cohort.seed)
+        c = cfg.cohort
+        spec = CohortSpec(subjects=c.subjects, shape=tuple(c.shape), seed=c.seed, sites=c.sites, anatomy=AnatomyParams(
+            sex_gm_difference=c.sex_gm_difference, male_atrophy_ratio=c.male_atrophy_ratio))
         cohort = default_cohort(spec, progress=progress).parent
     cohort = Path(cohort)
     if cohort.is_dir():

@@ -9,6 +9,16 @@ only by memorising that subject. Each synthetic subject therefore has
 * its own anatomy: a smooth random displacement field, tissue contrasts, a multiplicative
   bias field and noise, which a network can memorise.
 
+Sex and site are what an attribute-inference attack looks for (:mod:`attacks.attribute`). Sex always
+sets head size (men's heads ≈ 4 % larger linearly, ≈ 12 % in volume); two optional effects make it
+reach what a brain-age model learns, as in real cohorts: a grey/white-matter difference (women have a
+higher share of grey matter, Gur et al. 1999; Ritchie et al. 2018) and sex-dependent ageing (steeper
+age-related atrophy in men in several regions, Cowell et al. 1994; Ritchie et al. 2018), so a model
+trained on both sexes errs differently for each. With ``sites`` > 1 every subject is scanned at one of
+several sites, each a scanner with its own signature (intensity non-linearity, bias-field strength,
+noise, smoothness) and its own age/sex mix (:class:`Scanner`). The defaults (no extra effect, one
+site) write the cohort of the membership results bit for bit: the site draws use a stream of their own.
+
 Everything is drawn from ``np.random.default_rng([seed, index])``, so subject ``i`` is the same
 whatever the cohort size, and the same seed gives the same files.
 """
@@ -49,6 +59,46 @@ class AnatomyParams:
     deform_smooth_mm: float = 15.0      # its smoothness (Gaussian sigma)
     bias_strength: float = 0.08         # std of the log bias field
     noise_sd: float = 0.03              # Gaussian noise, relative to white-matter intensity
+    sex_gm_difference: float = 0.0      # women's grey matter this fraction above men's (white matter below)
+    male_atrophy_ratio: float = 1.0     # men's atrophy per year of biological age, relative to women's
+
+
+#: Range of each scanner property across sites (uniform draws, :func:`scanners`): a gamma on the
+#: intensities, a factor on the bias-field strength and on the noise, Gaussian smoothing (mm FWHM-like
+#: sigma), the site's share of women and how strongly it favours older (> 0) or younger subjects.
+SCANNER_RANGES = {"gamma": (0.8, 1.25), "bias_factor": (0.5, 2.0), "noise_factor": (0.6, 1.8),
+                  "smooth_mm": (0.0, 4.0), "women_share": (0.3, 0.7), "age_tilt": (-0.6, 0.6)}
+_SITE_STREAM = 1  # site draws come from [seed, index, 1]: the subject's own stream is that of a one-site cohort
+
+
+@dataclass(frozen=True)
+class Scanner:
+    """One acquisition site: how its scanner renders a brain and whom it scans."""
+
+    gamma: float = 1.0
+    bias_factor: float = 1.0
+    noise_factor: float = 1.0
+    smooth_mm: float = 0.0
+    women_share: float = 0.5
+    age_tilt: float = 0.0
+
+    def weight(self, sex: str, age_z: float) -> float:
+        """Relative chance that a subject of this sex and (standardised) age is scanned here."""
+        return (self.women_share if sex == "F" else 1.0 - self.women_share) * float(np.exp(self.age_tilt * age_z))
+
+
+@lru_cache(maxsize=8)
+def scanners(sites: int, seed: int) -> tuple[Scanner, ...]:
+    """The ``sites`` scanners of cohort ``seed`` (one site: the neutral scanner of the default cohort)."""
+    if sites == 1:
+        return (Scanner(),)
+    rng = np.random.default_rng([seed, _SITE_STREAM])
+    return tuple(Scanner(**{k: float(rng.uniform(*r)) for k, r in SCANNER_RANGES.items()}) for _ in range(sites))
+
+
+def site_name(k: int, sites: int) -> str:
+    """What the manifest's ``site`` column says for site ``k`` of ``sites``."""
+    return "synthetic" if sites == 1 else f"site-{k + 1}"
 
 
 @dataclass(frozen=True)
@@ -59,6 +109,7 @@ class Subject:
     bio_age: float
     sex: str
     image: np.ndarray = field(repr=False)
+    site: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +168,7 @@ def make_subject(
     seed: int,
     ages: AgeDistribution,
     anatomy: AnatomyParams = AnatomyParams(),
+    sites: int = 1,
 ) -> Subject:
     """Generate subject ``index`` of the cohort ``seed`` on a ``shape`` grid over the MNI box."""
     atlas = _atlas(tuple(int(s) for s in shape))
@@ -124,13 +176,18 @@ def make_subject(
     age = ages.sample(rng)
     bio_age = age + rng.normal(0.0, anatomy.bio_age_sd)
     sex = "F" if rng.random() < 0.5 else "M"
-    years = bio_age - ages.age_range[0]
+    years = (bio_age - ages.age_range[0]) * (anatomy.male_atrophy_ratio if sex == "M" else 1.0)
+    sites_ = scanners(sites, seed)
+    site = _draw_site(np.random.default_rng([seed, index, _SITE_STREAM]), sites_, sex, age, ages)
+    scanner = sites_[site]
 
     # Age: ventricles expand into the surrounding tissue, grey matter thins; the lost tissue becomes CSF.
     wall_mm = max(0.0, anatomy.ventricle_mm_per_year * years + rng.normal(0.0, 1.0))
     ventricle = 1.0 / (1.0 + np.exp((atlas.ventricle_dist_mm - wall_mm) / 1.5))
-    gm = atlas.gm * np.clip(1.0 - anatomy.gm_loss_per_year * years, 0.2, 1.0) * (1.0 - ventricle)
-    wm = atlas.wm * (1.0 - ventricle)
+    sex_sign = 0.5 if sex == "F" else -0.5  # women half the difference above the mean, men half below
+    gm = (atlas.gm * np.clip(1.0 - anatomy.gm_loss_per_year * years, 0.2, 1.0) * (1.0 - ventricle)
+          * (1.0 + sex_sign * anatomy.sex_gm_difference))
+    wm = atlas.wm * (1.0 - ventricle) * (1.0 - sex_sign * anatomy.sex_gm_difference)
     csf = np.clip(atlas.mask - gm - wm, 0.0, 1.0)
     contrast = rng.normal([0.25, 0.65, 0.86], [0.03, 0.03, 0.02])
     t1 = contrast[0] * csf + contrast[1] * gm + contrast[2] * wm
@@ -148,6 +205,20 @@ def make_subject(
         ]
     )
     warped = ndi.map_coordinates(t1, coords, order=1, mode="constant")
-    bias = np.exp(anatomy.bias_strength * _smooth_field(rng, shape, 40.0 / atlas.voxel_mm))
-    image = warped * bias + rng.normal(0.0, anatomy.noise_sd, size=shape)
-    return Subject(age=age, bio_age=float(bio_age), sex=sex, image=np.clip(image, 0.0, None).astype(np.float32))
+    if scanner.gamma != 1.0:  # the scanner's intensity non-linearity
+        warped = np.clip(warped, 0.0, None) ** scanner.gamma
+    bias = np.exp(anatomy.bias_strength * scanner.bias_factor * _smooth_field(rng, shape, 40.0 / atlas.voxel_mm))
+    image = warped * bias + rng.normal(0.0, anatomy.noise_sd * scanner.noise_factor, size=shape)
+    if scanner.smooth_mm > 0:
+        image = ndi.gaussian_filter(image, sigma=scanner.smooth_mm / atlas.voxel_mm)
+    return Subject(age=age, bio_age=float(bio_age), sex=sex, site=site,
+                   image=np.clip(image, 0.0, None).astype(np.float32))
+
+
+def _draw_site(rng: np.random.Generator, sites: tuple[Scanner, ...], sex: str, age: float, ages: AgeDistribution) -> int:
+    """Which scanner saw this subject: each site's age/sex mix sets its odds."""
+    if len(sites) == 1:
+        return 0
+    lo, hi = ages.age_range
+    weights = np.array([s.weight(sex, (age - (lo + hi) / 2) / ((hi - lo) / 4)) for s in sites])
+    return int(rng.choice(len(sites), p=weights / weights.sum()))
