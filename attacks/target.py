@@ -40,6 +40,8 @@ class Target:
     partitions: pd.DataFrame
     rounds: list[int]
     best_round: int | None
+    #: the cohort's manifest (``subject_id``, ``age`` and, where the cohort has them, ``sex``, ``site``…)
+    manifest: pd.DataFrame | None = None
 
 
 def open_run(run_dir: str | Path) -> Target:
@@ -52,11 +54,11 @@ def open_run(run_dir: str | Path) -> Target:
     manifest = config.get("cohort", {}).get("manifest")
     if manifest is None:
         raise FedsimError(f"{str(run_dir)!r}: config.toml does not record the cohort manifest")
-    cohort = build_cache(load_manifest(manifest), tuple(config["data"]["shape"]),
-                         dtype=config["data"].get("cache_dtype", "float32"))
+    table = load_manifest(manifest)
+    cohort = build_cache(table, tuple(config["data"]["shape"]), dtype=config["data"].get("cache_dtype", "float32"))
     partitions = read_partitions(run_dir / snapshots.PARTITIONS_FILE)
     done = snapshots.read_done(run_dir) if snapshots.is_done(run_dir) else {}
-    return Target(run_dir, cohort, partitions, rounds, done.get("best_round"))
+    return Target(run_dir, cohort, partitions, rounds, done.get("best_round"), table)
 
 
 def is_centralized(target: Target) -> bool:

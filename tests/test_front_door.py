@@ -20,7 +20,7 @@ from fedsim.config import available_environments
 TWINS = {"cohort": "python -m fedsim.data.cohort", "train": "python -m fedsim.run",
          "centralized": "python -m fedsim.centralized", "attack": "python -m attacks.run",
          "seats": "python -m attacks.seats", "calibrated": "python -m attacks.calibrated",
-         "reconstruct": "python -m attacks.reconstruct", "study": "python -m attacks.study",
+         "attribute": "python -m attacks.attribute", "reconstruct": "python -m attacks.reconstruct", "study": "python -m attacks.study",
          "sweep": "python -m attacks.sweep"}
 
 

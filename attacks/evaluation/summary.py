@@ -17,7 +17,7 @@ from attacks.evaluation.intervals import cluster_bootstrap
 from attacks.signals.features import TABLE1
 
 __all__ = [
-    "CHANCE", "CLEAR_GAP", "METRICS", "TPR", "controls_table", "feature_name", "main_round", "ordered", "summarise",
+    "CHANCE", "CLEAR_GAP", "METRICS", "TPR", "clearly_above", "controls_table", "feature_name", "main_round", "ordered", "summarise",
     "verdict",
 ]
 
@@ -74,17 +74,17 @@ def main_round(results: pd.DataFrame) -> int:
     return int(([r for r in rounds if r != 0] or rounds)[-1])
 
 
-def _clearly_above(a: pd.Series | None, b: pd.Series | float | None) -> bool:
-    """Whether the summary ``a`` (a :func:`summarise` row) beats ``b`` (another row, or a constant)
-    by CLEAR_GAP and two bootstrap standard errors of the difference."""
-    if a is None or (b is None) or pd.isna(a["accuracy"]):
+def clearly_above(a: pd.Series | None, b: pd.Series | float | None, metric: str = "accuracy") -> bool:
+    """Whether the summary ``a`` (a :func:`summarise` row) beats ``b`` (another row, or a constant) in
+    ``metric`` (``accuracy`` or ``auc``) by CLEAR_GAP and two bootstrap standard errors of the difference."""
+    if a is None or (b is None) or pd.isna(a[metric]):
         return False
-    var = np.nan_to_num(a["accuracy_se"] ** 2)
+    var = np.nan_to_num(a[f"{metric}_se"] ** 2)
     if isinstance(b, pd.Series):
-        if pd.isna(b["accuracy"]):
+        if pd.isna(b[metric]):
             return False
-        var, b = var + np.nan_to_num(b["accuracy_se"] ** 2), b["accuracy"]
-    return bool(a["accuracy"] - b > max(CLEAR_GAP, 2 * np.sqrt(var)))
+        var, b = var + np.nan_to_num(b[f"{metric}_se"] ** 2), b[metric]
+    return bool(a[metric] - b > max(CLEAR_GAP, 2 * np.sqrt(var)))
 
 
 def verdict(attack: pd.Series | None, round0: pd.Series | None, matched: pd.Series | None) -> tuple[str, str]:
@@ -94,8 +94,8 @@ def verdict(attack: pd.Series | None, round0: pd.Series | None, matched: pd.Seri
     if round0 is None and matched is None:
         return "none", "no controls run: membership and distribution shift cannot be told apart"
     base = attack if matched is None else matched
-    signal = _clearly_above(base, CHANCE) and (round0 is None or _clearly_above(base, round0))
-    shift = (matched is not None and _clearly_above(attack, matched)) or (round0 is not None and _clearly_above(round0, CHANCE))
+    signal = clearly_above(base, CHANCE) and (round0 is None or clearly_above(base, round0))
+    shift = (matched is not None and clearly_above(attack, matched)) or (round0 is not None and clearly_above(round0, CHANCE))
     kind, text = {(True, False): ("membership", "membership signal"),
                   (True, True): ("both", "membership signal, inflated by distribution shift"),
                   (False, True): ("shift", "distribution shift"),

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from attacks.evaluation.images import mean_interval, share_interval
 from attacks.reconstruction.run import Example
 from attacks.reporting.html import png, write_page
+from attacks.reporting.results import merge_rows
 from fedsim import snapshots
 
 __all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "out_dir", "summary", "text", "varying", "write_outputs"]
@@ -34,19 +35,6 @@ ATTACK_KEYS = ["attack", "round", "learner", "setting", "update", "labels"]
 
 def out_dir(run_dir: Path) -> Path:
     return Path(run_dir) / OUT_DIR
-
-
-def _merge(path: Path, rows: list[dict[str, Any]], keys: Sequence[str]) -> pd.DataFrame:
-    """``rows`` plus the rows already in ``path`` of the settings (``keys``) that the new rows do not redo."""
-    new = pd.DataFrame(rows)
-    if path.is_file():
-        old = pd.read_csv(path, dtype={"learner": str, "update": str}, keep_default_na=False)
-        old = old.assign(**{k: "" for k in keys if k not in old})  # a file from before a key existed
-        redone = set(map(tuple, new[list(keys)].astype(str).to_numpy()))
-        kept = [tuple(r) not in redone for r in old[list(keys)].astype(str).to_numpy()]
-        new = pd.concat([old[kept], new], ignore_index=True)
-    snapshots.atomic_write(path, lambda tmp: new.to_csv(tmp, index=False))
-    return new
 
 
 def _save_examples(path: Path, examples: Sequence[Example]) -> dict[str, np.ndarray]:
@@ -170,7 +158,7 @@ def write_outputs(run_dir: Path, rows: list[dict[str, Any]], examples: Sequence[
     if sweep:
         snapshots.atomic_write(out / SWEEP_CSV, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     else:
-        _merge(out / RESULTS_CSV, rows, ATTACK_KEYS)
+        merge_rows(out / RESULTS_CSV, rows, ATTACK_KEYS, dtype={"learner": str, "update": str})
     kept = _save_examples(out / EXAMPLES, examples)
     return write_report(run_dir, kept, command=command)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
 #: The positive class of every attack set, metric and classifier: members of the training set.
@@ -102,6 +103,63 @@ def _balanced(
             f"{' in matching age bins' if age_matched else ''}; an attack needs at least {MIN_PER_CLASS}"
         )
     return m["subject_id"].to_numpy(), nm["subject_id"].to_numpy()
+
+
+@dataclass(frozen=True)
+class LabelledSplit:
+    """Subject ids and binary labels of one attack's train and test sets, for any label (an attribute:
+    1 = the sensitive value); the sets never overlap."""
+
+    train_ids: np.ndarray
+    train_labels: np.ndarray
+    test_ids: np.ndarray
+    test_labels: np.ndarray
+
+    def train(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.train_ids, self.train_labels
+
+    def test(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.test_ids, self.test_labels
+
+
+def labelled(ids: np.ndarray, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` and their labels (``labels``: subject id -> 0/1)."""
+    ids = np.asarray(ids)
+    return ids, labels.loc[ids].to_numpy(dtype=np.int64)
+
+
+def attribute_splits(
+    partitions: pd.DataFrame, labels: pd.Series, *, repeats: int = DEFAULT_REPEATS, seed: int = 0,
+) -> list[tuple[str, str, LabelledSplit]]:
+    """Who fits an attribute attack on whom and attacks whom: (attacker, victim, split) triples.
+
+    A federation: learner A fits on its own subjects (at most :data:`LEARNER_TRAIN_CAP`; it knows their
+    attribute) and attacks every other learner B's subjects (members of the model) and the unseen ones
+    (non-members): the same fit scored on both, so their gap is what training added (Yeom et al. 2018).
+    The draws are fixed, so one repeat. A centralized run: the adversary knows a random half of the
+    training and of the unseen subjects and attacks the other halves, ``repeats`` fresh draws.
+    """
+    groups = partitions.set_index("subject_id")["group"]
+    unseen = groups.index[groups == "unseen"].to_numpy()
+    learners = learner_groups(groups)
+    out: list[tuple[str, str, LabelledSplit]] = []
+    if not learners:
+        members = groups.index[groups == "train"].to_numpy()
+        for r in range(repeats):
+            rng = np.random.default_rng([seed, r])
+            m, u = rng.permutation(members), rng.permutation(unseen)
+            train = np.concatenate([m[: len(m) // 2], u[: len(u) // 2]])
+            for victim, test in (("members", m[len(m) // 2:]), ("unseen", u[len(u) // 2:])):
+                out.append(("adversary", victim, LabelledSplit(*labelled(train, labels), *labelled(test, labels))))
+        return out
+    rng = np.random.default_rng([seed, 0])
+    for attacker in learners:
+        own = groups.index[groups == attacker].to_numpy()
+        train = rng.permutation(own)[:LEARNER_TRAIN_CAP] if len(own) > LEARNER_TRAIN_CAP else own
+        for victim in [*(v for v in learners if v != attacker), "unseen"]:
+            test = unseen if victim == "unseen" else groups.index[groups == victim].to_numpy()
+            out.append((attacker, victim, LabelledSplit(*labelled(train, labels), *labelled(test, labels))))
+    return out
 
 
 def centralized_splits(

@@ -17,6 +17,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "attack": ("attacks.cli.run", "membership inference on a run, with its controls"),
     "seats": ("attacks.cli.seats", "learner, controller and outsider attack the same victims"),
     "calibrated": ("attacks.cli.calibrated", "LiRA and RMIA with reference models"),
+    "attribute": ("attacks.cli.attribute", "sex and site from every seat; learners' cohort properties"),
     "reconstruct": ("attacks.cli.reconstruct", "gradient, feature and model inversion of scans"),
     "study": ("attacks.cli.study", "train and attack every environment: Table 1"),
     "sweep": ("attacks.cli.sweep", "privacy-utility sweep of one defense"),
@@ -25,7 +26,7 @@ STAGES: dict[str, tuple[str, str]] = {
 PIPELINE = """\
   1. data    fedsim cohort                       NIfTI + manifest, or your own
   2. train   fedsim train | centralized          a run dir, a snapshot per round
-  3. attack  fedsim attack|seats|calibrated|reconstruct  leakage, per seat
+  3. attack  fedsim attack|seats|calibrated|attribute|reconstruct  leakage
   4. report  RUN_DIR/attacks/.../report.html     numbers beside their controls
   5. study   fedsim study | sweep                every environment; defenses"""
 
