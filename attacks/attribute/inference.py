@@ -12,9 +12,10 @@ knows, and attacks learner B's subjects and the unseen ones) and differs only in
 
 Beside every number: the ``no model`` rows — the label-only baseline (age, and site when the cohort has
 sites and the question is sex: what the attacker knows without the model; ART's
-``AttributeInferenceBaselineTrueLabel``) and the image-only upper bound (a linear probe on the scans
-themselves) — and the ``round-0`` control: the same attack on the untrained model, whose random
-convolutions already see head size. An attack that does not beat the label-only baseline has found
+``AttributeInferenceBaselineTrueLabel``) and the image probe (a linear probe on the scans themselves and
+their intensity and texture statistics: what the scan shows without any model) — and the ``round-0``
+control: the same attack on the untrained model, whose random convolutions already see head size and a
+scanner's texture (often better than the image probe: it is the strongest model-free reading of a scan here). An attack that does not beat the label-only baseline has found
 nothing; one that does not beat round 0 found what any network sees, not what training put there.
 Every model-based attack also reads what the label-only baseline reads (the attacker knows it anyway),
 so its gain over the baseline is what the model adds.
@@ -67,8 +68,12 @@ DEFAULT_CLASSIFIER = "probe"
 LABEL_ONLY, IMAGE = "label only", "image"
 IMAGE_POOL = 2  # the image probe reads the scan averaged over 2×2×2 blocks
 COMPONENTS = 64  # a probe reads a wide feature set (and the image) through its leading principal components
-_CS = np.logspace(-3, 2, 6)
-KNOWN_WEIGHT = 10.0  # the probe's inverse regularisation strengths, chosen by 3-fold cross-validation
+_CS = np.logspace(-3, 2, 6)  # the probe's inverse regularisation strengths, chosen by 3-fold cross-validation
+KNOWN_WEIGHT = 10.0
+#: the image probe also reads each scan's intensity histogram (over these z-score bins: contrast and the
+#: scanner's non-linearity) and its mean absolute first differences and Laplacian (noise and smoothness)
+HISTOGRAM_BINS = np.linspace(-3.0, 4.0, 33)
+IMAGE_STATS = len(HISTOGRAM_BINS) - 1 + 4
 MIN_PER_CLASS = 2  # an AUC needs both classes; fewer than this per class in a fit or a test set: skipped
 
 
@@ -104,13 +109,15 @@ class Probe:
     """An :class:`attacks.engine.Attack`: cross-validated logistic regression on a seat's features, the
     last ``known`` columns (what the baseline reads) kept as they are and the others, when wider than
     :data:`COMPONENTS`, reduced to their leading principal components and penalised as usual, while the
-    known columns are almost unpenalised (:func:`_unpenalised`) — so a wide gradient or activation set cannot
+    known columns are almost unpenalised (:func:`_weighted`) — so a wide gradient or activation set cannot
     drown the few columns the attacker knew anyway: the probe does no worse than the baseline for want of
-    regularisation. The image bound is the same probe on the block-averaged scans."""
+    regularisation. The image probe is the same probe on the block-averaged scans with their intensity and
+    texture statistics in the known slot, penalised like the rest (``known_weight`` 1)."""
 
     name: str
     known: int = 0
     seed: int = 0
+    known_weight: float = KNOWN_WEIGHT
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, repeat: int) -> Any:
         width = X.shape[1] - self.known
@@ -118,7 +125,8 @@ class Probe:
         reduce = (make_pipeline(StandardScaler(), PCA(max(1, min(COMPONENTS, len(X) - 1)), random_state=self.seed + repeat))
                   if wide else StandardScaler())
         columns = ColumnTransformer([("features", reduce, slice(0, width)),
-                                     *([("known", make_pipeline(StandardScaler(), FunctionTransformer(_unpenalised)),
+                                     *([("known", make_pipeline(StandardScaler(), FunctionTransformer(
+                                         _weighted, kw_args={"weight": self.known_weight})),
                                          slice(width, X.shape[1]))] if self.known else [])])
         folds = max(2, min(3, int(np.bincount(y).min())))
         model = LogisticRegressionCV(Cs=_CS, cv=StratifiedKFold(folds, shuffle=True, random_state=self.seed + repeat),
@@ -129,17 +137,27 @@ class Probe:
         return attack_scores(fitted, X)
 
 
+def _image_stats(v: np.ndarray) -> np.ndarray:
+    """(B, IMAGE_STATS): each scan's intensity histogram (fractions of voxels), mean absolute first difference
+    along each axis and mean absolute Laplacian."""
+    hist = np.stack([np.histogram(x, bins=HISTOGRAM_BINS)[0] / x.size for x in v])
+    diffs = [np.abs(np.diff(v, axis=k)).mean(axis=(1, 2, 3)) for k in (1, 2, 3)]
+    laplacian = np.abs(sum(np.roll(v, s, axis=k) for k in (1, 2, 3) for s in (1, -1)) - 6 * v).mean(axis=(1, 2, 3))
+    return np.concatenate([hist, np.stack([*diffs, laplacian], axis=1)], axis=1)
+
+
 def _image_matrix(target: Target, chunk: int = 64) -> np.ndarray:
-    """Every scan averaged over ``IMAGE_POOL``-cubed blocks, one row per subject (cohort order)."""
+    """Every scan averaged over ``IMAGE_POOL``-cubed blocks, then its :func:`_image_stats`, one row per subject
+    (cohort order)."""
     volumes = target.cohort.volumes
     n = len(volumes)
     parts = []
     for start in range(0, n, chunk):
         v = np.asarray(volumes[start:start + chunk], dtype=np.float32).reshape(min(chunk, n - start), *volumes.shape[-3:])
         d, h, w = (s // IMAGE_POOL * IMAGE_POOL for s in v.shape[1:])
-        v = v[:, :d, :h, :w].reshape(len(v), d // IMAGE_POOL, IMAGE_POOL, h // IMAGE_POOL, IMAGE_POOL, w // IMAGE_POOL,
-                                     IMAGE_POOL).mean(axis=(2, 4, 6))
-        parts.append(v.reshape(len(v), -1))
+        pooled = v[:, :d, :h, :w].reshape(len(v), d // IMAGE_POOL, IMAGE_POOL, h // IMAGE_POOL, IMAGE_POOL,
+                                          w // IMAGE_POOL, IMAGE_POOL).mean(axis=(2, 4, 6))
+        parts.append(np.concatenate([pooled.reshape(len(v), -1), _image_stats(v)], axis=1))
     return np.concatenate(parts)
 
 
@@ -155,10 +173,10 @@ def _label_matrix(target: Target, question: Question) -> np.ndarray:
     return np.concatenate(columns, axis=1)
 
 
-def _unpenalised(known: np.ndarray) -> np.ndarray:
-    """The known columns scaled up :data:`KNOWN_WEIGHT`-fold: their L2 penalty shrinks by its square, so the
-    regularisation that tames a wide feature set barely touches what the baseline reads."""
-    return known * KNOWN_WEIGHT
+def _weighted(known: np.ndarray, weight: float) -> np.ndarray:
+    """The known columns scaled up ``weight``-fold (:data:`KNOWN_WEIGHT`): their L2 penalty shrinks by its square,
+    so the regularisation that tames a wide feature set barely touches what the baseline reads."""
+    return known * weight
 
 
 def _attack(spec: str, classifier: str, seed: int, known: int = 0, layout: Any = None) -> Any:
@@ -189,7 +207,7 @@ def attribute_attacks(
 
     ``seats`` (default: :func:`seats_of`) and ``feature_sets`` (default: :func:`default_feature_sets`; given,
     each seat runs those it can read) choose the attacks; ``controls=False`` leaves out round 0 and the
-    image bound (a sweep). One row per (seat, feature set, control, attacker, victim, repeat).
+    image probe (a sweep). One row per (seat, feature set, control, attacker, victim, repeat).
     """
     available = seats_of(target, rnd)
     seats = list(available if seats is None else seats)
@@ -238,7 +256,7 @@ def attribute_attacks(
     free_attacks: list[Any] = [_attack(LABEL_ONLY, classifier, seed)]
     if controls:
         free[IMAGE] = _image_matrix(target)
-        free_attacks.append(Probe(IMAGE, seed=seed))
+        free_attacks.append(Probe(IMAGE, known=IMAGE_STATS, seed=seed, known_weight=1.0))
     rows += fit_all(free_attacks, lambda model, task: free, {"seat": NO_MODEL, "control": "none"}, with_known=False)
     takes_layout = classifier != DEFAULT_CLASSIFIER and "layout" in classifier_parameters(classifier)
     models: dict[tuple[str, int, bool, tuple[str, ...]], dict[str, np.ndarray]] = {}

@@ -2,7 +2,7 @@
 
 Writes ``RUN_DIR/attacks/attribute/`` (results.csv, property.csv, results.json, auc_by_layer.png,
 report.html) and prints every seat's attack beside the label-only baseline, the untrained model and the
-image bound, and the property-inference errors beside the federation average.
+image probe, and the property-inference errors beside the federation average.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from attacks.membership.classifiers import CLASSIFIERS
 from attacks.reporting.attribute import attribute_table, write_outputs
 from attacks.signals.cache import FeatureCache
 from attacks.signals.features import feature_listing
-from attacks.target import is_centralized, open_run
+from attacks.target import is_centralized, open_run, resolve_rounds
 from attacks.threats.seats import skipped_pairs_said
 from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
@@ -59,14 +59,15 @@ def parser(prog: str = "python -m attacks.attribute") -> argparse.ArgumentParser
     p.add_argument("--features", metavar="SETS",
                    help="comma-separated feature sets; each seat runs those it can read (default: per seat, see "
                    f"docs/attribute.md); parts of: {feature_listing()}")
-    p.add_argument("--round", type=int, metavar="R", help="the round attacked (default: the last)")
+    p.add_argument("--round", type=int, metavar="R",
+                   help="the round attacked (default: the last; a centralized run: its best epoch)")
     p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=[DEFAULT_CLASSIFIER, *CLASSIFIERS], metavar="NAME",
                    help=f"attack classifier: {DEFAULT_CLASSIFIER} (cross-validated logistic regression, wide sets through "
                    f"their {COMPONENTS} leading principal components) or one of the membership family's: "
                    f"{', '.join(CLASSIFIERS)} (default: {DEFAULT_CLASSIFIER})")
     p.add_argument("--repeats", type=int, default=3, metavar="N",
                    help="draws of a centralized run's attack halves (default: 3; a federation's draws are fixed)")
-    p.add_argument("--no-controls", action="store_true", help="leave out the round-0 control and the image bound")
+    p.add_argument("--no-controls", action="store_true", help="leave out the round-0 control and the image probe")
     p.add_argument("--no-property", action="store_true", help="leave out property inference")
     p.add_argument("--shadows", type=int, default=DEFAULT_SHADOWS, metavar="N",
                    help=f"shadow updates of property inference (default: {DEFAULT_SHADOWS})")
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.at
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
     with using_device(args.device):
         target = open_run(args.run_dir)
-        rnd = target.rounds[-1] if args.round is None else args.round
+        rnd = resolve_rounds("default", target, centralized=is_centralized(target))[0] if args.round is None else args.round
         asked = [q for a in attributes for q in questions(target, a)]  # every attribute checked before any work
         frames, properties = [], None
         with progress_bars(console) as progress, skipped_pairs_said(say), warnings.catch_warnings():
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.at
 
 
 def _print(console: Console, table: pd.DataFrame, properties: pd.DataFrame | None) -> None:
-    out = Table(title="attribute inference: AUC on the victims' members (label-only baseline, round 0, image bound)")
+    out = Table(title="attribute inference: AUC on the victims' members (label-only baseline, round 0, image probe)")
     for col in ("question", "seat", "features", "AUC", "unseen", "round 0", "label only", "image", "verdict"):
         out.add_column(col, overflow="fold")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
 from attacks.signals.features import feature_listing
 from attacks.threats.splits import DEFAULT_REPEATS
+from fedsim.errors import FedsimError
 
 
 def add_attack_options(p: argparse.ArgumentParser, *, features: str = "table1", seed: bool = True) -> None:
@@ -26,3 +27,22 @@ def add_attack_options(p: argparse.ArgumentParser, *, features: str = "table1", 
 
 def add_run_dir(p: argparse.ArgumentParser, what: str = "a run directory written by fedsim train or fedsim centralized") -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=what)
+
+
+#: The attack families a study or sweep runs on every run.
+FAMILIES = ("membership", "attribute")
+
+
+def add_families_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--families", default=",".join(FAMILIES), metavar="F",
+                   help=f"attack families to run on every run, of: {', '.join(FAMILIES)} (default: {','.join(FAMILIES)}; "
+                   "membership always runs)")
+
+
+def parse_families(text: str) -> list[str]:
+    """``--families``: known names; membership is always among them (its table is the study's and sweep's spine)."""
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in names if f not in FAMILIES]
+    if bad:
+        raise FedsimError(f"--families: unknown family {bad[0]!r}; choose from: {', '.join(FAMILIES)}")
+    return list(dict.fromkeys(["membership", *names]))

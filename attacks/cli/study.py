@@ -19,10 +19,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from attacks.cli.options import add_attack_options
+from attacks.cli.options import add_attack_options, add_families_option, parse_families
 from attacks.experiments.study import (
-    DEFAULT_ENVS, AttackSettings, attack_cached, environment_row, pair_table, table1, train_env,
+    DEFAULT_ENVS, AttackSettings, attack_cached, attribute_cached, attribute_row, environment_row, pair_table, table1,
+    train_env,
 )
+from attacks.reporting.attribute import attribute_table
 from attacks.reporting.markdown import write_summary
 from fedsim.cli import add_cohort_option, add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
@@ -42,6 +44,7 @@ def parser(prog: str = "python -m attacks.study") -> argparse.ArgumentParser:
                    f"(default: {', '.join(DEFAULT_ENVS)})")
     add_cohort_option(p)
     add_attack_options(p, seed=False)
+    add_families_option(p)
     add_device_option(p)
     return p
 
@@ -65,24 +68,31 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.st
         if len(set(names.values())) < len(names):
             raise FedsimError(f"--envs names an environment twice: {', '.join(names.values())}")
         settings = AttackSettings(args.features, args.classifier, args.repeats)  # a typo fails before training, too
+        families = parse_families(args.families)
         console = Console(highlight=False)
-        results, rows = {}, []
+        results, rows, attribute = {}, [], []
         for env, name in names.items():
             run_dir = args.out / name
             train_env(env, run_dir, args.cohort, console.rule, device=args.device)
             with progress_bars(console) as progress:
                 results[name] = attack_cached(run_dir, settings, say=console.print, progress=progress)
+                found = attribute_cached(run_dir, say=console.print, progress=progress) if "attribute" in families else None
             rows.append(environment_row(name, run_dir, results[name]))
+            attribute += [] if found is None else attribute_row(name, attribute_table(found))
         per_env = pd.DataFrame(rows)
         t1 = table1(results, dict(zip(per_env["environment"], per_env["model"])))
         pairs = {r["environment"]: (f"{r['best_features']}, round {r['round']}",
                                     pair_table(results[r["environment"]], r["best_features"], r["round"]))
                  for r in rows if (results[r["environment"]]["threat"] == "learner").any()}
         command = shlex.join(["python", "-m", "attacks.study", "--out", str(args.out), "--envs", ",".join(envs),
-                              *settings.args(), *(["--cohort", str(args.cohort)] if args.cohort else [])])
-        path = write_summary(args.out, t1, per_env, command, pairs)
+                              *settings.args(), "--families", ",".join(families),
+                              *(["--cohort", str(args.cohort)] if args.cohort else [])])
+        path = write_summary(args.out, t1, per_env, command, pairs, pd.DataFrame(attribute))
         print_frame(console, t1, "attack accuracy % (Table 1 layout)")
         print_frame(console, per_env, "per environment")
+        if attribute:
+            print_frame(console, pd.DataFrame(attribute)[["environment", "question", "seat", "features", "auc", "label_only",
+                                                          "round0"]], "attribute inference: AUC of each seat's best set")
         console.print(f"summary: {path}")
         return 0
 

@@ -22,10 +22,13 @@ from rich.table import Table
 from rich.text import Text
 
 from attacks.api import feature_sets
-from attacks.cli.options import add_attack_options
-from attacks.experiments.study import AttackSettings, attack_cached, train_env
-from attacks.experiments.sweep import DEFAULT_FEATURES, SWEEPABLE, parse_settings, parse_values, plan_settings, sweep_rows
-from attacks.reporting.sweep import CONSOLE_DROPS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG, display_table, write_outputs
+from attacks.cli.options import add_attack_options, add_families_option, parse_families
+from attacks.cli.study import print_frame
+from attacks.experiments.study import AttackSettings, attack_cached, attribute_cached, train_env
+from attacks.experiments.sweep import (
+    DEFAULT_FEATURES, SWEEPABLE, attribute_sweep_rows, parse_settings, parse_values, plan_settings, sweep_rows,
+)
+from attacks.reporting.sweep import CONSOLE_DROPS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG, attribute_display, display_table, write_outputs
 from attacks.signals.features import parse_features
 from fedsim import snapshots
 from fedsim.cli import add_cohort_option, add_device_option, command_parser
@@ -53,6 +56,7 @@ def parser(prog: str = "python -m attacks.sweep") -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="sweep directory (default: runs/sweep-<env>-<KEY>)")
     add_cohort_option(p)
     add_attack_options(p, features=DEFAULT_FEATURES, seed=False)
+    add_families_option(p)
     add_device_option(p)
     return p
 
@@ -79,7 +83,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
                               *(a for item in args.set for a in ("--set", item)), "--out", str(out), *attack.args(),
                               *(["--cohort", str(args.cohort)] if args.cohort else [])])
         console = Console(highlight=False)
+        families = parse_families(args.families)
         rows: list[dict[str, Any]] = []
+        attribute: list[dict[str, Any]] = []
         for i, s in enumerate(settings, start=1):
             console.rule(f"[bold]{key} = {s.label}[/] ({i}/{len(settings)}): {s.env_file}")
             if not s.env_file.is_file() or s.env_file.read_text() != s.text:  # unchanged files keep their time stamps
@@ -88,8 +94,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
             train_env(str(s.env_file), s.run_dir, args.cohort, console.rule, device=args.device)
             with progress_bars(console) as progress:
                 rows += sweep_rows(key, s, attack_cached(s.run_dir, attack, say=console.print, progress=progress))
+                found = (attribute_cached(s.run_dir, controls=False, say=console.print, progress=progress)
+                         if "attribute" in families else None)
+                attribute += [] if found is None else attribute_sweep_rows(key, s, found)
         frame = pd.DataFrame(rows)
-        page = write_outputs(out, frame, command, f"Privacy–utility sweep of [defense] {key} on {base.name}")
+        page = write_outputs(out, frame, command, f"Privacy–utility sweep of [defense] {key} on {base.name}",
+                             pd.DataFrame(attribute))
         shown = display_table(frame).drop(columns=list(CONSOLE_DROPS))
         table = Table(title=escape(f"[defense] {key} on {base.name}"))
         for col in shown.columns:
@@ -97,6 +107,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
         for row in shown.itertuples(index=False):
             table.add_row(*(Text(str(v)) for v in row))
         console.print(table)
+        if attribute:
+            print_frame(console, attribute_display(pd.DataFrame(attribute)).drop(columns=["ε", "95% CI", "verdict"]),
+                        escape(f"attribute inference: [defense] {key} on {base.name}"))
         console.print(f"sweep: {out / SWEEP_MD}, {out / SWEEP_CSV}, {out / SWEEP_PNG}, {page}")
         return 0
 

@@ -11,32 +11,44 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
 
 from attacks.api import attack_run, feature_sets
+from attacks.attribute.inference import DEFAULT_CLASSIFIER as ATTRIBUTE_CLASSIFIER
+from attacks.attribute.inference import NO_MODEL, attribute_attacks
+from attacks.attribute.labels import ATTRIBUTES, questions
 from attacks.evaluation.summary import controls_table, main_round, summarise
 from attacks.membership.classifiers import DEFAULT_CLASSIFIER
+from attacks.reporting.attribute import OUT_DIR as ATTRIBUTE_DIR
+from attacks.reporting.attribute import RESULTS_CSV as ATTRIBUTE_CSV
+from attacks.reporting.attribute import write_outputs as write_attribute
 from attacks.reporting.membership import PAPER_TABLE1, RESULTS_CSV, pair_matrix, paper_column, write_report, write_results
 from attacks.signals.cache import FEATURES_VERSION
 from attacks.signals.features import TABLE1
-from attacks.target import is_centralized, open_run
+from attacks.target import is_centralized, open_run, resolve_rounds
+from attacks.threats.seats import skipped_pairs_said
 from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
 from fedsim.config import load_env
 from fedsim.errors import FedsimError
 
 __all__ = [
-    "DEFAULT_ENVS", "AttackSettings", "attack_cached", "environment_row", "pair_table", "stamp_of", "table1", "train_env",
+    "DEFAULT_ENVS", "AttackSettings", "attack_cached", "attribute_cached", "attribute_row", "environment_row",
+    "pair_table", "stamp_of", "table1", "train_env",
 ]
 
 DEFAULT_ENVS = ("centralized", "centralized-2d", "uniform-iid", "uniform-noniid", "skewed-iid", "skewed-noniid")
+DEFAULT_ATTRIBUTE_REPEATS = 3  # a centralized run's draws of the attack halves (a federation's are fixed)
 STAMP = "study.json"
 Say = Callable[[str], object]
 
@@ -108,6 +120,61 @@ def attack_cached(run_dir: Path, settings: AttackSettings, *, say: Say, progress
     write_report(run_dir, results, target, seed=seed)
     snapshots.write_text(stamp, json.dumps(stamp_of(run_dir, settings, seed=seed), indent=1))
     return pd.read_csv(out / RESULTS_CSV)
+
+
+def _attributes(target: Any) -> list[str]:
+    """The attributes a run's cohort can be asked about: sex, and site where it has more than one."""
+    manifest = target.manifest
+    return [a for a in ATTRIBUTES if manifest is not None and a in manifest.columns
+            and manifest[a].astype(str).str.strip().nunique() > 1]
+
+
+def attribute_cached(run_dir: Path, *, controls: bool = True, say: Say, progress: Callable[[str, int, int], None] | None = None,
+                     seed: int = 0) -> pd.DataFrame | None:
+    """Attribute inference on ``run_dir`` (sex, and site where the cohort has sites; every seat, no property
+    inference) as ``attacks.attribute`` does, unless stamped as computed from the same snapshots; its results
+    (None, said, when the cohort has neither attribute)."""
+    out = run_dir / ATTRIBUTE_DIR
+    stamp, repeats = out / STAMP, DEFAULT_ATTRIBUTE_REPEATS if controls else 1
+
+    def current() -> dict[str, Any]:
+        stamp = stamp_of(run_dir, AttackSettings(), seed=seed)
+        settings = {"classifier": ATTRIBUTE_CLASSIFIER, "repeats": repeats, "controls": controls}
+        return {**stamp, "settings": settings, "results": _sha256(out / ATTRIBUTE_CSV)}
+    if stamp.is_file() and json.loads(stamp.read_text()) == current():
+        say(f"[dim]{run_dir.name}: attribute results found in {out}[/]")
+        return pd.read_csv(out / ATTRIBUTE_CSV, dtype={"attacker": str, "victim": str})
+    target = open_run(run_dir)
+    attributes = _attributes(target)
+    if not attributes:
+        say(f"[yellow]note:[/] {run_dir.name}: attribute inference skipped: the cohort's manifest has no sex or site column "
+            "with two values or more")
+        return None
+    rnd = resolve_rounds("default", target, centralized=is_centralized(target))[0]
+    command = ["python", "-m", "attacks.attribute", str(run_dir), "--attribute", ",".join(attributes), "--no-property",
+               "--repeats", str(repeats), *([] if controls else ["--no-controls"])]
+    say(f"[bold]{run_dir.name}[/]: {' '.join(command)}")
+    with skipped_pairs_said(say), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        frames = [attribute_attacks(target, q, rnd=rnd, repeats=repeats, seed=seed, controls=controls,
+                                    progress=progress) for a in attributes for q in questions(target, a)]
+    shutil.rmtree(out, ignore_errors=True)  # the study's attack replaces any earlier one of this run
+    write_attribute(run_dir, pd.concat(frames, ignore_index=True), None, command=" ".join(command))
+    snapshots.write_text(stamp, json.dumps(current(), indent=1))
+    return pd.read_csv(out / ATTRIBUTE_CSV, dtype={"attacker": str, "victim": str})
+
+
+def attribute_row(env: str, table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per question and seat of one run: its strongest feature set (by AUC on members) beside the label-only
+    baseline, the untrained model and the member/unseen gap (rows of :func:`attacks.reporting.attribute.attribute_table`)."""
+    rows = []
+    for (question, seat), part in table[table["seat"] != NO_MODEL].groupby(["attribute", "seat"], sort=False):
+        best = part.loc[part["auc"].idxmax()]
+        rows.append({"environment": env, "question": question, "seat": seat, "features": best["features"],
+                     "round": best["round"], "auc": best["auc"], "auc_low": best["auc_low"], "auc_high": best["auc_high"],
+                     "label_only": best["baseline_auc"], "round0": best["round0_auc"], "unseen": best["unseen_auc"],
+                     "image": best["image_auc"], "verdict": best["verdict"]})
+    return rows
 
 
 def environment_row(env: str, run_dir: Path, results: pd.DataFrame) -> dict[str, Any]:

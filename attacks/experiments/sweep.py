@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 import tomli_w
 
+from attacks.attribute.inference import NO_MODEL
 from attacks.evaluation.summary import controls_table, main_round
+from attacks.reporting.attribute import attribute_table
 from attacks.signals.cache import FeatureCache
 from attacks.target import load_snapshot, open_run
 from fedsim import snapshots
@@ -30,7 +32,7 @@ from fedsim.errors import FedsimError
 
 __all__ = [
     "DEFAULT_FEATURES", "SWEEPABLE", "Setting", "derive", "parse_settings", "parse_values", "plan_settings",
-    "privacy_spent", "released_mae", "sweep_rows", "value_label",
+    "attribute_sweep_rows", "privacy_spent", "released_mae", "sweep_rows", "value_label",
 ]
 
 DEFAULT_FEATURES = "error,pred+label,grad_norm"  # black-box and cheap white-box sets: one gradient pass
@@ -179,11 +181,26 @@ def privacy_spent(done: Mapping[str, Any]) -> dict[str, float]:
 def sweep_rows(key: str, setting: Setting, results: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per feature set of one value: utility, privacy spent, the attack and its controls."""
     rnd = main_round(results)
-    unseen, members = released_mae(setting.run_dir, rnd)
-    common = {"defense": key, "value": setting.value, **privacy_spent(snapshots.read_done(setting.run_dir)),
-              "round": rnd, "unseen_mae": unseen, "members_mae": members, "gap": unseen - members}
+    common = _common(key, setting, rnd)
     return [{**common, "features": c.features, "accuracy": c.attack, "accuracy_low": c.attack_low,
              "accuracy_high": c.attack_high, "auc": c.auc, "auc_low": c.auc_low, "auc_high": c.auc_high,
              "tpr_at_1pct": c.tpr_at_1pct, "tpr_at_1pct_low": c.tpr_at_1pct_low, "tpr_at_1pct_high": c.tpr_at_1pct_high,
              "age_matched": c.matched, "round0": c.round0, "verdict": c.verdict}
             for c in controls_table(results, rnd).itertuples()]
+
+
+def _common(key: str, setting: Setting, rnd: int) -> dict[str, Any]:
+    unseen, members = released_mae(setting.run_dir, rnd)
+    return {"defense": key, "value": setting.value, **privacy_spent(snapshots.read_done(setting.run_dir)),
+            "round": rnd, "unseen_mae": unseen, "members_mae": members, "gap": unseen - members}
+
+
+def attribute_sweep_rows(key: str, setting: Setting, results: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per question, seat and feature set of one value: utility, privacy spent, the attribute attack's
+    AUC (members) beside the label-only baseline, and its verdict."""
+    table = attribute_table(results)
+    common = _common(key, setting, int(table["round"].max()))
+    return [{**common, "question": r.attribute, "seat": r.seat, "features": r.features, "auc": r.auc, "auc_low": r.auc_low,
+             "auc_high": r.auc_high, "accuracy": r.accuracy, "tpr_at_1pct": r.tpr_at_1pct, "tpr_at_1pct_low": r.tpr_at_1pct_low,
+             "tpr_at_1pct_high": r.tpr_at_1pct_high, "label_only": r.baseline_auc, "unseen_auc": r.unseen_auc,
+             "verdict": r.verdict} for r in table[table["seat"] != NO_MODEL].itertuples()]

@@ -35,7 +35,7 @@ VERDICTS = {"leak": "leaks beyond the label-only baseline and the untrained mode
             "scan": "beyond the baseline, as is the untrained model: the scan's, not training's",
             "none": "no more than the label-only baseline",
             "baseline": "what the attacker knows without the model",
-            "bound": "the scans themselves: the ceiling"}
+            "bound": "a probe of the scans themselves"}
 HOW_TO_READ = (
     "Each row is one seat's attack on the question in the first column (sex: is this a woman; site=S: was this "
     "scan taken at S), fitted on the attacker's own subjects and scored on the victims' (a federation: every other "
@@ -43,7 +43,9 @@ HOW_TO_READ = (
     "over victims; 'unseen' is the same attack on subjects it never trained on, 'gap' the difference (leakage "
     "training caused). Compare every number with the label-only baseline (age, and site where known: what the "
     "attacker knows without the model; every attack reads it too), the untrained model (round 0: random "
-    "convolutions already see head size) and the image bound (a linear probe on the scans themselves).")
+    "convolutions already see head size and scanner texture) and the image probe (a linear probe on the scans "
+    "themselves and their intensity and texture statistics; the untrained model's early layers can read a scanner "
+    "better than it).")
 
 
 def out_dir(run_dir: Path) -> Path:
@@ -53,7 +55,7 @@ def out_dir(run_dir: Path) -> Path:
 def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per question, seat and feature set: AUC, accuracy and TPR at 1 % FPR on the members with their
     intervals, the AUC on unseen subjects and the gap, the round-0 control, the label-only baseline,
-    the image bound, and the verdict."""
+    the image probe, and the verdict."""
     summary = summarise(results, _KEYS).set_index(_KEYS)
 
     def get(*key: str) -> pd.Series | None:
@@ -95,7 +97,7 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def plot_auc_by_layer(table: pd.DataFrame) -> Figure | None:
     """The feature holder's AUC per layer, trained vs untrained model, against the label-only baseline and
-    the image bound; one panel per question. None without feature-holder rows."""
+    the image probe; one panel per question. None without feature-holder rows."""
     holder = table[table["seat"] == HOLDER]
     if holder.empty:
         return None
@@ -110,7 +112,7 @@ def plot_auc_by_layer(table: pd.DataFrame) -> Figure | None:
         ax.plot(x, rows["round0_auc"], marker="s", ls="--", label="untrained (round 0)")
         ax.axhline(rows["baseline_auc"].iloc[0], color="grey", ls=":", label="label-only baseline")
         if rows["image_auc"].notna().any():
-            ax.axhline(rows["image_auc"].iloc[0], color="black", ls="-.", lw=1, label="image bound")
+            ax.axhline(rows["image_auc"].iloc[0], color="black", ls="-.", lw=1, label="image probe")
         ax.set_xticks(x, labels=[f.partition(":")[2] for f in rows["features"]])
         ax.set(xlabel="layer whose activations are held", ylabel="attack AUC", ylim=(0.4, 1.0))
         ax.set_title(f"{question}: feature holder, round {int(rows['round'].iloc[0])}", fontsize=10)

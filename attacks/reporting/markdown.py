@@ -12,7 +12,7 @@ from fedsim import snapshots
 
 __all__ = ["SUMMARY_CSV", "SUMMARY_MD", "markdown_table", "write_summary"]
 
-SUMMARY_MD, SUMMARY_CSV = "summary.md", "summary.csv"
+SUMMARY_MD, SUMMARY_CSV, SUMMARY_ATTRIBUTE_CSV = "summary.md", "summary.csv", "summary-attribute.csv"
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 1) -> str:
@@ -27,8 +27,9 @@ def markdown_table(frame: pd.DataFrame, digits: int = 1) -> str:
 
 
 def write_summary(out: Path, t1: pd.DataFrame, envs: pd.DataFrame, command: str,
-                  pairs: Mapping[str, tuple[str, pd.DataFrame]] | None = None) -> Path:
-    """``summary.md`` (the tables, with the command) and ``summary.csv`` (the per-environment table).
+                  pairs: Mapping[str, tuple[str, pd.DataFrame]] | None = None, attribute: pd.DataFrame | None = None) -> Path:
+    """``summary.md`` (the tables, with the command), ``summary.csv`` (the per-environment table) and, with
+    ``attribute`` (:func:`attacks.experiments.study.attribute_row` rows), ``summary-attribute.csv``.
 
     ``pairs``: per federated environment, what its attacker × victim table shows (a caption) and the table.
     """
@@ -48,6 +49,12 @@ def write_summary(out: Path, t1: pd.DataFrame, envs: pd.DataFrame, command: str,
                   "subjects, mean over repeats: main attack / age-matched control.\n\n" + markdown_table(table)
                   for env, (label, table) in (pairs or {}).items())
     )
+    if attribute is not None and len(attribute):
+        text += ("\n## Attribute inference: each seat's strongest feature set\n\nAUC on the members of the model "
+                 "(95 % bootstrap interval over victims), beside the label-only baseline (age, and site where known), the "
+                 "untrained model (round 0), unseen subjects and the image probe (docs/attribute.md).\n\n"
+                 + markdown_table(attribute, digits=3))
+        snapshots.atomic_write(out / SUMMARY_ATTRIBUTE_CSV, lambda tmp: attribute.to_csv(tmp, index=False))
     snapshots.write_text(out / SUMMARY_MD, text)
     snapshots.atomic_write(out / SUMMARY_CSV, lambda tmp: envs.to_csv(tmp, index=False))
     return out / SUMMARY_MD

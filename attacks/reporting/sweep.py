@@ -1,4 +1,5 @@
-"""The sweep's outputs: ``sweep.csv``, ``sweep.md``, ``sweep.png`` and a self-contained ``sweep.html``."""
+"""The sweep's outputs: ``sweep.csv``, ``sweep.md``, ``sweep.png`` and a self-contained ``sweep.html``, and for the
+attribute family ``sweep-attribute.csv`` and ``sweep-attribute.png`` (one privacy–utility plot per family)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ from attacks.reporting.html import png, write_page
 from attacks.reporting.markdown import markdown_table
 from fedsim import snapshots
 
-__all__ = ["CONSOLE_DROPS", "SWEEP_CSV", "SWEEP_HTML", "SWEEP_MD", "SWEEP_PNG", "display_table", "write_outputs"]
+__all__ = [
+    "ATTRIBUTE_CSV", "ATTRIBUTE_PNG", "CONSOLE_DROPS", "SWEEP_CSV", "SWEEP_HTML", "SWEEP_MD", "SWEEP_PNG",
+    "attribute_display", "display_table", "write_outputs",
+]
 
 SWEEP_CSV, SWEEP_MD, SWEEP_PNG, SWEEP_HTML = "sweep.csv", "sweep.md", "sweep.png", "sweep.html"
+ATTRIBUTE_CSV, ATTRIBUTE_PNG = "sweep-attribute.csv", "sweep-attribute.png"
 TARGET_FPR = float(TPR.removeprefix("tpr@"))  # the FPR of TPR, and the TPR of a guessing attack
 TPR_COLUMN = f"TPR @ {100 * TARGET_FPR:g}% FPR"
 #: What the console shows of :func:`display_table` (a terminal is narrower than a page; the files have all).
@@ -47,6 +52,29 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def attribute_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """``sweep-attribute.csv`` as text: per value, question and seat, its strongest feature set's AUC on members
+    beside the label-only baseline."""
+    key = str(frame["defense"].iloc[0])
+    best = frame.loc[frame.groupby(["value", "question", "seat"], sort=False)["auc"].idxmax()]
+    return pd.DataFrame({
+        key: best["value"].map(value_label), "ε": best.apply(_epsilon_text, axis=1),
+        "unseen MAE": best["unseen_mae"].map("{:.2f}".format), "question": best["question"], "seat": best["seat"],
+        "features": best["features"], "AUC": best["auc"].map("{:.3f}".format),
+        "95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(best["auc_low"], best["auc_high"])],
+        "label-only AUC": best["label_only"].map("{:.3f}".format), "unseen AUC": best["unseen_auc"].map("{:.3f}".format),
+        "verdict": best["verdict"],
+    })
+
+
+def _attribute_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """One line per question and seat (its feature set with the highest mean AUC over the values)."""
+    chosen = frame.groupby(["question", "seat", "features"], sort=False)["auc"].mean().reset_index()
+    chosen = chosen.loc[chosen.groupby(["question", "seat"], sort=False)["auc"].idxmax()]
+    keep = frame.merge(chosen[["question", "seat", "features"]], on=["question", "seat", "features"])
+    return keep.assign(features=keep["question"] + ", " + keep["seat"] + ": " + keep["features"])
+
+
 HOW_TO_READ = (
     "MAE in years of the predictions the model releases (with prediction_noise: the noisy ones), on unseen subjects "
     "and on its training members; gap = unseen − members. ε (DP-SGD: the largest over learners) at δ where the run "
@@ -58,16 +86,28 @@ HOW_TO_READ = (
 )
 
 
-def write_outputs(out: Path, frame: pd.DataFrame, command: str, title: str) -> Path:
-    """``sweep.csv``, ``sweep.md``, ``sweep.png`` and the self-contained ``sweep.html``; returns the page."""
-    snapshots.atomic_write(out / SWEEP_CSV, lambda tmp: frame.to_csv(tmp, index=False))
-    shown = display_table(frame)
-    snapshots.write_text(out / SWEEP_MD,
-                         f"# {title}\n\n```\n{command}\n```\n\n{HOW_TO_READ}\n\n" + markdown_table(shown))
+def _figure(frame: pd.DataFrame, title: str, path: Path) -> str:
     points = frame.assign(label=[value_label(v) + ("" if pd.isna(e) else f", ε {e:.1f}")
                                  for v, e in zip(frame["value"], frame["epsilon"])]).rename(columns={
         "tpr_at_1pct": "tpr", "tpr_at_1pct_low": "tpr_low", "tpr_at_1pct_high": "tpr_high"})
     figure = png(plot_privacy_utility(points, chance_auc=CHANCE, chance_tpr=TARGET_FPR, title=title))
-    snapshots.atomic_write(out / SWEEP_PNG, lambda tmp: Path(tmp).write_bytes(base64.b64decode(figure)))
-    return write_page(out / SWEEP_HTML, "sweep.html", title=title, command=command, how_to_read=HOW_TO_READ,
-                      figure=figure, columns=list(shown.columns), rows=[list(map(str, r)) for r in shown.itertuples(index=False)])
+    snapshots.atomic_write(path, lambda tmp: Path(tmp).write_bytes(base64.b64decode(figure)))
+    return figure
+
+
+def write_outputs(out: Path, frame: pd.DataFrame, command: str, title: str, attribute: pd.DataFrame | None = None) -> Path:
+    """``sweep.csv``, ``sweep.md``, ``sweep.png`` (and the attribute family's csv and png) and the self-contained
+    ``sweep.html``; returns the page."""
+    snapshots.atomic_write(out / SWEEP_CSV, lambda tmp: frame.to_csv(tmp, index=False))
+    shown = display_table(frame)
+    blocks = [{"title": "Membership inference", "figure": _figure(frame, title, out / SWEEP_PNG), "table": shown}]
+    if attribute is not None and len(attribute):
+        snapshots.atomic_write(out / ATTRIBUTE_CSV, lambda tmp: attribute.to_csv(tmp, index=False))
+        blocks.append({"title": "Attribute inference (AUC on members; compare with the label-only AUC)",
+                       "figure": _figure(_attribute_points(attribute), f"{title}: attribute inference", out / ATTRIBUTE_PNG),
+                       "table": attribute_display(attribute)})
+    snapshots.write_text(out / SWEEP_MD, f"# {title}\n\n```\n{command}\n```\n\n{HOW_TO_READ}\n\n" + "\n".join(
+        f"## {b['title']}\n\n" + markdown_table(b["table"]) for b in blocks))
+    for b in blocks:
+        b["columns"], b["rows"] = list(b["table"].columns), [list(map(str, r)) for r in b.pop("table").itertuples(index=False)]
+    return write_page(out / SWEEP_HTML, "sweep.html", title=title, command=command, how_to_read=HOW_TO_READ, blocks=blocks)

@@ -60,7 +60,7 @@ def test_a_learner_fits_on_its_own_subjects_and_attacks_the_others_and_the_unsee
     assert [(a, v) for a, v, _ in triples][:3] == [("L1", "L2"), ("L1", "L3"), ("L1", "unseen")]
     owner = partitions.set_index("subject_id")["group"]
     for attacker, victim, split in triples:
-        (train, y_train), (test, y_test) = split.train(), split.test()
+        (train, _), (test, y_test) = split.train(), split.test()
         assert set(owner[train]) == {attacker} and set(owner[test]) == {victim}
         np.testing.assert_array_equal(y_test, labels[test])
     partitions = pd.DataFrame({"subject_id": [f"s{i}" for i in range(20)], "group": ["train"] * 12 + ["unseen"] * 8})

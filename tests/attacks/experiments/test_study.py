@@ -33,8 +33,12 @@ def test_study_trains_attacks_summarises_and_skips_finished_steps(tmp_path: Path
     assert list(per_env["environment"]) == ["tiny-centralized", "tiny-learners"]
     assert per_env[["attack", "age_matched", "round0"]].apply(lambda c: c.between(0, 1)).all().all()
     assert (per_env["unseen_mae"] > 0).all()
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != markdown.SUMMARY_MD
-              and p.name != markdown.SUMMARY_CSV}
+    attribute = pd.read_csv(out / markdown.SUMMARY_ATTRIBUTE_CSV)  # the attribute family ran on every environment
+    assert set(attribute["environment"]) == {"tiny-centralized", "tiny-learners"} and set(attribute["question"]) == {"sex"}
+    assert {"outsider", "feature holder", "malicious learner", "curious controller"} <= set(attribute["seat"])
+    assert "## Attribute inference" in summary
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()
+              and p.name not in (markdown.SUMMARY_MD, markdown.SUMMARY_CSV, markdown.SUMMARY_ATTRIBUTE_CSV)}
     assert study.main(args) == 0  # everything on disk: nothing retrained, nothing re-attacked
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 

@@ -114,7 +114,15 @@ def test_prediction_noise_sweep_end_to_end_and_rerun_redoes_nothing(tmp_path: Pa
     assert "python -m attacks.sweep --env tiny-centralized" in (out / outputs.SWEEP_MD).read_text()
     assert "data:image/png;base64," in (out / outputs.SWEEP_HTML).read_text()
     assert (out / outputs.SWEEP_PNG).read_bytes()[:4] == b"\x89PNG"
-    written = {outputs.SWEEP_CSV, outputs.SWEEP_MD, outputs.SWEEP_PNG, outputs.SWEEP_HTML}
+    # the attribute family on every value: the holder reads activations (the same model), the outsider the released ages
+    attribute = pd.read_csv(out / outputs.ATTRIBUTE_CSV)
+    assert {"outsider", "feature holder", "centralized adversary"} == set(attribute["seat"]) and set(attribute["value"]) == {0, 20}
+    by = {v: rows.set_index(["seat", "features"]) for v, rows in attribute.groupby("value")}
+    assert by[0].loc[("feature holder", "activation:conv1"), "auc"] == by[20].loc[("feature holder", "activation:conv1"), "auc"]
+    assert by[0].loc[("outsider", "error"), "auc"] != by[20].loc[("outsider", "error"), "auc"]
+    assert "Attribute inference" in (out / outputs.SWEEP_HTML).read_text() and (out / outputs.ATTRIBUTE_PNG).is_file()
+    written = {outputs.SWEEP_CSV, outputs.SWEEP_MD, outputs.SWEEP_PNG, outputs.SWEEP_HTML, outputs.ATTRIBUTE_CSV,
+               outputs.ATTRIBUTE_PNG}
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in written}
     assert sweep.main(args) == 0  # everything on disk: nothing retrained, nothing re-attacked
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
