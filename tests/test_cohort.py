@@ -94,10 +94,17 @@ def _sexed(n: int, **anatomy) -> list:
     return [make_subject(i, shape=SHAPE, seed=0, ages=DEFAULT_AGES, anatomy=AnatomyParams(**anatomy)) for i in range(n)]
 
 
+#: sha256 of subject 5 (seed 0, 24x29x24) as generator version 3 wrote it, before sexes and sites had effects
+VERSION_3_SUBJECT_5 = "11fda4a16a66ffa2794f89ecc1f284bca86c86f2729789143fb53a24c268c339"
+
+
 def test_default_effects_leave_the_cohort_of_the_membership_results_unchanged():
+    import hashlib
+
     from fedsim.data.synthetic import AnatomyParams
 
     plain = make_subject(5, shape=SHAPE, seed=0, ages=DEFAULT_AGES)
+    assert hashlib.sha256(plain.image.tobytes()).hexdigest() == VERSION_3_SUBJECT_5  # no extra draw in its stream
     explicit = make_subject(5, shape=SHAPE, seed=0, ages=DEFAULT_AGES,
                             anatomy=AnatomyParams(sex_gm_difference=0.0, male_atrophy_ratio=1.0), sites=1)
     np.testing.assert_array_equal(plain.image, explicit.image)

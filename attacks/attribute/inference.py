@@ -233,7 +233,8 @@ def attribute_attacks(
     plan = _usable(tasks(attribute_splits(target.partitions, question.labels, repeats=repeats, seed=seed)), skipped)
     if not plan:
         raise FedsimError(f"too few subjects of each class to attack {question.name}: every split has fewer than "
-                          f"{MIN_PER_CLASS} of one class ({', '.join(skipped[:3])}…)")
+                          f"{MIN_PER_CLASS} of one class ({', '.join(skipped[:3])}…); in a federation by "
+                          f"{question.attribute} each learner holds one value and cannot fit on its own subjects")
     if skipped:
         warnings.warn(f"{question.name}: {len(skipped)} attacker/victim pairs skipped (fewer than {MIN_PER_CLASS} "
                       f"subjects of one class): {', '.join(skipped)}", SkippedPairsWarning, stacklevel=2)

@@ -63,8 +63,8 @@ def values(target: Target, attribute: str) -> pd.Series:
                               "expected F/M (female/male)")
         raw = mapped
     if raw.nunique() < 2:
-        raise FedsimError(f"every subject of the cohort has {attribute} {raw.iloc[0]!r}: there is nothing to infer "
-                          f"(the synthetic cohort has sites with [cohort] sites = 3)")
+        hint = " (the synthetic cohort has sites with [cohort] sites = 3)" if attribute == "site" else ""
+        raise FedsimError(f"every subject of the cohort has {attribute} {raw.iloc[0]!r}: there is nothing to infer{hint}")
     return raw
 
 

@@ -48,6 +48,7 @@ __all__ = ["PROPERTIES", "behaviour", "property_attack", "property_summary"]
 PROPERTIES = {"women": "share of women", "age": "mean age (years)"}
 _BOUNDS = {"women": (0.0, 1.0), "age": (-np.inf, np.inf)}  # an estimate outside them is clipped: a share is a share
 DEFAULT_SHADOWS = 24
+MIN_SHADOWS = 4  # a regression, and its leave-one-out error, need a few
 MIN_SHADOW_SUBJECTS = 8
 _ALPHAS = np.logspace(-2, 5, 15)
 
@@ -114,8 +115,8 @@ def property_attack(
     if missing:
         raise FedsimError(f"round {rnd} has no local model of {', '.join(missing)}: property inference reads each "
                           "learner's update (a run made with --snapshot-local)")
-    if shadows < 4:
-        raise FedsimError(f"--shadows must be at least 4 (one regression per property), got {shadows}")
+    if shadows < MIN_SHADOWS:
+        raise FedsimError(f"--shadows must be at least {MIN_SHADOWS}, got {shadows}")
     config = snapshots.read_config(target.run_dir)
     recipe = Recipe.of_run(config)
     start = load_snapshot(target.run_dir, rnd - 1)

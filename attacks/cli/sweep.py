@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
         command = shlex.join(["python", "-m", "attacks.sweep", "--env", args.env, "--defense", key,
                               "--values", ",".join(s.label for s in settings),
                               *(a for item in args.set for a in ("--set", item)), "--out", str(out), *attack.args(),
+                              "--families", args.families,
                               *(["--cohort", str(args.cohort)] if args.cohort else [])])
         console = Console(highlight=False)
         families = parse_families(args.families)

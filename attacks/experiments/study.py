@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import warnings
@@ -49,6 +48,8 @@ __all__ = [
 
 DEFAULT_ENVS = ("centralized", "centralized-2d", "uniform-iid", "uniform-noniid", "skewed-iid", "skewed-noniid")
 DEFAULT_ATTRIBUTE_REPEATS = 3  # a centralized run's draws of the attack halves (a federation's are fixed)
+#: Bump when the attribute family's attacks change what they compute, so the study attacks again.
+ATTRIBUTE_VERSION = 1
 STAMP = "study.json"
 Say = Callable[[str], object]
 
@@ -138,9 +139,16 @@ def attribute_cached(run_dir: Path, *, controls: bool = True, say: Say, progress
     stamp, repeats = out / STAMP, DEFAULT_ATTRIBUTE_REPEATS if controls else 1
 
     def current() -> dict[str, Any]:
+        """The membership stamp's snapshots and DONE, plus what only this family reads: the manifest (the
+        attributes), every learner's local model (the controller), the family's version and settings."""
         stamp = stamp_of(run_dir, AttackSettings(), seed=seed)
-        settings = {"classifier": ATTRIBUTE_CLASSIFIER, "repeats": repeats, "controls": controls}
-        return {**stamp, "settings": settings, "results": _sha256(out / ATTRIBUTE_CSV)}
+        manifest = snapshots.read_config(run_dir).get("cohort", {}).get("manifest")
+        local = {f"{r}/{p.name}": _sha256(p) for r in snapshots.complete_rounds(run_dir)
+                 for p in sorted(snapshots.round_dir(run_dir, r).glob("L*.safetensors"))}
+        settings = {"classifier": ATTRIBUTE_CLASSIFIER, "repeats": repeats, "controls": controls,
+                    "version": ATTRIBUTE_VERSION}
+        return {**stamp, "settings": settings, "manifest": _sha256(Path(manifest)) if manifest else None,
+                "local_models": local, "results": _sha256(out / ATTRIBUTE_CSV)}
     if stamp.is_file() and json.loads(stamp.read_text()) == current():
         say(f"[dim]{run_dir.name}: attribute results found in {out}[/]")
         return pd.read_csv(out / ATTRIBUTE_CSV, dtype={"attacker": str, "victim": str})
@@ -154,11 +162,18 @@ def attribute_cached(run_dir: Path, *, controls: bool = True, say: Say, progress
     command = ["python", "-m", "attacks.attribute", str(run_dir), "--attribute", ",".join(attributes), "--no-property",
                "--repeats", str(repeats), *([] if controls else ["--no-controls"])]
     say(f"[bold]{run_dir.name}[/]: {' '.join(command)}")
+    frames = []
     with skipped_pairs_said(say), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        frames = [attribute_attacks(target, q, rnd=rnd, repeats=repeats, seed=seed, controls=controls,
-                                    progress=progress) for a in attributes for q in questions(target, a)]
-    shutil.rmtree(out, ignore_errors=True)  # the study's attack replaces any earlier one of this run
+        for attribute in attributes:
+            try:  # a user's column with gaps, or a federation by site, skips that question, not the study
+                frames += [attribute_attacks(target, q, rnd=rnd, repeats=repeats, seed=seed, controls=controls,
+                                             progress=progress) for q in questions(target, attribute)]
+            except FedsimError as e:
+                say(f"[yellow]note:[/] {run_dir.name}: {attribute} not attacked: {e}")
+    if not frames:
+        return None
+    (out / ATTRIBUTE_CSV).unlink(missing_ok=True)  # the study's attack replaces an earlier one (property.csv stays)
     write_attribute(run_dir, pd.concat(frames, ignore_index=True), None, command=" ".join(command))
     snapshots.write_text(stamp, json.dumps(current(), indent=1))
     return pd.read_csv(out / ATTRIBUTE_CSV, dtype={"attacker": str, "victim": str})

@@ -1,7 +1,8 @@
 """The attribute family's outputs under ``RUN_DIR/attacks/attribute/``.
 
 ``results.csv`` (one row per attack: seat, feature set, control, attacker, victim, repeat; a later command
-replaces only the rows of the attribute, round and seats it redid), ``property.csv`` (per learner and
+replaces only the rows of the attribute, round, classifier and seats it redid; the tables keep rounds and
+classifiers apart), ``property.csv`` (per learner and
 property), ``results.json`` (the summary tables), ``auc_by_layer.png`` and ``report.html``. The page is
 rebuilt from the CSV files, so attacking site never loses the sex results.
 """
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from attacks.attribute.inference import HOLDER, IMAGE, LABEL_ONLY, NO_MODEL, SEATS
+from attacks.attribute.inference import DEFAULT_CLASSIFIER, HOLDER, IMAGE, LABEL_ONLY, NO_MODEL, SEATS
 from attacks.attribute.properties import PROPERTIES, property_summary
 from attacks.evaluation.summary import clearly_above, summarise
 from attacks.reporting.html import interval, png, write_page
@@ -28,14 +29,10 @@ __all__ = ["OUT_DIR", "RESULTS_CSV", "PROPERTY_CSV", "attribute_table", "plot_au
 
 OUT_DIR, RESULTS_CSV, PROPERTY_CSV, RESULTS_JSON = "attacks/attribute", "results.csv", "property.csv", "results.json"
 FIGURE, REPORT = "auc_by_layer.png", "report.html"
-_KEYS = ["attribute", "seat", "features", "control", "victims"]
+_KEYS = ["attribute", "round", "classifier", "seat", "features", "control", "victims"]
 _DTYPE = {"attacker": str, "victim": str, "features": str}
-#: verdict kind -> what it says
-VERDICTS = {"leak": "leaks beyond the label-only baseline and the untrained model",
-            "scan": "beyond the baseline, as is the untrained model: the scan's, not training's",
-            "none": "no more than the label-only baseline",
-            "baseline": "what the attacker knows without the model",
-            "bound": "a probe of the scans themselves"}
+#: verdict kind -> what it says (HOW_TO_READ spells them out)
+VERDICTS = {"leak": "leak", "scan": "the scan's", "none": "≤ baseline", "baseline": "baseline", "bound": "reference"}
 HOW_TO_READ = (
     "Each row is one seat's attack on the question in the first column (sex: is this a woman; site=S: was this "
     "scan taken at S), fitted on the attacker's own subjects and scored on the victims' (a federation: every other "
@@ -45,7 +42,9 @@ HOW_TO_READ = (
     "attacker knows without the model; every attack reads it too), the untrained model (round 0: random "
     "convolutions already see head size and scanner texture) and the image probe (a linear probe on the scans "
     "themselves and their intensity and texture statistics; the untrained model's early layers can read a scanner "
-    "better than it).")
+    "better than it). Verdict: 'leak' = above the label-only baseline and the untrained model by 0.05 AUC and two "
+    "standard errors; 'the scan's' = above the baseline, but so is the untrained model (the scan shows it, training "
+    "did not add it); '≤ baseline' = nothing beyond what the attacker knew.")
 
 
 def out_dir(run_dir: Path) -> Path:
@@ -58,29 +57,29 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
     the image probe, and the verdict."""
     summary = summarise(results, _KEYS).set_index(_KEYS)
 
-    def get(*key: str) -> pd.Series | None:
+    def get(*key: Any) -> pd.Series | None:
         return summary.loc[key] if key in summary.index else None
 
     rows = []
     main = results[results["control"] == "none"]
     order = {seat: i for i, seat in enumerate(SEATS)}
-    cells = main[["attribute", "seat", "features"]].drop_duplicates()
-    for attribute in dict.fromkeys(cells["attribute"]):
-        mine = cells[cells["attribute"] == attribute]
+    cells = main[["attribute", "round", "classifier", "seat", "features"]].drop_duplicates()
+    for (attribute, rnd, classifier), mine in cells.groupby(["attribute", "round", "classifier"], sort=False):
         mine = mine.iloc[mine["seat"].map(order).argsort(kind="stable")]
-        base, image = get(attribute, NO_MODEL, LABEL_ONLY, "none", "members"), get(attribute, NO_MODEL, IMAGE, "none", "members")
+        at = (attribute, rnd, classifier)
+        base, image = get(*at, NO_MODEL, LABEL_ONLY, "none", "members"), get(*at, NO_MODEL, IMAGE, "none", "members")
         for seat, features in mine[["seat", "features"]].itertuples(index=False):
-            attack = get(attribute, seat, features, "none", "members")
-            unseen = get(attribute, seat, features, "none", "non-members")
-            round0 = get(attribute, seat, features, "round-0", "members")
+            attack = get(*at, seat, features, "none", "members")
+            unseen = get(*at, seat, features, "none", "non-members")
+            round0 = get(*at, seat, features, "round-0", "members")
             if seat == NO_MODEL:
                 kind = "baseline" if features == LABEL_ONLY else "bound"
             elif not clearly_above(attack, base, "auc"):
                 kind = "none"
             else:
                 kind = "leak" if round0 is None or clearly_above(attack, round0, "auc") else "scan"
-            row: dict[str, Any] = {"attribute": attribute, "seat": seat, "features": features,
-                                   "round": int(main.loc[main["seat"] == seat, "round"].max())}
+            row: dict[str, Any] = {"attribute": attribute, "seat": seat, "features": features, "round": int(rnd),
+                                   "classifier": classifier}
             for metric in ("auc", "accuracy", "tpr_at_1pct"):
                 for suffix in ("", "_low", "_high"):
                     row[f"{metric}{suffix}"] = attack[f"{metric}{suffix}"]
@@ -101,10 +100,15 @@ def plot_auc_by_layer(table: pd.DataFrame) -> Figure | None:
     holder = table[table["seat"] == HOLDER]
     if holder.empty:
         return None
-    questions = list(dict.fromkeys(holder["attribute"]))
-    fig = Figure(figsize=(5.2 * len(questions), 3.8))
-    for ax, question in zip(fig.subplots(1, len(questions), squeeze=False)[0], questions):
-        rows = holder[holder["attribute"] == question]
+    questions = list(dict.fromkeys(zip(holder["attribute"], holder["round"], holder["classifier"])))
+    columns = min(2, len(questions))
+    rows_of_panels = -(-len(questions) // columns)
+    fig = Figure(figsize=(5.6 * columns, 3.9 * rows_of_panels))
+    axes = fig.subplots(rows_of_panels, columns, squeeze=False).ravel()
+    for ax in axes[len(questions):]:
+        ax.set_axis_off()
+    for ax, (question, rnd, classifier) in zip(axes, questions):
+        rows = holder[(holder["attribute"] == question) & (holder["round"] == rnd) & (holder["classifier"] == classifier)]
         x = np.arange(len(rows))
         spread = [rows["auc"] - rows["auc_low"], rows["auc_high"] - rows["auc"]]
         ax.errorbar(x, rows["auc"], yerr=np.nan_to_num(np.asarray(spread, dtype=float)), marker="o", capsize=3,
@@ -115,20 +119,20 @@ def plot_auc_by_layer(table: pd.DataFrame) -> Figure | None:
             ax.axhline(rows["image_auc"].iloc[0], color="black", ls="-.", lw=1, label="image probe")
         ax.set_xticks(x, labels=[f.partition(":")[2] for f in rows["features"]])
         ax.set(xlabel="layer whose activations are held", ylabel="attack AUC", ylim=(0.4, 1.0))
-        ax.set_title(f"{question}: feature holder, round {int(rows['round'].iloc[0])}", fontsize=10)
+        ax.set_title(f"{question}: feature holder, round {rnd}" + ("" if classifier == DEFAULT_CLASSIFIER else
+                     f", {classifier}"), fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig
 
 
 def _cells(table: pd.DataFrame) -> list[list[str]]:
     def num(v: float) -> str:
-        return "—" if pd.isna(v) else f"{v:.3f}"
-    return [[r.attribute, r.seat, r.features, str(r.round), interval(r.auc, r.auc_low, r.auc_high),
-             interval(r.accuracy, r.accuracy_low, r.accuracy_high), interval(r.tpr_at_1pct, r.tpr_at_1pct_low, r.tpr_at_1pct_high),
-             num(r.unseen_auc), "—" if pd.isna(r.gap) else f"{r.gap:+.3f}", num(r.round0_auc), num(r.baseline_auc),
-             num(r.image_auc), r.verdict] for r in table.itertuples()]
+        return "—" if pd.isna(v) else f"{v:.2f}"
+    return [[r.attribute, r.seat, r.features, interval(r.auc, r.auc_low, r.auc_high, digits=2), num(r.baseline_auc),
+             num(r.round0_auc), num(r.unseen_auc), "—" if pd.isna(r.gap) else f"{r.gap:+.2f}", num(r.image_auc), r.verdict,
+             num(r.accuracy), num(r.tpr_at_1pct)] for r in table.itertuples()]
 
 
 def _property_cells(rows: pd.DataFrame) -> tuple[list[list[str]], list[list[str]]]:
@@ -145,17 +149,18 @@ def write_outputs(run_dir: Path, results: pd.DataFrame | None, properties: pd.Da
     out = out_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     if results is not None and len(results):
-        merge_rows(out / RESULTS_CSV, results, ["attribute", "round", "seat"], dtype=_DTYPE)
+        merge_rows(out / RESULTS_CSV, results, ["attribute", "round", "classifier", "seat"], dtype=_DTYPE)
     if properties is not None and len(properties):
         merge_rows(out / PROPERTY_CSV, properties, ["round", "learner", "property"], dtype={"learner": str})
     sections, figure, summary = [], None, {"command": command}
     if (out / RESULTS_CSV).is_file():
         table = attribute_table(pd.read_csv(out / RESULTS_CSV, dtype=_DTYPE, keep_default_na=False, na_values=[""]))
         summary["attacks"] = table.to_dict(orient="records")
-        sections.append({"title": "Attribute inference by seat", "text_columns": 4, "rows": _cells(table),
-                         "columns": ["question", "seat", "feature set", "round", "AUC [95% CI]", "accuracy [95% CI]",
-                                     "TPR at 1% FPR", "unseen AUC", "gap", "round-0 AUC", "label-only AUC",
-                                     "image AUC", "verdict"]})
+        for (rnd, classifier), part in table.groupby(["round", "classifier"], sort=False):
+            sections.append({"title": f"Attribute inference by seat, round {rnd}, classifier {classifier}",
+                             "text_columns": 3, "rows": _cells(part),
+                             "columns": ["question", "seat", "feature set", "AUC [95% CI]", "label only", "round 0",
+                                         "unseen", "gap", "image", "verdict", "accuracy", "TPR at 1% FPR"]})
         fig = plot_auc_by_layer(table)
         if fig is not None:
             figure = png(fig)

@@ -55,6 +55,8 @@ def write_summary(out: Path, t1: pd.DataFrame, envs: pd.DataFrame, command: str,
                  "untrained model (round 0), unseen subjects and the image probe (docs/attribute.md).\n\n"
                  + markdown_table(attribute, digits=3))
         snapshots.atomic_write(out / SUMMARY_ATTRIBUTE_CSV, lambda tmp: attribute.to_csv(tmp, index=False))
+    else:
+        (out / SUMMARY_ATTRIBUTE_CSV).unlink(missing_ok=True)  # no stale table beside a fresh summary
     snapshots.write_text(out / SUMMARY_MD, text)
     snapshots.atomic_write(out / SUMMARY_CSV, lambda tmp: envs.to_csv(tmp, index=False))
     return out / SUMMARY_MD

@@ -106,6 +106,9 @@ def write_outputs(out: Path, frame: pd.DataFrame, command: str, title: str, attr
         blocks.append({"title": "Attribute inference (AUC on members; compare with the label-only AUC)",
                        "figure": _figure(_attribute_points(attribute), f"{title}: attribute inference", out / ATTRIBUTE_PNG),
                        "table": attribute_display(attribute)})
+    else:
+        for stale in (ATTRIBUTE_CSV, ATTRIBUTE_PNG):  # no attribute rows this time: none from an earlier sweep
+            (out / stale).unlink(missing_ok=True)
     snapshots.write_text(out / SWEEP_MD, f"# {title}\n\n```\n{command}\n```\n\n{HOW_TO_READ}\n\n" + "\n".join(
         f"## {b['title']}\n\n" + markdown_table(b["table"]) for b in blocks))
     for b in blocks:

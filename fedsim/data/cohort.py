@@ -66,6 +66,10 @@ def write_cohort(spec: CohortSpec, out: Path, *, progress: Progress | None = Non
         raise FedsimError(f"--subjects must be at least 1, got {spec.subjects}")
     if spec.sites < 1:
         raise FedsimError(f"--sites must be at least 1, got {spec.sites}")
+    if not 0 <= spec.anatomy.sex_gm_difference < 1:
+        raise FedsimError(f"--sex-gm-difference must be in [0, 1), got {spec.anatomy.sex_gm_difference}")
+    if not spec.anatomy.male_atrophy_ratio > 0:
+        raise FedsimError(f"--male-atrophy-ratio must be positive, got {spec.anatomy.male_atrophy_ratio}")
     if min(spec.shape) < 8:
         raise FedsimError(f"--shape must be at least 8 voxels per side, got {list(spec.shape)}")
     out = Path(out)

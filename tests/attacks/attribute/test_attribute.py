@@ -126,8 +126,13 @@ def test_every_seat_sits_at_the_baseline_for_an_attribute_independent_of_the_sca
     target = open_run(shuffled_run)
     assert seats_of(target, 2) == [OUTSIDER, HOLDER, LEARNER, CONTROLLER]
     (sex,) = questions(target, "sex")
-    table = attribute_table(attribute_attacks(target, sex, rnd=2))
+    results = attribute_attacks(target, sex, rnd=2)
+    table = attribute_table(results)
     models = table[table["seat"] != NO_MODEL]
+    # the controller reads each learner's local model, the outsider the community model: other numbers, same victims
+    pairs = results[(results["features"] == "pred+label") & (results["control"] == "none")].groupby("seat")
+    scores = {seat: rows.sort_values(["attacker", "victim"])["auc"].to_numpy() for seat, rows in pairs}
+    assert not np.allclose(scores[CONTROLLER], scores[OUTSIDER])
     assert set(models["seat"]) == {OUTSIDER, HOLDER, LEARNER, CONTROLLER}
     assert (models["kind"] == "none").all(), models[["seat", "features", "auc", "baseline_auc", "kind"]]
     assert abs(models["auc"].mean() - 0.5) < 0.08 and abs(table.set_index("features").loc[IMAGE, "auc"] - 0.5) < 0.15
@@ -162,7 +167,7 @@ def test_the_command_writes_results_and_page_and_keeps_other_attributes(shuffled
     summary = json.loads((out / "results.json").read_text())
     assert {r["attribute"] for r in summary["attacks"]} == {"sex", "site=site-2"}
     page = (out / "report.html").read_text()
-    assert "site=site-2" in page and "label-only AUC" in page and "<img" in page  # the AUC-by-layer figure
+    assert "site=site-2" in page and "<th>label only</th>" in page and "<img" in page  # the AUC-by-layer figure
     assert "report:" in capsys.readouterr().out
 
 
@@ -182,3 +187,35 @@ def test_bad_input_is_one_line(shuffled_run, capsys, args, message):
 def test_a_one_site_cohort_has_no_site_to_infer(tiny_run, capsys):
     assert run_cli(main, [str(tiny_run), "--attribute", "site"]) != 0
     assert "every subject of the cohort has site 'synthetic'" in capsys.readouterr().err
+
+
+def test_too_few_subjects_of_a_class_is_one_line(shuffled_run, sexed_manifest, capsys):
+    run = shutil.copytree(shuffled_run, shuffled_run.parent / "one-woman", ignore=shutil.ignore_patterns("attacks"))
+    table = pd.read_csv(sexed_manifest)
+    point_at(run, variant(sexed_manifest, "one-woman", sex=["F"] + ["M"] * (len(table) - 1)))
+    assert run_cli(main, [str(run), "--seats", "outsider", "--no-property"]) != 0
+    err = capsys.readouterr().err
+    assert "too few subjects of each class to attack sex" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_no_attribute_and_too_few_shadows_are_one_line(shuffled_run, capsys):
+    for args, message in ((["--attribute", ","], "--attribute names no attribute"),
+                          (["--shadows", "2"], "--shadows must be at least 4")):
+        assert run_cli(main, [str(shuffled_run), *args]) != 0
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_studys_attribute_results_are_reused_until_the_labels_change(shuffled_run, sexed_manifest):
+    from attacks.experiments.study import attribute_cached
+
+    run = shutil.copytree(shuffled_run, shuffled_run.parent / "stamped", ignore=shutil.ignore_patterns("attacks"))
+    said: list[str] = []
+    first = attribute_cached(run, controls=False, say=said.append)
+    assert set(first["attribute"]) == {"sex", "site=site-2"}  # the cohort has two sites: both attributes
+    again = attribute_cached(run, controls=False, say=said.append)
+    assert "attribute results found" in said[-1]
+    pd.testing.assert_frame_equal(first, again)
+    point_at(run, sexed_manifest)  # the true sexes: same models, other labels
+    attribute_cached(run, controls=False, say=said.append)
+    assert "attribute results found" not in said[-1]
