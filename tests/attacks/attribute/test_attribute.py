@@ -219,3 +219,20 @@ def test_the_studys_attribute_results_are_reused_until_the_labels_change(shuffle
     point_at(run, sexed_manifest)  # the true sexes: same models, other labels
     attribute_cached(run, controls=False, say=said.append)
     assert "attribute results found" not in said[-1]
+
+
+def test_a_centralized_runs_interval_is_no_narrower_than_one_attacks_own():
+    """Three draws of one model's attack: the bootstrap over them is far narrower than any one test set's
+    sampling error, so the table takes the attacks' own (analytic) interval; a federation's many victims keep theirs."""
+    def rows(victims: list[str]) -> pd.DataFrame:
+        return pd.DataFrame([{"attribute": "sex", "round": 1, "classifier": "probe", "seat": seat, "features": features,
+                              "control": "none", "victims": "members", "attacker": "A", "victim": v, "repeat": r,
+                              "auc": auc + 0.001 * r, "auc_low": auc - 0.08, "auc_high": auc + 0.08, "accuracy": 0.6,
+                              "tpr@0.01": 0.02, "n_members": 60, "n_nonmembers": 60}
+                             for seat, features, auc in ((NO_MODEL, LABEL_ONLY, 0.5), (OUTSIDER, "error", 0.60))
+                             for r in range(3) for v in victims])
+    one = attribute_table(rows(["members"])).set_index("seat").loc[OUTSIDER]
+    assert one["auc_low"] <= 0.60 - 0.079 and one["auc_high"] >= 0.60 + 0.079
+    assert one["kind"] == "none"  # 0.10 above the baseline, but not by two standard errors of the difference (0.115)
+    many = attribute_table(rows([f"L{k}" for k in range(8)])).set_index("seat").loc[OUTSIDER]
+    assert many["auc_high"] - many["auc_low"] < 0.05 and many["kind"] == "leak"
