@@ -19,24 +19,21 @@ Needs ``pip install adversarial-robustness-toolbox`` (not a fedsim dependency). 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from attacks.attribute.inference import Probe, _label_matrix
+from attacks.attribute.inference import Probe, known_columns
+from results_table import append_row, machine
 from attacks.attribute.labels import questions
-from attacks.reporting.markdown import markdown_table
 from attacks.signals.cache import FeatureCache
 from attacks.target import is_centralized, load_snapshot, open_run, resolve_rounds
 from attacks.threats.splits import attribute_splits
@@ -80,7 +77,7 @@ def _art_rows(run_dir: Path, attribute: str) -> list[dict]:
     ages = np.asarray(target.cohort.ages, dtype=np.float64)
     rows = []
     for question in questions(target, attribute):
-        known = _label_matrix(target, question)  # age (+ site): what the attacker knows without the model
+        known = known_columns(target, question)  # age (+ site): what the attacker knows without the model
         for attacker, victim, split in attribute_splits(target.partitions, question.labels, repeats=3):
             (train, y_train), (test, y_test) = split.train(), split.test()
             if min(np.bincount(y_train, minlength=2).min(), np.bincount(y_test, minlength=2).min()) < 2:
@@ -118,17 +115,11 @@ def main() -> None:
     seconds = None if args.no_time else _cold_time(args.run_dir, args.attribute)
     rows = pd.DataFrame([r for a in args.attribute.split(",") for r in _art_rows(args.run_dir, a)])
     table = rows.drop(columns=["attacker", "victim"]).groupby("question", sort=False).median()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    lines = [f"# Attribute inference benchmark ({date.today()}, {machine})", "",
-             f"Run: `{args.run_dir}`. Command: `python benchmarks/attribute.py {args.run_dir} --attribute {args.attribute}`.", ""]
-    if seconds is not None:
-        lines += [f"- Cold attribute study (`python -m attacks.attribute RUN --attribute {args.attribute}`, every feature "
-                  f"computed, property inference included where the run has local models): **{seconds / 60:.1f} min**.", ""]
-    lines += ["Accuracy on the victims' subjects, median over attacker/victim pairs (federation) or 3 draws "
-              "(centralized): fedsim's probe beside IBM ART 1.20 on the same splits and signals.", "",
-              markdown_table(table.reset_index(), digits=3), ""]
-    RESULTS.write_text("\n".join(lines))
-    print("\n".join(lines))
+    columns = ["machine", "run", "attributes", "cold study (min)", "question", *table.columns]
+    for question, row in table.iterrows():
+        append_row(RESULTS, "Attribute inference: one run's cold study, and fedsim's probe against IBM ART (accuracy)",
+                   columns, [machine(), args.run_dir, args.attribute, "—" if seconds is None else f"{seconds / 60:.1f}",
+                             question, *(f"{v:.3f}" for v in row)])
 
 
 if __name__ == "__main__":

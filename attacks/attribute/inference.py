@@ -54,7 +54,7 @@ from fedsim.models import layer_parameters
 
 __all__ = [
     "ADVERSARY", "CONTROLLER", "DEFAULT_CLASSIFIER", "HOLDER", "LEARNER", "NO_MODEL", "OUTSIDER", "SEATS",
-    "attribute_attacks", "default_feature_sets", "seats_of",
+    "attribute_attacks", "default_feature_sets", "known_columns", "seats_of",
 ]
 
 OUTSIDER, HOLDER, LEARNER, ADVERSARY, CONTROLLER = (
@@ -161,7 +161,7 @@ def _image_matrix(target: Target, chunk: int = 64) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _label_matrix(target: Target, question: Question) -> np.ndarray:
+def known_columns(target: Target, question: Question) -> np.ndarray:
     """What the attacker knows without the model: the age and, for a question other than site on a cohort
     with sites, the site (one column per site)."""
     columns = [np.asarray(target.cohort.ages, dtype=np.float32)[:, None]]
@@ -243,7 +243,7 @@ def attribute_attacks(
     report = None if progress is None else (lambda done, total: progress(f"fitting attacks on {question.name}", done, total))
     base = {"attribute": question.name, "round": rnd, "classifier": classifier}
 
-    known = _label_matrix(target, question)
+    known = known_columns(target, question)
 
     def fit_all(attacks: Sequence[Any], matrix: Callable[[str, Task], np.ndarray], columns: dict[str, Any],
                 sees: Callable[[str], str] = lambda party: "model", with_known: bool = True) -> list[dict[str, Any]]:

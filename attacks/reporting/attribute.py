@@ -94,14 +94,14 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-MIN_BOOTSTRAP_VICTIMS = 3  # below this many victims a bootstrap over them says little
+MIN_BOOTSTRAP_VICTIMS = 5  # below this many victims a bootstrap over them says little
 
 
 def _widened(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """Where a row has fewer than :data:`MIN_BOOTSTRAP_VICTIMS` victims (a centralized run: one, its three draws
-    of the same model), its AUC interval and standard error at least as wide as its attacks' own
-    (:func:`attacks.evaluation.metrics.auc_interval`, averaged): a bootstrap over three draws would be narrower
-    than one test set's sampling error. A federation's bootstrap over its victims stands."""
+    """Where a row has fewer than :data:`MIN_BOOTSTRAP_VICTIMS` victims (a centralized run: one, with three draws
+    of the same model; a federation by site: three), its AUC interval and standard error at least as wide as its
+    attacks' own (:func:`attacks.evaluation.metrics.auc_interval`, averaged): a bootstrap over so few would be
+    narrower than one test set's sampling error. A federation of eight learners keeps its bootstrap over victims."""
     groups = results.groupby(_KEYS, sort=False)
     own = groups[["auc_low", "auc_high"]].mean().reindex(summary.index)
     few = (groups["victim"].nunique().reindex(summary.index) < MIN_BOOTSTRAP_VICTIMS).to_numpy()
