@@ -178,7 +178,7 @@ def write_outputs(run_dir: Path, results: pd.DataFrame | None, properties: pd.Da
             sections.append({"title": f"Attribute inference by seat, round {rnd}, classifier {classifier}",
                              "text_columns": 3, "rows": _cells(part),
                              "columns": ["question", "seat", "feature set", "AUC [95% CI]", "label only", "round 0",
-                                         "unseen", "gap", "image", "verdict", "accuracy", "TPR at 1% FPR"]})
+                                         "unseen", "gap", "image", "verdict", "accuracy", "TPR@1%"]})
         fig = plot_auc_by_layer(table)
         if fig is not None:
             figure = png(fig)
