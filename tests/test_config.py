@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fedsim.config import available_environments, load_env
@@ -68,5 +70,7 @@ def test_bad_environment_files(tmp_path, edit, match):
 
 
 def test_unknown_environment_lists_the_shipped_ones():
-    with pytest.raises(FedsimError, match="unknown environment 'skewed'; choose one of: centralized, centralized-2d, centralized-dp, paper-centralized, paper-skewed-noniid, skewed-iid"):
+    shipped = available_environments()
+    assert {"centralized", "skewed-noniid", "by-site-attributes", "tiny"} <= set(shipped) and shipped == sorted(shipped)
+    with pytest.raises(FedsimError, match=re.escape(f"unknown environment 'skewed'; choose one of: {', '.join(shipped)}")):
         load_env("skewed")
