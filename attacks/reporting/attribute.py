@@ -32,7 +32,8 @@ FIGURE, REPORT = "auc_by_layer.png", "report.html"
 _KEYS = ["attribute", "round", "classifier", "seat", "features", "control", "victims"]
 _DTYPE = {"attacker": str, "victim": str, "features": str}
 #: verdict kind -> what it says (HOW_TO_READ spells them out)
-VERDICTS = {"leak": "leak", "scan": "the scan's", "none": "≤ baseline", "baseline": "baseline", "bound": "reference"}
+VERDICTS = {"leak": "leak", "scan": "the scan's", "unchecked": "> baseline, round 0 not run", "none": "≤ baseline",
+            "baseline": "baseline", "bound": "reference"}
 HOW_TO_READ = (
     "Each row is one seat's attack on the question in the first column (sex: is this a woman; site=S: was this "
     "scan taken at S), fitted on the attacker's own subjects and scored on the victims' (a federation: every other "
@@ -76,8 +77,10 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
                 kind = "baseline" if features == LABEL_ONLY else "bound"
             elif not clearly_above(attack, base, "auc"):
                 kind = "none"
+            elif round0 is None:  # without the untrained model nobody can tell training's leak from the scan's
+                kind = "unchecked"
             else:
-                kind = "leak" if round0 is None or clearly_above(attack, round0, "auc") else "scan"
+                kind = "leak" if clearly_above(attack, round0, "auc") else "scan"
             row: dict[str, Any] = {"attribute": attribute, "seat": seat, "features": features, "round": int(rnd),
                                    "classifier": classifier}
             for metric in ("auc", "accuracy", "tpr_at_1pct"):
