@@ -68,7 +68,9 @@ def attribute_display(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _attribute_points(frame: pd.DataFrame) -> pd.DataFrame:
-    """One line per question and seat (its feature set with the highest mean AUC over the values)."""
+    """One line per seat for the first question (sex, where asked: one site question each would crowd the plot;
+    the table has them all), each seat's feature set with the highest mean AUC over the values."""
+    frame = frame[frame["question"] == frame["question"].iloc[0]]
     chosen = frame.groupby(["question", "seat", "features"], sort=False)["auc"].mean().reset_index()
     chosen = chosen.loc[chosen.groupby(["question", "seat"], sort=False)["auc"].idxmax()]
     keep = frame.merge(chosen[["question", "seat", "features"]], on=["question", "seat", "features"])
@@ -104,7 +106,8 @@ def write_outputs(out: Path, frame: pd.DataFrame, command: str, title: str, attr
     if attribute is not None and len(attribute):
         snapshots.atomic_write(out / ATTRIBUTE_CSV, lambda tmp: attribute.to_csv(tmp, index=False))
         blocks.append({"title": "Attribute inference (AUC on members; compare with the label-only AUC)",
-                       "figure": _figure(_attribute_points(attribute), f"{title}: attribute inference", out / ATTRIBUTE_PNG),
+                       "figure": _figure(_attribute_points(attribute), f"{title}: attribute inference "
+                                         f"({attribute['question'].iloc[0]})", out / ATTRIBUTE_PNG),
                        "table": attribute_display(attribute)})
     else:
         for stale in (ATTRIBUTE_CSV, ATTRIBUTE_PNG):  # no attribute rows this time: none from an earlier sweep
