@@ -20,10 +20,9 @@ from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
 from attacks.membership.trained import run_attacks
 from attacks.signals.cache import FeatureCache
 from attacks.signals.features import TABLE1, is_black_box, parse_features
-from attacks.target import Target, is_centralized, load_snapshot, open_run, resolve_rounds
+from attacks.target import Target, is_centralized, load_snapshot, missing_local_models, open_run, resolve_rounds
 from attacks.threats.seats import SEAT_NAMES, THREATS
 from attacks.threats.splits import DEFAULT_REPEATS
-from fedsim import snapshots
 from fedsim.device import using_device
 from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
@@ -79,8 +78,7 @@ def attack_run(
 
 
 def _has_local_models(target: Target) -> bool:
-    return any((snapshots.round_dir(target.run_dir, target.rounds[-1]) / f"{g}.safetensors").is_file()
-               for g in learner_groups(target.partitions["group"]))
+    return len(missing_local_models(target, target.rounds[-1])) < len(learner_groups(target.partitions["group"]))
 
 
 def audit(

@@ -23,12 +23,15 @@ from torch import nn
 from fedsim import snapshots
 from fedsim.data.cache import CohortArray, build_cache
 from fedsim.data.manifest import load_manifest
+from fedsim.data.partition import learner_groups
 from fedsim.data.partition_table import read_partitions
 from fedsim.defenses import PerturbedPredictions, perturb_predictions, release_model
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
 
-__all__ = ["Snapshot", "Target", "is_centralized", "load_snapshot", "open_run", "resolve_rounds", "run_model"]
+__all__ = [
+    "Snapshot", "Target", "is_centralized", "load_snapshot", "missing_local_models", "open_run", "resolve_rounds", "run_model",
+]
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,13 @@ class Snapshot:
         if self.release is None:
             return None
         return dict(self.release.keywords)  # a functools.partial of perturb_predictions
+
+
+def missing_local_models(target: Target, rnd: int) -> list[str]:
+    """The learners whose local model of round ``rnd`` is not on disk (all of them: a run made without
+    ``--snapshot-local``); what every curious-controller attack checks first."""
+    return [g for g in learner_groups(target.partitions["group"])
+            if not (snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()]
 
 
 def run_model(config: dict[str, Any], **changes: Any) -> nn.Module:

@@ -44,10 +44,9 @@ from attacks.membership.trained import ClassifierAttack
 from attacks.signals.cache import FeatureCache, Progress
 from attacks.signals.features import is_black_box, parse_features, assemble
 from attacks.signals.layout import Block, feature_layout
-from attacks.target import Snapshot, Target, is_centralized, load_snapshot
+from attacks.target import Snapshot, Target, is_centralized, load_snapshot, missing_local_models
 from attacks.threats.seats import SkippedPairsWarning
 from attacks.threats.splits import DEFAULT_REPEATS, attribute_splits
-from fedsim import snapshots
 from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 from fedsim.models import layer_parameters
@@ -81,9 +80,7 @@ def seats_of(target: Target, rnd: int) -> list[str]:
     """The seats that can attack round ``rnd`` of this run (the controller where local models exist)."""
     if is_centralized(target):
         return [OUTSIDER, HOLDER, ADVERSARY]
-    local = all((snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()
-                for g in learner_groups(target.partitions["group"]))
-    return [OUTSIDER, HOLDER, LEARNER, *([CONTROLLER] if local else [])]
+    return [OUTSIDER, HOLDER, LEARNER, *([] if missing_local_models(target, rnd) else [CONTROLLER])]
 
 
 def default_feature_sets(model: Any) -> dict[str, list[str]]:

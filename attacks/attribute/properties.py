@@ -37,7 +37,7 @@ from attacks.reconstruction.gradient import Recipe
 from attacks.reconstruction.updates import train_update
 from attacks.signals.cache import Progress
 from attacks.signals.features import compute_features
-from attacks.target import Target, load_snapshot
+from attacks.target import Target, load_snapshot, missing_local_models
 from fedsim import snapshots
 from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
@@ -111,7 +111,7 @@ def property_attack(
         raise FedsimError("property inference attacks the learners of a federation: this run has fewer than 2")
     if rnd < 1 or rnd not in target.rounds:
         raise FedsimError(f"--round must be a trained round on disk (1..{target.rounds[-1]}), got {rnd}")
-    missing = [g for g in learners if not (snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()]
+    missing = missing_local_models(target, rnd)
     if missing:
         raise FedsimError(f"round {rnd} has no local model of {', '.join(missing)}: property inference reads each "
                           "learner's update (a run made with --snapshot-local)")

@@ -30,7 +30,7 @@ from attacks.membership.classifiers import DEFAULT_CLASSIFIER
 from attacks.membership.trained import run_attacks
 from attacks.signals.cache import FeatureCache
 from attacks.signals.features import is_black_box
-from attacks.target import Target, load_snapshot
+from attacks.target import Target, load_snapshot, missing_local_models
 from attacks.threats.seats import SEAT_NAMES, plan
 from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
@@ -57,7 +57,7 @@ def seats_dir(run_dir: Path, rnd: int) -> Path:
 
 
 def _check_local_models(target: Target, rnd: int, learners: Sequence[str]) -> None:
-    missing = [g for g in learners if not (snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()]
+    missing = missing_local_models(target, rnd)
     if len(missing) == len(learners):
         raise FedsimError(
             f"{str(target.run_dir)!r} has no local models for round {rnd}: the curious controller "
