@@ -10,6 +10,7 @@
         gradients.py    per-sample gradients (loop | vmap | Opacus, timed and chosen)
         layout.py       where each part of a feature set sits (per-filter gradient blocks)
         cache.py        the feature cache, keyed by the snapshot's content
+        updates.py      a learner's update trained by fedsim's own loop under a defense (no federation)
       threats/        who attacks whom, seeing what
         splits.py       attack-train / attack-test subject sets, age-matched controls
         seats.py        centralized adversary, malicious learner, curious controller, outsider
@@ -27,17 +28,22 @@
         gradient.py     gradient inversion of a learner's update (one step, or its local SGD replayed)
         features.py     feature inversion of one layer's activations (white-box, learned inverse net)
         inversion.py    model inversion: the scan of a target age; is it closer to members?
-        updates.py      the updates a sweep attacks, trained by fedsim's loop under each defense
         run.py          each attack on a run directory; sweep.py  batch size x local steps x width x defense
+      attribute/      the attribute family: a subject's sex or site, a learner's cohort
+        labels.py       the questions (sex, one per site) and their labels from the manifest
+        inference.py    every seat's probe of an attribute, the label-only and image baselines, round 0
+        properties.py   property inference: each learner's share of women and mean age (shadow models)
       evaluation/     metrics with intervals that have their coverage, one aggregation, controls' verdicts
         metrics.py  intervals.py  summary.py  images.py (SSIM, PSNR, identifiability)
       reporting/      figures and HTML pages (Jinja2 templates, autoescaped, figures inlined)
-        figures.py  html.py  membership.py  seats.py  sweep.py  reconstruction.py  markdown.py  templates/
+        figures.py  html.py  results.py  membership.py  seats.py  attribute.py  sweep.py  reconstruction.py
+        markdown.py  templates/
       experiments/    the study (every environment) and privacy–utility sweeps
         study.py  sweep.py
       cli/            the commands: parse, call the layers above, print (nothing below prints)
-        run.py  seats.py  calibrated.py  reconstruct.py  study.py  sweep.py  options.py (their shared options)
+        run.py  seats.py  calibrated.py  attribute.py  reconstruct.py  study.py  sweep.py  options.py (shared)
       run.py seats.py calibrated.py reconstruct.py study.py sweep.py   ``python -m attacks.<name>`` → cli/<name>.py
+                      (``python -m attacks.attribute``: attribute/__main__.py)
 
 Dependencies run downward: cli → reporting → families + evaluation → engine → signals + threats → target.
 A new attack family is a folder beside ``membership/`` whose attacks run through :mod:`attacks.engine`;

@@ -86,12 +86,19 @@ def resolve_rounds(spec: str, target: Target, *, centralized: bool) -> list[int]
         wanted = [int(r) for r in spec.split(",")]
     except ValueError:
         raise FedsimError(f"--rounds must be last, best, all or a comma-separated list of integers, got {spec!r}") from None
-    absent = [r for r in wanted if r not in target.rounds]
-    if absent:
-        raise FedsimError(
-            f"round {absent[0]} does not exist in {str(target.run_dir)!r}; rounds on disk: {target.rounds[0]}..{target.rounds[-1]}"
-        )
-    return wanted
+    return [attacked_round(target, r) for r in wanted]
+
+
+def attacked_round(target: Target, rnd: int | None = None, *, first: int = 0) -> int:
+    """Round ``rnd`` (default: the last) if its model is on disk and it is at least ``first`` (1: a trained
+    round, for attacks that read what training did); every attack's one message for a round it cannot attack."""
+    rnd = target.rounds[-1] if rnd is None else rnd
+    lo, hi = max(first, target.rounds[0]), target.rounds[-1]
+    if rnd in target.rounds and rnd < first:
+        raise FedsimError(f"round {rnd} is the untrained model: attack a trained round ({lo}..{hi})")
+    if rnd not in target.rounds:
+        raise FedsimError(f"round {rnd} does not exist in {str(target.run_dir)!r}; rounds on disk: {lo}..{hi}")
+    return rnd
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from attacks.reconstruction.features import activations, invert_activations
-from attacks.reconstruction.gradient import Recipe, invert_update, simulate_update
+from attacks.reconstruction.gradient import invert_update, simulate_update
 from attacks.reconstruction.optimize import Inversion
 from attacks.reconstruction.run import Scans
 from attacks.reconstruction.sweep import paper_recipe
+from attacks.signals.updates import Recipe
 from attacks.target import load_snapshot, open_run
 from fedsim import snapshots
 from results_table import append_row, machine

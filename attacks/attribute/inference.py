@@ -44,7 +44,7 @@ from attacks.membership.trained import ClassifierAttack
 from attacks.signals.cache import FeatureCache, Progress
 from attacks.signals.features import is_black_box, parse_features, assemble
 from attacks.signals.layout import Block, feature_layout
-from attacks.target import Snapshot, Target, is_centralized, load_snapshot, missing_local_models
+from attacks.target import Snapshot, Target, attacked_round, is_centralized, load_snapshot, missing_local_models
 from attacks.threats.seats import SkippedPairsWarning
 from attacks.threats.splits import DEFAULT_REPEATS, attribute_splits
 from fedsim.data.partition import learner_groups
@@ -213,8 +213,7 @@ def attribute_attacks(
         raise FedsimError(f"seat {unknown[0]!r} cannot attack round {rnd} of this run; seats here: {', '.join(available)}"
                           + ("" if CONTROLLER in available or is_centralized(target) else
                              " (the curious controller needs a run made with --snapshot-local)"))
-    if rnd not in target.rounds or rnd < 1:
-        raise FedsimError(f"--round must be a trained round on disk (1..{target.rounds[-1]}), got {rnd}")
+    attacked_round(target, rnd, first=1)
     cache = cache or FeatureCache(target, progress=progress)
     community = load_snapshot(target.run_dir, rnd)
     defaults = default_feature_sets(community.model)

@@ -33,11 +33,10 @@ from sklearn.preprocessing import StandardScaler
 
 from attacks.attribute.labels import POSITIVE_SEX, values
 from attacks.evaluation.images import mean_interval
-from attacks.reconstruction.gradient import Recipe
-from attacks.reconstruction.updates import train_update
 from attacks.signals.cache import Progress
 from attacks.signals.features import compute_features
-from attacks.target import Target, load_snapshot, missing_local_models
+from attacks.signals.updates import Recipe, train_update
+from attacks.target import Target, attacked_round, load_snapshot, missing_local_models
 from fedsim import snapshots
 from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
@@ -109,8 +108,7 @@ def property_attack(
     learners = learner_groups(target.partitions["group"])
     if len(learners) < 2:
         raise FedsimError("property inference attacks the learners of a federation: this run has fewer than 2")
-    if rnd < 1 or rnd not in target.rounds:
-        raise FedsimError(f"--round must be a trained round on disk (1..{target.rounds[-1]}), got {rnd}")
+    attacked_round(target, rnd, first=1)
     missing = missing_local_models(target, rnd)
     if missing:
         raise FedsimError(f"round {rnd} has no local model of {', '.join(missing)}: property inference reads each "

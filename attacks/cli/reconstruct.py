@@ -19,7 +19,7 @@ from attacks.reconstruction.gradient import OBJECTIVES
 from attacks.reconstruction.optimize import UPDATES, Inversion
 from attacks.reconstruction.run import feature_attack, gradient_attack, model_attack
 from attacks.reconstruction.sweep import LOCAL_STEPS, sweep
-from attacks.reconstruction.updates import DEFENSES, parse_defense
+from attacks.signals.updates import DEFENSES, parse_defense
 from attacks.reporting.reconstruction import ATTACK_KEYS, SWEEP_KEYS, summary, text, varying, write_outputs
 from attacks.target import open_run
 from fedsim.cli import add_device_option, command_parser

@@ -21,7 +21,7 @@ from attacks.cli.options import add_attack_options, add_run_dir
 from attacks.membership.seats import run_seats, seat_table, seats_dir
 from attacks.reporting.html import mean_pm
 from attacks.reporting.seats import write_seats_report
-from attacks.target import is_centralized, open_run
+from attacks.target import attacked_round, is_centralized, open_run
 from attacks.threats.seats import skipped_pairs_said
 from fedsim import snapshots
 from fedsim.cli import add_device_option, command_parser
@@ -49,9 +49,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.se
         target = open_run(args.run_dir)
         if is_centralized(target):
             raise FedsimError(f"{str(args.run_dir)!r} is a centralized run; seats compare adversaries of a federation")
-        rnd = target.rounds[-1] if args.round is None else args.round
-        if rnd not in target.rounds:
-            raise FedsimError(f"round {rnd} is not on disk in {str(args.run_dir)!r}; rounds: {target.rounds[0]}..{target.rounds[-1]}")
+        rnd = attacked_round(target, args.round, first=1)
         console = Console(highlight=False)
         with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")), \
                 progress_bars(console) as progress:

@@ -44,7 +44,7 @@ from attacks.membership.calibration import (
     attack_name, check_gamma, choice, parse_methods, resolve_variance, score_attacks,
 )
 from attacks.membership.references import ReferencePlan, ReferenceSet, ensure_references, population_order, predict_rows
-from attacks.target import Target, load_snapshot
+from attacks.target import Target, attacked_round, load_snapshot
 from attacks.threats.splits import AttackSplit, centralized_splits
 from fedsim import snapshots
 from fedsim.data.cache import CohortArray
@@ -105,8 +105,7 @@ def run_calibrated(
                 "give the target round with --round"
             )
         target_round = target.best_round
-    if target_round not in target.rounds:
-        raise FedsimError(f"round {target_round} does not exist in {str(target.run_dir)!r}")
+    attacked_round(target, target_round)
     epochs = target_round if epochs is None else epochs
     if epochs < 1:
         raise FedsimError(f"reference models need at least 1 training epoch, got {epochs} (the target's round)")

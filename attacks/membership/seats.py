@@ -30,7 +30,7 @@ from attacks.membership.classifiers import DEFAULT_CLASSIFIER
 from attacks.membership.trained import run_attacks
 from attacks.signals.cache import FeatureCache
 from attacks.signals.features import is_black_box
-from attacks.target import Target, load_snapshot, missing_local_models
+from attacks.target import Target, attacked_round, load_snapshot, missing_local_models
 from attacks.threats.seats import SEAT_NAMES, plan
 from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
@@ -77,8 +77,7 @@ def run_seats(
 
     ``say(text)`` receives one line per step and the notes a person should read (the CLI prints them).
     """
-    if rnd < 1:
-        raise FedsimError(f"--round must be a trained round (1 or later), got {rnd}")
+    attacked_round(target, rnd, first=1)
     learners = learner_groups(target.partitions["group"])
     _check_local_models(target, rnd, learners)
     black_box = [s for s in feature_sets if is_black_box(s)]

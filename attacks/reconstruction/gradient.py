@@ -22,52 +22,19 @@ paper profile's dropout 0.5 makes its updates harder to match than the CPU profi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from attacks.reconstruction.optimize import Inversion, invert
+from attacks.signals.updates import Recipe
 from fedsim.errors import FedsimError
 from fedsim.training import regression_loss
 
-__all__ = ["OBJECTIVES", "Recipe", "invert_update", "simulate_update"]
+__all__ = ["OBJECTIVES", "invert_update", "simulate_update"]
 
 OBJECTIVES = ("gradient", "unrolled")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a learner trained locally, as the controller knows it from the run's configuration."""
-
-    optimizer: str = "sgd"
-    lr: float = 5e-5
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 1
-    epochs: int = 1
-    loss: str = "mse"
-    target_scale: float = 1.0
-
-    @classmethod
-    def of_run(cls, config: Mapping[str, Any], **changes: Any) -> Recipe:
-        """The recipe of a run's ``config.toml`` ([train], [federation] local_epochs, [model] target_scale)."""
-        train = config["train"]
-        recipe = cls(optimizer=train["optimizer"], lr=float(train["lr"]), momentum=float(train.get("momentum", 0.0)),
-                     weight_decay=float(train.get("weight_decay", 0.0)), batch_size=int(train["batch_size"]),
-                     epochs=int(config.get("federation", {}).get("local_epochs", train.get("epochs", 1))),
-                     loss=train.get("loss", "mse"), target_scale=float(config["model"].get("target_scale", 1.0)))
-        return replace(recipe, **changes)
-
-    def steps(self, subjects: int) -> int:
-        """Optimizer steps the learner takes on ``subjects`` scans."""
-        return self.epochs * -(-subjects // self.batch_size)
-
-    def objective(self, subjects: int) -> str:
-        """``unrolled`` where replaying the local steps is exact and needed (SGD, more than one step), else ``gradient``."""
-        return "unrolled" if self.optimizer == "sgd" and self.steps(subjects) > 1 else "gradient"
 
 
 def _loss(model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],

@@ -21,10 +21,11 @@ import torch
 
 from attacks.evaluation.images import quality
 from attacks.reconstruction.features import activations, fit_inverse, invert_activations
-from attacks.reconstruction.gradient import Recipe, invert_update
+from attacks.reconstruction.gradient import invert_update
 from attacks.reconstruction.inversion import closeness, invert_model
 from attacks.reconstruction.optimize import Inversion
-from attacks.target import Target, is_centralized, load_snapshot
+from attacks.signals.updates import Recipe
+from attacks.target import Target, attacked_round, is_centralized, load_snapshot
 from fedsim import snapshots
 from fedsim.data.partition import TRAIN, UNSEEN, VAL, learner_groups
 from fedsim.device import resolve_device
@@ -118,14 +119,6 @@ def victim_group(target: Target, learner: str | None) -> str:
     if learner not in groups:
         raise FedsimError(f"learner {learner!r} does not exist in this run; choose one of: {', '.join(groups)}")
     return learner
-
-
-def attacked_round(target: Target, rnd: int | None, *, first: int = 0) -> int:
-    rnd = target.rounds[-1] if rnd is None else rnd
-    if rnd not in target.rounds or rnd < first:
-        raise FedsimError(f"round {rnd} does not exist in {str(target.run_dir)!r}; rounds on disk: "
-                          f"{max(first, target.rounds[0])}..{target.rounds[-1]}")
-    return rnd
 
 
 def _timed(progress: Progress | None, what: str) -> Callable[[int, int], None] | None:

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from attacks.reconstruction.gradient import Recipe, invert_update
+from attacks.reconstruction.gradient import invert_update
 from attacks.reconstruction.optimize import Inversion
-from attacks.reconstruction.run import Outcome, Progress, Scans, attacked_round, example, victim_group
-from attacks.reconstruction.updates import Defense, first_epoch_order, train_update
-from attacks.target import Target, load_snapshot, run_model
+from attacks.reconstruction.run import Outcome, Progress, Scans, example, victim_group
+from attacks.signals.updates import Defense, Recipe, first_epoch_order, train_update
+from attacks.target import Target, attacked_round, load_snapshot, run_model
 from fedsim import snapshots
 from fedsim.config import load_env
 from fedsim.errors import FedsimError

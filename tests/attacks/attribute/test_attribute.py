@@ -176,7 +176,7 @@ def test_the_command_writes_results_and_page_and_keeps_other_attributes(shuffled
     (["--attribute", "height"], "unknown attribute 'height'"),
     (["--seats", "adversary"], "seat 'centralized adversary' cannot attack"),
     (["--seats", "holder", "--features", "error"], "no feature set of --features can be read by the feature holder"),
-    (["--round", "0"], "--round must be a trained round"),
+    (["--round", "0"], "round 0 is the untrained model: attack a trained round (1..2)"),
 ])
 def test_bad_input_is_one_line(shuffled_run, capsys, args, message):
     assert run_cli(main, [str(shuffled_run), *args, "--no-property"]) != 0

@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from attacks.evaluation.images import quality
-from attacks.reconstruction.gradient import Recipe, invert_update, simulate_update
+from attacks.reconstruction.gradient import invert_update, simulate_update
+from attacks.signals.updates import Recipe
 from attacks.reconstruction.optimize import Inversion
 from fedsim.errors import FedsimError
 from fedsim.training import make_optimizer, train_epochs

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.reconstruction.gradient import Recipe, simulate_update
-from attacks.reconstruction.updates import Defense, first_epoch_order, parse_defense, train_update
+from attacks.reconstruction.gradient import simulate_update
+from attacks.signals.updates import Defense, Recipe, first_epoch_order, parse_defense, train_update
 from fedsim.data.cache import build_cache
 from fedsim.data.manifest import load_manifest
 from fedsim.errors import FedsimError

@@ -1,7 +1,8 @@
-"""The updates a gradient-inversion sweep attacks, trained by fedsim's own local loop.
+"""A learner's update (local minus community weights), trained by fedsim's own local loop without a federation.
 
-A point of the sweep is one learner's update: ``subjects`` scans, batch size, local epochs, optimizer,
-and a defense, from the community model of a round. It is trained exactly as a learner trains
+What the curious controller reads: the gradient-inversion sweep attacks one such update per point
+(``subjects`` scans, batch size, local epochs, optimizer, and a defense, from the community model of a
+round), property inference trains its shadow models' updates the same way. It is trained exactly as a learner trains
 (:func:`fedsim.defenses.local_training` + :func:`fedsim.training.train_epochs`, so DP-SGD is Opacus and
 model noise is the learner's own release), without running a federation per point. Clipping scales the
 update to an L2 bound (Flower's client-side fixed clipping); ``secagg`` stands for secure aggregation:
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,14 +21,13 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from attacks.reconstruction.gradient import Recipe
 from fedsim.config import from_resolved
 from fedsim.data.cache import CohortArray, VolumeDataset
 from fedsim.defenses import local_training, release_weights
 from fedsim.errors import FedsimError
 from fedsim.training import make_loader, train_epochs
 
-__all__ = ["DEFENSES", "Defense", "first_epoch_order", "parse_defense", "train_update"]
+__all__ = ["DEFENSES", "Defense", "Recipe", "first_epoch_order", "parse_defense", "train_update"]
 
 #: defense name -> (what its value is, default value)
 DEFENSES: dict[str, tuple[str, float]] = {
@@ -37,6 +37,38 @@ DEFENSES: dict[str, tuple[str, float]] = {
     "clip": ("L2 bound of the update", 1e-3),
     "secagg": ("learners averaged", 4.0),
 }
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a learner trained locally, as the controller knows it from the run's configuration."""
+
+    optimizer: str = "sgd"
+    lr: float = 5e-5
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 1
+    epochs: int = 1
+    loss: str = "mse"
+    target_scale: float = 1.0
+
+    @classmethod
+    def of_run(cls, config: Mapping[str, Any], **changes: Any) -> Recipe:
+        """The recipe of a run's ``config.toml`` ([train], [federation] local_epochs, [model] target_scale)."""
+        train = config["train"]
+        recipe = cls(optimizer=train["optimizer"], lr=float(train["lr"]), momentum=float(train.get("momentum", 0.0)),
+                     weight_decay=float(train.get("weight_decay", 0.0)), batch_size=int(train["batch_size"]),
+                     epochs=int(config.get("federation", {}).get("local_epochs", train.get("epochs", 1))),
+                     loss=train.get("loss", "mse"), target_scale=float(config["model"].get("target_scale", 1.0)))
+        return replace(recipe, **changes)
+
+    def steps(self, subjects: int) -> int:
+        """Optimizer steps the learner takes on ``subjects`` scans."""
+        return self.epochs * -(-subjects // self.batch_size)
+
+    def objective(self, subjects: int) -> str:
+        """``unrolled`` where replaying the local steps is exact and needed (SGD, more than one step), else ``gradient``."""
+        return "unrolled" if self.optimizer == "sgd" and self.steps(subjects) > 1 else "gradient"
 
 
 @dataclass(frozen=True)
