@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import shutil
-
 from attacks.membership import trained
 from attacks.membership.classifiers import make_classifier
-from attacks.signals.features import compute_features
-from attacks.target import load_snapshot, open_run
 from attacks.run import main
+from attacks.signals.features import compute_features
+from attacks.target import attacked_round, load_snapshot, open_run
+from fedsim.cli import run_cli
+from fedsim.errors import FedsimError
 
 
 def test_attack_writes_one_row_per_attack_and_reuses_features(tiny_run):
@@ -84,8 +84,8 @@ def test_stacked_rounds_are_one_attack_on_every_rounds_features_side_by_side(tin
     assert (1, 1) in widths and (2, 2) in widths and all(layout == cols for layout, cols in widths)
 
 
-def test_stack_needs_two_rounds(tiny_run):
-    result = _cli(str(tiny_run), "--rounds", "2", "--stack")
+def test_stack_needs_two_rounds(tiny_run, capsys):
+    result = _cli(capsys, str(tiny_run), "--rounds", "2", "--stack")
     assert result.returncode == 2 and result.stderr.startswith("error: --stack needs at least 2 rounds")
 
 
@@ -104,8 +104,12 @@ def test_conv_classifier_gets_each_feature_sets_layout(tiny_run, monkeypatch):
     assert "its accuracies match results.csv" in (tiny_run / "attacks" / "report.html").read_text()
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "attacks.run", *args], capture_output=True, text=True, timeout=120)
+def _cli(capsys: pytest.CaptureFixture, *args: str) -> SimpleNamespace:
+    """``python -m attacks.run ARGS`` through its error handler, in this process (the front-door tests run
+    the console script itself; a subprocess per case spends seconds importing)."""
+    capsys.readouterr()
+    code = run_cli(main, list(args))
+    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(
@@ -118,16 +122,26 @@ def _cli(*args):
         (["--classifier", "loss_threshold", "--features", "pred"], "error: the loss_threshold attack scores the error alone"),
     ],
 )
-def test_bad_input_is_one_line(tiny_run, extra, message):
-    result = _cli(str(tiny_run), "--repeats", "1", "--no-controls", *extra)
+def test_bad_input_is_one_line(tiny_run, capsys, extra, message):
+    result = _cli(capsys, str(tiny_run), "--repeats", "1", "--no-controls", *extra)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().startswith(message), result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_not_a_run_dir_and_no_snapshots(tmp_path, tiny_run):
-    result = _cli(str(tmp_path))
+def test_every_attack_checks_a_round_with_one_message(tiny_run):
+    target = open_run(tiny_run)
+    last = target.rounds[-1]
+    assert attacked_round(target) == last and attacked_round(target, 0) == 0
+    assert attacked_round(target, 1, first=1) == 1
+    with pytest.raises(FedsimError, match=rf"^round 0 is the untrained model: attack a trained round \(1\.\.{last}\)$"):
+        attacked_round(target, 0, first=1)
+    with pytest.raises(FedsimError, match=rf"round {last + 1} does not exist in .*; rounds on disk: 0\.\.{last}$"):
+        attacked_round(target, last + 1)
+
+
+def test_not_a_run_dir_and_no_snapshots(tmp_path, tiny_run, capsys):
+    result = _cli(capsys, str(tmp_path))
     assert result.returncode == 2 and "is not a fedsim run directory" in result.stderr
     (tmp_path / "config.toml").write_text((tiny_run / "config.toml").read_text())
-    result = _cli(str(tmp_path))
+    result = _cli(capsys, str(tmp_path))
     assert result.returncode == 2 and "has no snapshots" in result.stderr
