@@ -8,6 +8,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ import pytest
 from attacks.membership.classifiers import CLASSIFIERS
 from attacks.signals.features import FEATURES
 from fedsim.cli.main import STAGES
+from fedsim.cli.main import main as fedsim_main
 from fedsim.config import available_environments
 
 TWINS = {"cohort": "python -m fedsim.data.cohort", "train": "python -m fedsim.run",
@@ -54,9 +56,7 @@ def test_top_level_help_shows_the_pipeline_and_every_stage():
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")  # runpy: the twin's package is imported
 def test_stage_help_is_readable_lists_its_choices_and_ends_with_examples(stage: str, capsys: pytest.CaptureFixture,
                                                                         monkeypatch: pytest.MonkeyPatch):
-    result = _fedsim(stage, "--help")
-    assert result.returncode == 0, result.stderr
-    text = result.stdout
+    text = _help_in_process(lambda: fedsim_main([stage, "--help"]), stage, capsys, monkeypatch)
     assert text.startswith(f"usage: fedsim {stage} ") and not _too_wide(text), _too_wide(text)
     assert "``" not in text and ":mod:" not in text  # no reStructuredText markup
     examples = text.split("\nexamples:\n")[1].strip().splitlines()
@@ -69,17 +69,21 @@ def test_stage_help_is_readable_lists_its_choices_and_ends_with_examples(stage: 
         assert all(name in text for name in CLASSIFIERS)
         assert all(name in text for name in FEATURES)
     # one definition: the python -m twin prints the same help under its own name
-    twin = _twin_help(TWINS[stage].removeprefix("python -m "), capsys, monkeypatch)
+    module = TWINS[stage].removeprefix("python -m ")
+    twin = _help_in_process(lambda: runpy.run_module(module, run_name="__main__", alter_sys=True), module, capsys,
+                            monkeypatch)
     assert twin.replace(TWINS[stage], f"fedsim {stage}").split() == text.split()
 
 
-def _twin_help(module: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``python -m MODULE --help``, run in this process: a subprocess per stage spends seconds importing."""
+def _help_in_process(command: Callable[[], object], argv0: str, capsys: pytest.CaptureFixture,
+                     monkeypatch: pytest.MonkeyPatch) -> str:
+    """What ``command`` (a ``--help``) prints at 80 columns, run in this process: a subprocess per stage spends
+    seconds importing (the console script itself: the top-level help, ``fedsim help seats``, the pipeline test)."""
     monkeypatch.setenv("COLUMNS", "80")
-    monkeypatch.setattr(sys, "argv", [module, "--help"])
+    monkeypatch.setattr(sys, "argv", [argv0, "--help"])
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        command()
     assert exited.value.code in (0, None)
     return capsys.readouterr().out
 
@@ -90,8 +94,9 @@ def _env_text(name: str) -> str:
     return env_path(name).read_text()
 
 
-def test_help_stage_is_the_stage_help():
-    assert _fedsim("help", "seats").stdout == _fedsim("seats", "--help").stdout
+def test_help_stage_is_the_stage_help(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    in_process = _help_in_process(lambda: fedsim_main(["seats", "--help"]), "seats", capsys, monkeypatch)
+    assert _fedsim("help", "seats").stdout == in_process
 
 
 def test_errors_are_one_line():
