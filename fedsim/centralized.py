@@ -98,11 +98,11 @@ def new_centralized_run(cfg: EnvConfig, cohort: str | Path | None, out: Path | N
     if cfg.partition.learners != 0:
         raise FedsimError(f"environment {cfg.name!r} is federated (learners = {cfg.partition.learners}); "
                           "train it with fedsim train")
-    run_dir = snapshots.new_run_dir(out, cfg.name)  # refused before any data work
-    if snapshots.complete_rounds(run_dir):
-        raise FedsimError(f"{str(run_dir)!r} already holds epochs of a run; choose another --out or delete it")
-    data = prepare_data(cfg, cohort, progress=progress)
-    write_run_setup(run_dir, cfg, data, {})
+    with snapshots.new_run_dir(out, cfg.name) as run_dir:  # refused before any data work
+        if snapshots.complete_rounds(run_dir):
+            raise FedsimError(f"{str(run_dir)!r} already holds epochs of a run; choose another --out or delete it")
+        data = prepare_data(cfg, cohort, progress=progress)
+        write_run_setup(run_dir, cfg, data, {})
     return data, run_dir
 
 

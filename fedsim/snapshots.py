@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import tomli_w
 import torch
@@ -44,15 +46,23 @@ PARTITIONS_FILE = "partitions.csv"
 DONE_FILE = "DONE"
 
 
-def new_run_dir(out: Path | None, env_name: str) -> Path:
-    """``out`` if given (must not hold a finished run), else ``runs/<env>-<timestamp>``."""
+@contextmanager
+def new_run_dir(out: Path | None, env_name: str) -> Iterator[Path]:
+    """``out`` if given (must not hold a finished run), else ``runs/<env>-<timestamp>``, for setting up a run;
+    a directory this call created is removed again if the setup fails (a bad cohort leaves no empty run)."""
     if out is None:
         out = Path("runs") / f"{env_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(out)
     if is_done(out):
         raise FedsimError(f"{str(out)!r} already holds a finished run; choose another --out")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    try:
+        yield out
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:

@@ -69,10 +69,12 @@ def _cli(*args):
         (["--env", "tiny-centralized", "--epochs", "0"], "error: --epochs must be at least 1"),
     ],
 )
-def test_bad_input_is_one_line_not_a_traceback(args, message, capsys):
+def test_bad_input_is_one_line_not_a_traceback(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the default runs/<env>-<time> would go
     assert run_cli(main, args) == 2  # in this process; the truncated-scan test below runs python -m
     err = capsys.readouterr().err
     assert err.strip().startswith(message) and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.glob("runs/*"))  # no empty run directory left behind
 
 
 def test_truncated_nifti_in_a_cohort_names_the_subject(tmp_path, tiny_manifest):

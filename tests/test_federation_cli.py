@@ -43,6 +43,13 @@ def test_resume_takes_no_environment(tmp_path, capsys):
     assert "drop --env" in one_error_line(capsys, ["--resume", str(tmp_path), "--env", "tiny"])
 
 
+def test_a_missing_cohort_leaves_no_run_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "manifest 'missing.csv' not found" in one_error_line(capsys, ["--env", "tiny", "--cohort", "missing.csv"])
+    assert "not found" in one_error_line(capsys, ["--env", "tiny", "--cohort", "missing.csv", "--out", "given"])
+    assert not list(tmp_path.glob("runs/*")) and not (tmp_path / "given").exists()
+
+
 def test_centralized_environment_is_refused(capsys):
     assert "train it with fedsim centralized" in one_error_line(capsys, ["--env", "tiny-centralized"])
 

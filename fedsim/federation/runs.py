@@ -32,12 +32,11 @@ def new_run(cfg: EnvConfig, cohort: str | Path | None, out: Path | None, *, prog
     """Prepare the data of a federated ``cfg`` and write a fresh run directory (refusing one with rounds)."""
     if cfg.partition.learners == 0:
         raise FedsimError(f"environment {cfg.name!r} is centralized (learners = 0); train it with fedsim centralized")
-    run_dir = snapshots.new_run_dir(out, cfg.name)  # refused before any data work
-    if snapshots.complete_rounds(run_dir):
-        raise FedsimError(f"{str(run_dir)!r} already holds rounds of a run; continue it with "
-                          f"fedsim train --resume {run_dir} (fedsim.resume in Python)")
-    data = prepare_data(cfg, cohort, progress=progress)
-    write_run_setup(run_dir, cfg, data, {})
+    with snapshots.new_run_dir(out, cfg.name) as run_dir:  # refused before any data work
+        if snapshots.complete_rounds(run_dir):
+            raise FedsimError(f"{str(run_dir)!r} already holds rounds of a run; continue it with "
+                              f"fedsim train --resume {run_dir} (fedsim.resume in Python)")
+        write_run_setup(run_dir, cfg, prepare_data(cfg, cohort, progress=progress), {})
     return run_dir
 
 
