@@ -168,8 +168,8 @@ def federated_round(device: torch.device, shape: tuple[int, int, int], per_learn
 def reconstruction(device: torch.device, shape: tuple[int, int, int], steps: int, repeats: int, dry: bool) -> list[dict]:
     from attacks.reconstruction.features import activations, invert_activations
     from attacks.reconstruction.gradient import invert_update, simulate_update
-    from attacks.signals.updates import Recipe
     from attacks.reconstruction.optimize import Inversion
+    from attacks.signals.updates import Recipe
 
     kwargs, _ = _models(shape, dry)["cnn3d"]
     model = build_model("cnn3d", **kwargs).to(device).eval()

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from commands import one_error_line
 from fedsim import snapshots
-from fedsim.cli import run_cli
 from fedsim.cli.centralized import main
 from fedsim.config import load_env
 from fedsim.data.cache import VolumeDataset, build_cache
@@ -71,9 +71,7 @@ def _cli(*args):
 )
 def test_bad_input_is_one_line_not_a_traceback(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where the default runs/<env>-<time> would go
-    assert run_cli(main, args) == 2  # in this process; the truncated-scan test below runs python -m
-    err = capsys.readouterr().err
-    assert err.strip().startswith(message) and len(err.strip().splitlines()) == 1, err
+    assert one_error_line(capsys, main, args).startswith(message)  # the truncated-scan test below runs python -m
     assert not list(tmp_path.glob("runs/*"))  # no empty run directory left behind
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import commands
 from fedsim import snapshots
 from fedsim.cli import run_cli
 from fedsim.config import load_env
@@ -15,13 +16,7 @@ from fedsim.run import main
 
 
 def one_error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    code = run_cli(main, argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
+    return commands.one_error_line(capsys, main, argv)
 
 
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys):

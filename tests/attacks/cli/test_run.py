@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,7 @@ from attacks.membership.classifiers import make_classifier
 from attacks.run import main
 from attacks.signals.features import compute_features
 from attacks.target import attacked_round, load_snapshot, open_run
-from fedsim.cli import run_cli
+from commands import one_error_line
 from fedsim.errors import FedsimError
 
 
@@ -85,8 +84,8 @@ def test_stacked_rounds_are_one_attack_on_every_rounds_features_side_by_side(tin
 
 
 def test_stack_needs_two_rounds(tiny_run, capsys):
-    result = _cli(capsys, str(tiny_run), "--rounds", "2", "--stack")
-    assert result.returncode == 2 and result.stderr.startswith("error: --stack needs at least 2 rounds")
+    assert one_error_line(capsys, main, [str(tiny_run), "--rounds", "2", "--stack"]).startswith(
+        "error: --stack needs at least 2 rounds")
 
 
 def test_conv_classifier_gets_each_feature_sets_layout(tiny_run, monkeypatch):
@@ -104,14 +103,6 @@ def test_conv_classifier_gets_each_feature_sets_layout(tiny_run, monkeypatch):
     assert "its accuracies match results.csv" in (tiny_run / "attacks" / "report.html").read_text()
 
 
-def _cli(capsys: pytest.CaptureFixture, *args: str) -> SimpleNamespace:
-    """``python -m attacks.run ARGS`` through its error handler, in this process (the front-door tests run
-    the console script itself; a subprocess per case spends seconds importing)."""
-    capsys.readouterr()
-    code = run_cli(main, list(args))
-    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
-
-
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -123,9 +114,7 @@ def _cli(capsys: pytest.CaptureFixture, *args: str) -> SimpleNamespace:
     ],
 )
 def test_bad_input_is_one_line(tiny_run, capsys, extra, message):
-    result = _cli(capsys, str(tiny_run), "--repeats", "1", "--no-controls", *extra)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().startswith(message) and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert one_error_line(capsys, main, [str(tiny_run), "--repeats", "1", "--no-controls", *extra]).startswith(message)
 
 
 def test_every_attack_checks_a_round_with_one_message(tiny_run):
@@ -140,8 +129,6 @@ def test_every_attack_checks_a_round_with_one_message(tiny_run):
 
 
 def test_not_a_run_dir_and_no_snapshots(tmp_path, tiny_run, capsys):
-    result = _cli(capsys, str(tmp_path))
-    assert result.returncode == 2 and "is not a fedsim run directory" in result.stderr
+    assert "is not a fedsim run directory" in one_error_line(capsys, main, [str(tmp_path)])
     (tmp_path / "config.toml").write_text((tiny_run / "config.toml").read_text())
-    result = _cli(capsys, str(tmp_path))
-    assert result.returncode == 2 and "has no snapshots" in result.stderr
+    assert "has no snapshots" in one_error_line(capsys, main, [str(tmp_path)])

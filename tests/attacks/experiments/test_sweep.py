@@ -13,8 +13,8 @@ import pytest
 from attacks import sweep
 from attacks.experiments import sweep as experiment
 from attacks.reporting import sweep as outputs
+from commands import one_error_line
 from fedsim import snapshots
-from fedsim.cli import run_cli
 from fedsim.config import load_env, tomllib
 from fedsim.errors import FedsimError
 
@@ -36,9 +36,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_fails_in_one_line_before_anything_is_written(case: str, tmp_path: Path, capsys):
     args, named = BAD_INPUTS[case]
-    assert run_cli(sweep.main, [*args, "--out", str(tmp_path / "s")]) == 2  # what `python -m attacks.sweep` runs
-    stderr = capsys.readouterr().err
-    assert stderr.startswith("error:") and stderr.count("\n") == 1 and named in stderr
+    assert named in one_error_line(capsys, sweep.main, [*args, "--out", str(tmp_path / "s")])
     assert not (tmp_path / "s").exists()
 
 

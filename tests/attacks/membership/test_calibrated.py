@@ -17,6 +17,7 @@ from attacks.calibrated import main
 from attacks.membership.calibration import Evidence, lira_offline, lira_online, loss_scores, rmia_scores, score_attacks
 from attacks.evaluation.metrics import roc_auc
 from attacks.membership.references import ReferencePlan, assign_halves, ensure_references, predict_rows, train_model
+from commands import one_error_line
 from fedsim.cli import run_cli
 from fedsim.config import load_env, with_overrides
 from fedsim.data.cache import CohortArray
@@ -220,9 +221,7 @@ def test_command_writes_results_and_reuses_references(tiny_run, capsys):
     ],
 )
 def test_bad_input_is_one_line(tiny_run, capsys, extra, message):
-    assert run_cli(main, [str(tiny_run), *extra]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(message) and err.count("\n") == 1, err
+    assert one_error_line(capsys, main, [str(tiny_run), *extra]).startswith(message)
 
 
 def test_not_a_run_dir_is_one_line(tmp_path):

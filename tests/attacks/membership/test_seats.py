@@ -22,9 +22,9 @@ from attacks.threats.splits import learner_splits
 from attacks.membership.trained import run_attacks
 from attacks.signals.cache import FeatureCache
 from attacks.target import load_snapshot, open_run
+from commands import one_error_line
 from federations import federate
 from fedsim import snapshots
-from fedsim.cli import run_cli
 from fedsim.errors import FedsimError
 
 LEARNERS = ("L1", "L2", "L3")
@@ -177,6 +177,4 @@ def test_a_learner_without_a_local_model_that_round_and_a_negative_seed_are_one_
     for args, message in ((["--round", "2"], "has no local model of L3 (did it fail that round?"),
                           (["--round", "1", "--seed", "-1"], "--seed must be a non-negative integer"),
                           (["--round", "0"], "round 0 is the untrained model: attack a trained round (1..2)")):
-        assert run_cli(seats.main, [str(copy), *args]) == 2  # test_seats_need_local_models runs python -m attacks.seats
-        err = capsys.readouterr().err
-        assert err.startswith("error:") and message in err and err.count("\n") == 1, err
+        assert message in one_error_line(capsys, seats.main, [str(copy), *args])  # python -m: test_seats_need_local_models

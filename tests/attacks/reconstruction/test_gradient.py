@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from attacks.evaluation.images import quality
 from attacks.reconstruction.gradient import invert_update, simulate_update
-from attacks.signals.updates import Recipe
 from attacks.reconstruction.optimize import Inversion
+from attacks.signals.updates import Recipe
 from fedsim.errors import FedsimError
 from fedsim.training import make_optimizer, train_epochs
 from fedsim.config import TrainConfig
