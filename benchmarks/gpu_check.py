@@ -179,7 +179,7 @@ def reconstruction(device: torch.device, shape: tuple[int, int, int], steps: int
     with torch.no_grad():
         held = activations(model, "conv1", x)
     settings, init = Inversion(iterations=steps), torch.zeros_like(x)
-    attacks = {"gradient, batch 1, 1 SGD step": lambda: invert_update(model, update, init, recipe, ages=y, settings=settings),
+    attacks = {"gradient, batch 1, 1 SGD step": lambda: invert_update(model, update, init, recipe, ages=y, settings=settings)[0],
                "features, conv1, white-box": lambda: invert_activations(model, "conv1", held, init, settings=settings)}
     rows = []
     for name, attack in attacks.items():

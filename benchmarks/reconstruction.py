@@ -51,7 +51,7 @@ def main() -> None:
     def gradient(sid: str, settings: Inversion) -> torch.Tensor:
         x, y = scans.volumes([sid]), scans.ages([sid])
         update = simulate_update(model, x, y, recipe)
-        return invert_update(model, update, scans.prior, recipe, ages=y, settings=settings, bounds=scans.bounds)[0]
+        return invert_update(model, update, scans.prior, recipe, ages=y, settings=settings, bounds=scans.bounds)[0].x
 
     def features(sid: str, settings: Inversion) -> torch.Tensor:
         with torch.no_grad():

@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from attacks.cli.options import add_run_dir
-from attacks.reconstruction.gradient import OBJECTIVES
-from attacks.reconstruction.optimize import UPDATES, Inversion
+from attacks.reconstruction.gradient import OBJECTIVES, WEIGHTINGS
+from attacks.reconstruction.optimize import PROJECTIONS, UPDATES, Inversion
+from attacks.reconstruction.strength import PRIORS, GradientAttack
 from attacks.reconstruction.run import feature_attack, gradient_attack, model_attack
 from attacks.reconstruction.sweep import LOCAL_STEPS, sweep
 from attacks.signals.updates import DEFENSES, parse_defense
@@ -72,8 +73,29 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
     p.add_argument("--steps", type=_positive, default=defaults.iterations, metavar="N",
                    help=f"optimisation steps of each inversion (default: {defaults.iterations})")
     p.add_argument("--update", choices=UPDATES, default=defaults.update,
-                   help="how each inversion step moves the scan: signed (Inverting Gradients' signed Adam) or "
-                   f"normalized (descent on the gradient scaled to a largest entry of 1) (default: {defaults.update})")
+                   help="how each inversion step moves the scan: signed (Inverting Gradients' signed Adam), adam "
+                   "(Adam on the gradient itself), normalized (descent on the gradient scaled to a largest entry of 1) "
+                   f"or lbfgs (default: {defaults.update})")
+    p.add_argument("--restarts", type=_positive, default=defaults.restarts, metavar="N",
+                   help="starts of each inversion (the prior, then jittered copies); the one of least objective is "
+                   f"kept, never chosen by the truth (default: {defaults.restarts})")
+    p.add_argument("--tv", type=float, default=defaults.tv, metavar="W",
+                   help=f"weight of the 3-D total-variation prior (default: {defaults.tv:g})")
+    p.add_argument("--project", choices=PROJECTIONS, default=defaults.project,
+                   help="after each step: box to the scans' range, or zscore (re-z-score each volume, then box) "
+                   f"(default: {defaults.project})")
+    attack = GradientAttack()
+    p.add_argument("--weighting", choices=WEIGHTINGS, default=attack.weighting,
+                   help="gradient: one cosine over the whole update, or the mean of each layer's "
+                   f"(default: {attack.weighting})")
+    p.add_argument("--no-constraints", action="store_true",
+                   help="gradient: do not add what one SGD step's output layer gives away (the prediction, "
+                   "the pooled features) to the objective")
+    p.add_argument("--prior", choices=PRIORS, default=attack.prior,
+                   help="gradient: search every voxel from the mean brain, or the span of the attacker's own "
+                   f"scans' principal components (GIAS-style) (default: {attack.prior})")
+    p.add_argument("--components", type=_positive, default=attack.components, metavar="K",
+                   help=f"--prior pca: principal components (default: {attack.components})")
     p.add_argument("--labels", choices=["known", "estimated"], default="known",
                    help="gradient: the learner's ages known to the controller (used where --subjects covers all the "
                    "learner's scans), or estimated jointly (default: known)")
@@ -102,7 +124,10 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.reconstruct") -> int:
     args = parser(prog).parse_args(argv)
-    settings = Inversion(iterations=args.steps, update=args.update)
+    settings = Inversion(iterations=args.steps, update=args.update, restarts=args.restarts, tv=args.tv,
+                         project=args.project)
+    attack = GradientAttack(settings, weighting=args.weighting, constraints=not args.no_constraints,
+                            prior=args.prior, components=args.components)
     console = Console()
     with using_device(args.device):
         target = open_run(args.run_dir)
@@ -111,10 +136,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.re
                 defenses = [parse_defense(d) for d in args.defenses.split(",") if d]
                 outcome = sweep(target, batch_sizes=args.batch_sizes, local_steps=args.local_steps.split(","),
                                 widths=args.widths, defenses=defenses, learner=args.learner, rnd=args.round,
-                                subjects=args.subjects or 8, recipe=args.recipe, settings=settings, progress=progress)
+                                subjects=args.subjects or 8, recipe=args.recipe, attack=attack, progress=progress)
             elif args.attack == "gradient":
                 outcome = gradient_attack(target, learner=args.learner, rnd=args.round, subjects=args.subjects or 8,
-                                          labels=args.labels, objective=args.objective, settings=settings, progress=progress)
+                                          labels=args.labels, objective=args.objective, attack=attack, progress=progress)
             elif args.attack == "features":
                 methods = [m for m in args.methods.split(",") if m]
                 bad = [m for m in methods if m not in ("white-box", "learned")]

@@ -6,6 +6,9 @@ Identifiability follows Yin et al.'s (2021) image-identifiability precision, str
 identifies its subject when its nearest candidate scan (the victim's subjects and unseen ones) is that
 very subject (the one it is matched to); chance is one over the candidates, and the prior's own nearest
 candidate is reported beside it (the subject who looks most like the mean brain needs no attack).
+What the reconstruction moved away from the prior is scored too: the correlation of (reconstruction -
+prior) with (truth - prior) is 0 when nothing of the subject was recovered, whatever the SSIM does; its
+mean over the other candidates is beside it (a move towards *any* brain correlates with every subject).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from scipy import stats
 from scipy.optimize import linear_sum_assignment
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-__all__ = ["Quality", "identified", "match", "mean_interval", "psnr", "quality", "share_interval", "ssim"]
+__all__ = ["Quality", "identified", "match", "mean_interval", "psnr", "quality", "residual_correlation",
+           "share_interval", "ssim"]
 
 
 def ssim(truth: np.ndarray, image: np.ndarray) -> float:
@@ -31,6 +35,15 @@ def psnr(truth: np.ndarray, image: np.ndarray) -> float:
     """Peak signal-to-noise ratio (dB) of ``image`` against ``truth``, on ``truth``'s data range."""
     truth, image = np.asarray(truth, np.float64), np.asarray(image, np.float64)
     return float(peak_signal_noise_ratio(truth, image, data_range=float(truth.max() - truth.min())))
+
+
+def residual_correlation(truth: np.ndarray, image: np.ndarray, prior: np.ndarray) -> float:
+    """Pearson correlation of ``image - prior`` with ``truth - prior`` over voxels (0 where the image is the prior)."""
+    a = (np.asarray(image, np.float64) - prior).ravel()
+    b = (np.asarray(truth, np.float64) - prior).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / norm) if norm > 0 else 0.0
 
 
 def _distances(images: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -94,11 +107,14 @@ class Quality:
     identified: bool
     identified_prior: bool  # the prior's nearest candidate is this subject: what needs no attack
     chance: float
+    residual_corr: float = 0.0
+    residual_corr_others: float = 0.0  # the same with every other candidate, averaged
 
     def row(self) -> dict[str, float]:
         return {"ssim": self.ssim, "psnr": self.psnr, "ssim_prior": self.ssim_prior, "psnr_prior": self.psnr_prior,
                 "ssim_gain": self.ssim - self.ssim_prior, "identified": float(self.identified),
-                "identified_prior": float(self.identified_prior), "chance": self.chance}
+                "identified_prior": float(self.identified_prior), "chance": self.chance,
+                "residual_corr": self.residual_corr, "residual_corr_others": self.residual_corr_others}
 
 
 def quality(images: np.ndarray, truths: np.ndarray, prior: np.ndarray, candidates: Sequence[np.ndarray],
@@ -110,5 +126,25 @@ def quality(images: np.ndarray, truths: np.ndarray, prior: np.ndarray, candidate
     hits = identified(images, candidates, sources[order])
     by_prior = nearest(prior[None], candidates)[0]
     chance = 1 / len(candidates)
+    others = _others_correlation(images, prior, candidates, sources[order])
     return [Quality(ssim(truths[j], img), psnr(truths[j], img), ssim(truths[j], prior), psnr(truths[j], prior),
-                    bool(hit), bool(by_prior == sources[j]), chance) for img, j, hit in zip(images, order, hits)]
+                    bool(hit), bool(by_prior == sources[j]), chance, residual_correlation(truths[j], img, prior), other)
+            for img, j, hit, other in zip(images, order, hits, others)]
+
+
+def _others_correlation(images: np.ndarray, prior: np.ndarray, candidates: Sequence[np.ndarray], sources: np.ndarray,
+                        *, chunk: int = 32) -> np.ndarray:
+    """For each image, the mean :func:`residual_correlation` with every candidate but its own subject."""
+    def centred(v: np.ndarray) -> np.ndarray:
+        d = v.reshape(len(v), -1).astype(np.float64) - prior.reshape(1, -1)
+        d -= d.mean(1, keepdims=True)
+        return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-30)
+
+    moved = centred(np.asarray(images))
+    total, count = np.zeros(len(images)), np.zeros(len(images))
+    for start in range(0, len(candidates), chunk):
+        corr = moved @ centred(np.asarray(candidates[start:start + chunk])).T
+        own = np.arange(start, start + corr.shape[1])[None, :] == np.asarray(sources)[:, None]
+        total += np.where(own, 0.0, corr).sum(1)
+        count += (~own).sum(1)
+    return total / np.maximum(count, 1)

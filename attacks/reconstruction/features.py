@@ -44,7 +44,7 @@ def invert_activations(model: nn.Module, layer: str, target: torch.Tensor, init:
     def fit(x: torch.Tensor, _extra: list[torch.Tensor]) -> torch.Tensor:
         return ((activations(model, layer, x) - target) ** 2).sum() / norm
 
-    return invert(fit, init, settings=settings, bounds=bounds, progress=progress)[0]
+    return invert(fit, init, settings=settings, bounds=bounds, progress=progress).x
 
 
 class InverseNet(nn.Module):

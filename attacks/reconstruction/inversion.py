@@ -32,7 +32,7 @@ def invert_model(model: nn.Module, age: float, init: torch.Tensor, *, loss: str 
     def fit(x: torch.Tensor, _extra: list[torch.Tensor]) -> torch.Tensor:
         return regression_loss(loss, model(x), target, target_scale)
 
-    x = invert(fit, init, settings=settings, bounds=bounds, progress=progress)[0]
+    x = invert(fit, init, settings=settings, bounds=bounds, progress=progress).x
     with torch.no_grad():
         return x, float(model(x).mean())
 

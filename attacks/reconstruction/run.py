@@ -24,6 +24,8 @@ from attacks.reconstruction.features import activations, fit_inverse, invert_act
 from attacks.reconstruction.gradient import invert_update
 from attacks.reconstruction.inversion import closeness, invert_model
 from attacks.reconstruction.optimize import Inversion
+from attacks.reconstruction.strength import (CONTROL_GAIN, GradientAttack, baselines, positive_control,
+                                             return_test)
 from attacks.signals.updates import Recipe
 from attacks.target import Target, attacked_round, is_centralized, load_snapshot
 from fedsim import snapshots
@@ -32,7 +34,8 @@ from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
 from fedsim.models import layer_parameters
 
-__all__ = ["Example", "Outcome", "Scans", "attacked_round", "example", "feature_attack", "gradient_attack", "model_attack", "victim_group"]
+__all__ = ["Example", "Outcome", "Scans", "attacked_round", "control_columns", "example", "feature_attack",
+           "gradient_attack", "model_attack", "strength_columns", "victim_group"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -125,8 +128,31 @@ def _timed(progress: Progress | None, what: str) -> Callable[[int, int], None] |
     return None if progress is None else (lambda done, total: progress(what, done, total))
 
 
+def strength_columns(scans: Scans, attack: GradientAttack, model: torch.nn.Module, update: dict[str, torch.Tensor],
+                     recipe: Recipe, ids: Sequence[str], *, ages: torch.Tensor | None, basis: torch.Tensor | None,
+                     seed: int = 0, **kwargs: Any) -> dict[str, float]:
+    """The objective at the truth (``ids``' scans), the prior and as many outsiders, and the return test."""
+    truths = scans.volumes(ids)
+    others = scans.volumes(scans.outsiders[:len(ids)])
+    if len(others) < len(ids):
+        others = scans.volumes(scans.outsiders)[torch.arange(len(ids)) % len(others)]
+    match = attack.match(model, update, recipe, truths, ages=ages, **kwargs)
+    return {**baselines(match, truths, scans.prior, others),
+            **return_test(attack, model, update, truths, recipe, ages=ages, bounds=scans.bounds, basis=basis,
+                          seed=seed, **kwargs)}
+
+
+def control_columns(scans: Scans, attack: GradientAttack, basis: torch.Tensor | None) -> dict[str, float]:
+    """The attack's positive control on the attacker's first own scan (:func:`positive_control`)."""
+    own = scans.own[:1]
+    image = positive_control(attack, scans.volumes(own), scans.ages(own), scans.prior, bounds=scans.bounds, basis=basis)
+    q = scans.score(image, own, scans.own)[0]
+    return {"control_ssim_gain": q["ssim_gain"], "control_identified": q["identified"],
+            "control_recovered": float(q["identified"] > 0 and q["ssim_gain"] >= CONTROL_GAIN)}
+
+
 def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | None = None, subjects: int = 8,
-                    labels: str = "known", objective: str | None = None, settings: Inversion = Inversion(),
+                    labels: str = "known", objective: str | None = None, attack: GradientAttack = GradientAttack(),
                     progress: Progress | None = None) -> Outcome:
     """The curious controller inverts ``learner``'s update of round ``rnd`` (default: the last)."""
     if is_centralized(target):
@@ -153,20 +179,29 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
                           f"use --subjects {len(victims)} (or the gradient objective)")
     objective = objective or (recipe.objective(n) if whole else "gradient")
     known = scans.ages(victims) if whole and labels == "known" else None
+    basis = attack.basis(scans.volumes(scans.own))
+    guess = float(scans.ages(scans.own).mean())
     t0 = time.perf_counter()
-    images, ages, value = invert_update(community.model, update, scans.prior.repeat(n, 1, 1, 1, 1), recipe,
-                                        ages=known, age_guess=float(scans.ages(scans.own).mean()), objective=objective,
-                                        settings=settings, bounds=scans.bounds, progress=_timed(progress, f"gradient {group}"))
+    found, _ = attack.invert(community.model, update, scans.prior.repeat(n, 1, 1, 1, 1), recipe, ages=known,
+                             age_guess=guess, objective=objective, basis=basis, bounds=scans.bounds,
+                             progress=_timed(progress, f"gradient {group}"))
     seconds = time.perf_counter() - t0
+    if progress is not None:
+        progress("return test and positive control", 0, 1)
+    strength = {"objective_reached": found.value,
+                **strength_columns(scans, attack, community.model, update, recipe, victims[:n], ages=known,
+                                   basis=basis, age_guess=guess, objective=objective),
+                **control_columns(scans, attack, basis)}
     out = Outcome()
-    for i, q in enumerate(scans.score(images, victims, victims)):
+    for i, q in enumerate(scans.score(found.x, victims, victims)):
         out.rows.append({"attack": "gradient", "round": rnd, "learner": group, "setting": objective,
-                         "update": settings.update,
+                         "update": attack.settings.update, "inversion": attack.label, "inversion_steps": attack.settings.iterations,
+                         "restarts": attack.settings.restarts,
                          "subjects": len(victims), "reconstructed": n, "batch_size": recipe.batch_size,
                          "local_steps": recipe.steps(len(victims)), "labels": "known" if known is not None else "estimated",
-                         "image": i, "cosine": 1 - value, **q, "seconds": seconds / n})
-    out.examples.append(example(f"gradient, {group}, round {rnd}, {settings.update} steps", scans.volumes(victims),
-                                images, scans))
+                         "image": i, **strength, **q, "seconds": seconds / n})
+    out.examples.append(example(f"gradient, {group}, round {rnd}, {attack.settings.update} steps",
+                                scans.volumes(victims), found.x, scans))
     return out
 
 
@@ -220,6 +255,7 @@ def feature_attack(target: Target, *, learner: str | None = None, rnd: int | Non
                 q = scans.score(images[i:i + 1], [sid], victims)[0]
                 out.rows.append({"attack": "features", "round": rnd, "learner": group, "setting": f"{layer} {method}",
                                  "update": settings.update if method == "white-box" else "", "labels": "",
+                                 "inversion": settings.label if method == "white-box" else "",
                                  "layer": layer, "method": method, "subjects": len(chosen), "image": i, **q,
                                  "seconds": seconds})
             out.examples.append(Example(f"features, {layer}, {method}", x[0, 0].cpu().numpy(), images[0, 0].cpu().numpy(),
@@ -253,7 +289,7 @@ def model_attack(target: Target, *, rnd: int | None = None, ages: Sequence[float
             m_vol, o_vol = scans.volumes(near_m)[:, 0].cpu().numpy(), scans.volumes(near_o)[:, 0].cpu().numpy()
             proto_np, prior_np = proto[0, 0].cpu().numpy(), scans.prior_np
             out.rows.append({"attack": "model", "round": model_round, "learner": "", "setting": f"age {age:g}",
-                             "update": settings.update, "labels": "",
+                             "update": settings.update, "labels": "", "inversion": settings.label,
                              "target_age": age, "predicted_age": predicted, "members": len(near_m),
                              "non_members": len(near_o), "closeness_auc": closeness(proto_np, m_vol, o_vol),
                              "closeness_auc_prior": closeness(prior_np, m_vol, o_vol),

@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 
-from attacks.reconstruction.gradient import invert_update
-from attacks.reconstruction.optimize import Inversion
-from attacks.reconstruction.run import Outcome, Progress, Scans, example, victim_group
+from attacks.reconstruction.run import Outcome, Progress, Scans, control_columns, example, strength_columns, victim_group
+from attacks.reconstruction.strength import GradientAttack
 from attacks.signals.updates import Defense, Recipe, first_epoch_order, train_update
 from attacks.target import Target, attacked_round, load_snapshot, run_model
 from fedsim import snapshots
@@ -49,9 +48,11 @@ def _points(batch_sizes: Sequence[int], local_steps: Sequence[str], widths: Sequ
 
 def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_steps: Sequence[str] = ("1", "epoch"),
           widths: Sequence[float] | None = None, defenses: Sequence[Defense] = (), learner: str | None = None,
-          rnd: int | None = None, subjects: int = 8, recipe: str = "paper", settings: Inversion = Inversion(),
+          rnd: int | None = None, subjects: int = 8, recipe: str = "paper", attack: GradientAttack = GradientAttack(),
           seed: int = 0, progress: Progress | None = None) -> Outcome:
-    """One row per reconstructed scan of every point of the grid."""
+    """One row per reconstructed scan of every point of the grid, each with the attack's strength: the
+    objective at the truth, the prior and other subjects, the return test (on the point's first update) and
+    the positive control (once: it depends on the attack only)."""
     group = victim_group(target, learner)
     rnd = attacked_round(target, rnd)
     bad = [s for s in local_steps if s not in LOCAL_STEPS]
@@ -83,6 +84,8 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
         raise FedsimError(f"{short[0].label} averages {int(short[0].value) - 1} other learners with at least "
                           f"{subjects} subjects; this run has {len(others)}")
     out = Outcome()
+    basis = attack.basis(scans.volumes(scans.own))
+    control = control_columns(scans, attack, basis)
     points = _points(list(batch_sizes), list(local_steps), widths, defenses)
     for k, (batch, steps, width, defense) in enumerate(points):
         if width == run_width:
@@ -102,19 +105,25 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
                 trained_on[i] for i in first_epoch_order(len(trained_on), batch, seed + j)]
             t0 = time.perf_counter()
             label = f"sweep point {k + 1}/{len(points)}" + (f", update {j + 1}/{len(groups)}" if len(groups) > 1 else "")
-            images, _, value = invert_update(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,
-                                             ages=scans.ages(ids), settings=settings, bounds=scans.bounds,
-                                             progress=None if progress is None else
-                                             (lambda d, t, label=label: progress(label, d, t)))
+            found, _ = attack.invert(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,
+                                     ages=scans.ages(ids), basis=basis, bounds=scans.bounds, seed=seed,
+                                     progress=None if progress is None else
+                                     (lambda d, t, label=label: progress(label, d, t)))
             seconds = time.perf_counter() - t0
+            if j == 0:  # the point's strength, on its first update
+                strength = strength_columns(scans, attack, model, update, point, ids, ages=scans.ages(ids),
+                                            basis=basis, seed=seed)
             setting: dict[str, Any] = {"attack": "gradient", "round": rnd, "learner": group, "recipe": recipe,
                                        "optimizer": point.optimizer, "batch_size": batch, "local_steps": steps,
                                        "steps": point.steps(len(ids)), "width": width, "defense": defense.label,
-                                       "objective": point.objective(len(ids)), "update": settings.update,
+                                       "objective": point.objective(len(ids)), "update": attack.settings.update,
+                                       "inversion": attack.label, "inversion_steps": attack.settings.iterations,
+                                       "restarts": attack.settings.restarts,
                                        "subjects": len(ids), "group": j}
-            for i, q in enumerate(scans.score(images, ids, victims)):
-                out.rows.append({**setting, "image": i, "cosine": 1 - value, **q, "seconds": seconds / len(ids)})
+            for i, q in enumerate(scans.score(found.x, ids, victims)):
+                out.rows.append({**setting, "image": i, "objective_reached": found.value, **strength, **control, **q,
+                                 "seconds": seconds / len(ids)})
             if k == 0 and j == 0:
                 out.examples.append(example(f"gradient, batch {batch}, {steps} local step(s), {defense.label}",
-                                            scans.volumes(ids), images, scans))
+                                            scans.volumes(ids), found.x, scans))
     return out

@@ -20,17 +20,21 @@ from matplotlib.figure import Figure
 
 from attacks.evaluation.images import mean_interval, share_interval
 from attacks.reconstruction.run import Example
+from attacks.reconstruction.strength import RETURN_NOISE
 from attacks.reporting.html import png, write_page
 from attacks.reporting.results import merge_rows
 from fedsim import snapshots
 
-__all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "out_dir", "summary", "text", "varying", "write_outputs"]
+__all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "out_dir", "summary", "text", "varying", "verdict", "write_outputs"]
 
 OUT_DIR, RESULTS_CSV, SWEEP_CSV, SWEEP_PNG = "attacks/reconstruct", "results.csv", "sweep.csv", "sweep.png"
 EXAMPLES, EXAMPLES_DIR, REPORT = "examples.npz", "examples", "report.html"
 #: What a summary row groups by (sweep points, or each attack's setting).
-SWEEP_KEYS = ["round", "recipe", "update", "batch_size", "local_steps", "steps", "width", "defense"]
-ATTACK_KEYS = ["attack", "round", "learner", "setting", "update", "labels"]
+SWEEP_KEYS = ["round", "recipe", "inversion", "update", "batch_size", "local_steps", "steps", "width", "defense"]
+ATTACK_KEYS = ["attack", "round", "learner", "setting", "inversion", "update", "labels"]
+#: what a gradient inversion's rows carry of its strength (:mod:`attacks.reconstruction.strength`), averaged per point
+STRENGTH = ("objective_reached", "objective_truth", "objective_prior", "objective_other", "return_ssim_start",
+            "return_ssim_end", "return_closed", "return_passed", "control_ssim_gain", "control_recovered", "inversion_steps", "restarts")
 
 
 def out_dir(run_dir: Path) -> Path:
@@ -56,12 +60,35 @@ def summary(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     for key, g in frame.groupby(list(keys), sort=False, dropna=False):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         row["n"] = len(g)
-        for col in ("ssim", "ssim_prior", "psnr", "psnr_prior", "identified_prior", "chance", "seconds"):
-            row[col] = float(g[col].mean())
+        for col in ("ssim", "ssim_prior", "psnr", "psnr_prior", "identified_prior", "chance", "seconds",
+                    "residual_corr", "residual_corr_others", *STRENGTH):
+            row[col] = float(g[col].mean()) if col in g and g[col].notna().any() else float("nan")
         row["ssim_gain"], row["ssim_gain_low"], row["ssim_gain_high"] = mean_interval(g["ssim_gain"].to_numpy())
         row["identified"], row["identified_low"], row["identified_high"] = share_interval(g["identified"].to_numpy())
         out.append(row)
     return pd.DataFrame(out)
+
+
+def verdict(r: Any) -> str:
+    """The words for one summary row: "recovered" / "identified" only where the SSIM gain's interval excludes
+    the prior or the identified share's excludes chance; "attack too weak to tell" where the attack's
+    positive control or its return test on the attacked model failed; otherwise what was run, at what strength."""
+    recovered, named = r["ssim_gain_low"] > 0, r["identified_low"] > r["chance"]
+    if recovered or named:
+        return {(True, True): "recovered and identified", (True, False): "recovered (not identified)",
+                (False, True): "identified (SSIM no better than the prior)"}[(recovered, named)]
+    how = text(r.get("inversion", "")) if text(r.get("inversion", "")) != "—" else text(r.get("setting", ""))
+    if pd.notna(r.get("inversion_steps")):
+        how += f" at {r['inversion_steps']:.0f} steps x {r['restarts']:.0f} restart{'s' * (r['restarts'] > 1)}"
+    if pd.notna(r.get("control_recovered")) and r["control_recovered"] < 1:
+        return f"attack too weak to tell: {how} did not recover its positive control"
+    if pd.notna(r.get("return_passed")) and r["return_passed"] < 1:
+        return (f"attack too weak to tell: {how} did not come back to the truth from noise of "
+                f"{RETURN_NOISE:g} (return test failed)")
+    words = f"not recovered by {how}"
+    if pd.notna(r.get("return_passed")):
+        words += "; return test and positive control passed"
+    return words
 
 
 def _slices(volume: np.ndarray) -> list[np.ndarray]:
@@ -121,8 +148,17 @@ HOW_TO_READ = (
     "the prior is what leaked; identified = the share of reconstructions whose nearest scan, among the victim's "
     "subjects and unseen ones, is their own subject (chance: one over the candidates; 'by prior': the share the "
     "prior itself names, the subject who looks most like the mean brain). "
-    "Intervals (95%): Student t for the mean SSIM gain, Clopper-Pearson for the identified share. Model inversion: AUC of 'closer to the prototype = "
-    "member' among subjects of that age (0.5: the prototype carries no membership), beside the prior's own AUC."
+    "Intervals (95%): Student t for the mean SSIM gain, Clopper-Pearson for the identified share. Residual corr: "
+    "the correlation of (reconstruction - prior) with (truth - prior), 0 when nothing of the subject was recovered. "
+    "Verdict: 'recovered' or 'identified' only where an interval excludes the prior or chance; otherwise the attack "
+    "that was run and its strength — never read 'not recovered' as 'safe'. Strength of a gradient inversion: the "
+    "objective it reached beside its value at the truth, the prior and other subjects (a value any brain reaches is "
+    "no match); the return test (the same attack started at the truth plus noise of 0.1 std: does its SSIM rise?); "
+    "the positive control (the same settings on a model whose one-scan update determines the scan: its SSIM gain). "
+    "Where either fails, the verdict is 'attack too weak to tell'. Residual corr / others: beside the correlation with "
+    "the subject's own deviation from the prior, its mean over every other candidate. "
+    "Model inversion: AUC of 'closer to the prototype = member' among subjects of that age (0.5: the prototype "
+    "carries no membership), beside the prior's own AUC."
 )
 
 
@@ -142,11 +178,32 @@ def _cells(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[li
         text = f"{r[name]:.{digits}f}"
         return text if pd.isna(low) else f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
 
-    columns = [*keys, "n", "SSIM", "prior SSIM", "SSIM gain [95% CI]", "PSNR / prior dB", "identified [95% CI]",
-               "by prior", "chance", "s / scan"]
-    rows = [[*(text(r[k]) for k in keys), str(r["n"]), f"{r['ssim']:.3f}", f"{r['ssim_prior']:.3f}", ci(r, "ssim_gain"),
-             f"{r['psnr']:.1f} / {r['psnr_prior']:.1f}", ci(r, "identified", 2), f"{r['identified_prior']:.2f}", f"{r['chance']:.3f}",
-             f"{r['seconds']:.1f}"] for _, r in frame.iterrows()]
+    columns = [*keys, "n", "SSIM / prior", "SSIM gain [95% CI]", "PSNR / prior dB", "residual corr / others",
+               "identified [95% CI]", "by prior", "chance", "s / scan", "verdict"]
+    rows = [[*(text(r[k]) for k in keys), str(r["n"]), f"{r['ssim']:.3f} / {r['ssim_prior']:.3f}", ci(r, "ssim_gain"),
+             f"{r['psnr']:.1f} / {r['psnr_prior']:.1f}",
+             f"{_number(r['residual_corr'], '+.3f')} / {_number(r['residual_corr_others'], '+.3f')}", ci(r, "identified", 2),
+             f"{r['identified_prior']:.2f}", f"{r['chance']:.3f}", f"{r['seconds']:.1f}", verdict(r)]
+            for _, r in frame.iterrows()]
+    return columns, rows
+
+
+def _number(value: float, spec: str) -> str:
+    return "—" if pd.isna(value) else format(value, spec)
+
+
+def _strength_cells(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """One row per gradient-inversion point: the objective reached beside its baselines, the return test, the control."""
+    columns = [*keys, "objective reached", "at the truth", "at the prior", "at other subjects",
+               "return test: SSIM start → end, distance closed", "positive control: SSIM gain"]
+    rows = [[*(text(r[k]) for k in keys), _number(r["objective_reached"], ".3f"), _number(r["objective_truth"], ".3f"),
+             _number(r["objective_prior"], ".3f"), _number(r["objective_other"], ".3f"),
+             f"{_number(r['return_ssim_start'], '.3f')} → {_number(r['return_ssim_end'], '.3f')}, closed "
+             f"{_number(r['return_closed'], '.0%')}"
+             + ("" if pd.isna(r["return_passed"]) else (" (passed)" if r["return_passed"] == 1 else " (failed)")),
+             _number(r["control_ssim_gain"], "+.3f") + ("" if pd.isna(r["control_recovered"]) else
+                                                         (" (recovered)" if r["control_recovered"] == 1 else " (not recovered)"))]
+            for _, r in frame.iterrows() if pd.notna(r["objective_truth"])]
     return columns, rows
 
 
@@ -158,7 +215,7 @@ def write_outputs(run_dir: Path, rows: list[dict[str, Any]], examples: Sequence[
     if sweep:
         snapshots.atomic_write(out / SWEEP_CSV, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     else:
-        merge_rows(out / RESULTS_CSV, rows, ATTACK_KEYS, dtype={"learner": str, "update": str})
+        merge_rows(out / RESULTS_CSV, rows, ATTACK_KEYS, dtype={"learner": str, "update": str, "inversion": str})
     kept = _save_examples(out / EXAMPLES, examples)
     return write_report(run_dir, kept, command=command)
 
@@ -179,6 +236,10 @@ def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) ->
             columns, cells = _cells(points, keys)
             sections.append({"title": "Gradient and feature inversion", "columns": columns, "rows": cells,
                              "text_columns": len(keys)})
+            columns, cells = _strength_cells(points, keys)
+            if cells:
+                sections.append({"title": "How strong each gradient inversion was", "columns": columns, "rows": cells,
+                                 "text_columns": len(keys)})
         model = results[results["attack"] == "model"]
         if len(model):
             sections.append({"title": "Model inversion: is the prototype closer to members?",
@@ -196,6 +257,10 @@ def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) ->
         sections.append({"title": "Gradient-inversion sweep: batch size, local steps, width, defenses",
                          "note": "; ".join(f"{k}: {text(points[k].iloc[0])}" for k in SWEEP_KEYS if k not in keys),
                          "columns": columns, "rows": cells, "text_columns": len(keys)})
+        columns, cells = _strength_cells(points, keys)
+        if cells:
+            sections.append({"title": "How strong the sweep's inversion was at each point", "columns": columns,
+                             "rows": cells, "text_columns": len(keys)})
         sweep_figure = png(plot_sweep(points))
         snapshots.atomic_write(out / SWEEP_PNG, lambda tmp: Path(tmp).write_bytes(base64.b64decode(sweep_figure)))
     figures = [(label, png(plot_example(label, stack))) for label, stack in kept.items()]

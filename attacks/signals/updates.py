@@ -67,8 +67,11 @@ class Recipe:
         return self.epochs * -(-subjects // self.batch_size)
 
     def objective(self, subjects: int) -> str:
-        """``unrolled`` where replaying the local steps is exact and needed (SGD, more than one step), else ``gradient``."""
-        return "unrolled" if self.optimizer == "sgd" and self.steps(subjects) > 1 else "gradient"
+        """``unrolled`` where replaying the local steps is needed: SGD over more than one step, and Adam (even its
+        first step is about the gradient's sign, not the gradient); else ``gradient``, exact for one SGD step."""
+        if self.optimizer == "adam" or (self.optimizer == "sgd" and self.steps(subjects) > 1):
+            return "unrolled"
+        return "gradient"
 
 
 @dataclass(frozen=True)
