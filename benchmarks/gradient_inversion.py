@@ -36,12 +36,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ATTACKS = {
     "ig-signed": GradientAttack(Inversion(update="signed", tv=1e-3), weighting="global", constraints=False),
     "adam": GradientAttack(Inversion(update="adam", tv=1e-4), weighting="global", constraints=False),
-    "adam-layer": GradientAttack(Inversion(update="adam", tv=1e-4), weighting="layer", constraints=False),
-    "adam-layer-constraints": GradientAttack(Inversion(update="adam", tv=1e-4, project="zscore"), weighting="layer"),
+    "adam-constraints": GradientAttack(Inversion(update="adam", tv=1e-4, project="zscore")),
     "signed-layer-constraints": GradientAttack(Inversion(update="signed", tv=1e-4, project="zscore"), weighting="layer"),
+    "lbfgs-constraints": GradientAttack(Inversion(update="lbfgs", tv=1e-4, project="zscore")),
+    "lbfgs-layer": GradientAttack(Inversion(update="lbfgs", tv=1e-4), weighting="layer", constraints=False),
     "lbfgs-layer-constraints": GradientAttack(Inversion(update="lbfgs", tv=1e-4, project="zscore"), weighting="layer"),
-    "pca-adam-layer-constraints": GradientAttack(Inversion(update="adam", tv=0.0, step_size=0.05), weighting="layer",
-                                                 prior="pca", components=99),
+    "pca-adam-constraints": GradientAttack(Inversion(update="adam", tv=0.0, step_size=0.05), prior="pca",
+                                           components=99),
 }
 COLUMNS = ["attack", "steps x restarts", "machine", "SSIM / prior", "gain", "residual corr / others", "identified",
            "objective reached / truth / prior / other", "return test: SSIM start → end, distance closed",

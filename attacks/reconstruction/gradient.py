@@ -40,7 +40,7 @@ from attacks.signals.updates import Recipe
 from fedsim.errors import FedsimError
 from fedsim.training import regression_loss
 
-__all__ = ["OBJECTIVES", "WEIGHTINGS", "Known", "UpdateMatch", "invert_update", "output_constraints",
+__all__ = ["OBJECTIVES", "WEIGHTINGS", "Known", "UpdateMatch", "dead_parameters", "invert_update", "output_constraints",
            "simulate_update"]
 
 OBJECTIVES = ("gradient", "unrolled")
@@ -55,10 +55,10 @@ def _loss(model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, 
 
 
 def simulate_update(model: nn.Module, x: torch.Tensor, ages: torch.Tensor, recipe: Recipe, *,
-                    create_graph: bool = False) -> dict[str, torch.Tensor]:
+                    orders: Sequence[Sequence[int]] | None = None, create_graph: bool = False) -> dict[str, torch.Tensor]:
     """The update (end weights - start weights) that local SGD or Adam of ``recipe`` on ``(x, ages)``
-    makes, in the dummy order, each optimizer's state fresh as a learner's is every round;
-    differentiable in ``x`` and ``ages`` with ``create_graph``."""
+    makes, visiting the scans in ``orders[e]`` in epoch ``e`` (default: their order), the optimizer's
+    state fresh as a learner's is every round; differentiable in ``x`` and ``ages`` with ``create_graph``."""
     if recipe.optimizer not in ("sgd", "adam"):
         raise FedsimError(f"the unrolled objective replays SGD or Adam; this learner trained with {recipe.optimizer!r} "
                           "(use --objective gradient)")
@@ -68,11 +68,13 @@ def simulate_update(model: nn.Module, x: torch.Tensor, ages: torch.Tensor, recip
     first = {k: torch.zeros_like(v) for k, v in start.items()}  # SGD's velocity, Adam's first moment
     second = {k: torch.zeros_like(v) for k, v in start.items()}
     (beta1, beta2), t = ADAM_BETAS, 0
-    for _ in range(recipe.epochs):
+    for epoch in range(recipe.epochs):
+        order = torch.as_tensor(orders[epoch], device=x.device) if orders is not None else None
+        xs, ys = (x, ages) if order is None else (x[order], ages[order])
         for i in range(0, len(x), recipe.batch_size):
             t += 1
             names = list(params)
-            loss = _loss(model, params, buffers, x[i:i + recipe.batch_size], ages[i:i + recipe.batch_size], recipe)
+            loss = _loss(model, params, buffers, xs[i:i + recipe.batch_size], ys[i:i + recipe.batch_size], recipe)
             grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph)
             for k, g in zip(names, grads):
                 g = g + recipe.weight_decay * params[k] if recipe.weight_decay else g
@@ -87,6 +89,19 @@ def simulate_update(model: nn.Module, x: torch.Tensor, ages: torch.Tensor, recip
                 params[k] = params[k] - recipe.lr / (1 - beta1 ** t) * first[k] / denom
     update = {k: params[k] - start[k] for k in start}
     return update if create_graph else {k: u.detach() for k, u in update.items()}
+
+
+def dead_parameters(model: nn.Module, x: torch.Tensor, ages: torch.Tensor, recipe: Recipe) -> set[str]:
+    """Parameters whose loss gradient at ``(x, ages)`` is round-off (below 1e-6 of the largest entry): a conv
+    bias that the InstanceNorm after it cancels. Adam turns round-off into full-size steps, so their updates
+    carry no information and are left out of the match."""
+    params = dict(model.named_parameters())
+    with torch.enable_grad():
+        loss = regression_loss(recipe.loss, model(x.detach()), ages, recipe.target_scale)
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    size = {k: 0.0 if g is None else float(g.abs().max()) for k, g in zip(params, grads)}
+    largest = max(size.values())
+    return {k for k, v in size.items() if v <= 1e-6 * largest}
 
 
 @dataclass(frozen=True)
@@ -146,17 +161,20 @@ class UpdateMatch:
 
     def __init__(self, model: nn.Module, update: Mapping[str, torch.Tensor], recipe: Recipe, probe: torch.Tensor, *,
                  ages: torch.Tensor | None = None, age_guess: float = 62.68, objective: str | None = None,
-                 weighting: str = "global", constraints: bool = True) -> None:
+                 weighting: str = "global", constraints: bool = True,
+                 orders: Sequence[Sequence[int]] | None = None) -> None:
         self.objective = objective or recipe.objective(len(probe))
         if self.objective not in OBJECTIVES:
             raise FedsimError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
         if weighting not in WEIGHTINGS:
             raise FedsimError(f"unknown weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
         self.model = model.eval()  # dropout off; InstanceNorm has no running statistics to disturb
-        self.recipe, self.ages, self.age_guess, self.weighting = recipe, ages, age_guess, weighting
-        self.names = [k for k, _ in model.named_parameters()]
+        self.recipe, self.ages, self.age_guess, self.weighting, self.orders = recipe, ages, age_guess, weighting, orders
         self.params = [p for _, p in model.named_parameters()]
-        sent = [update[k].detach() for k in self.names]
+        dead = dead_parameters(model, probe, self.labels([torch.zeros(len(probe), device=probe.device)]), recipe)
+        self.live = [k not in dead for k, _ in model.named_parameters()]
+        self.names = [k for k, _ in model.named_parameters()]
+        sent = [update[k].detach() for k, live in zip(self.names, self.live) if live]
         self.sent = [-u for u in sent] if self.objective == "gradient" else sent  # the update points against the gradient
         self.known = output_constraints(model, update, recipe, probe, ages) if constraints else None
 
@@ -169,10 +187,11 @@ class UpdateMatch:
         if self.objective == "gradient":
             loss = regression_loss(recipe.loss, self.model(x), y, recipe.target_scale)
             grads = torch.autograd.grad(loss, self.params, create_graph=True)
-            mine = [g + recipe.weight_decay * p.detach() for g, p in zip(grads, self.params)]  # what the optimizer steps on
+            mine = [g + recipe.weight_decay * p.detach()  # what the optimizer steps on
+                    for g, p, live in zip(grads, self.params, self.live) if live]
         else:
-            simulated = simulate_update(self.model, x, y, recipe, create_graph=True)
-            mine = [simulated[k] for k in self.names]
+            simulated = simulate_update(self.model, x, y, recipe, orders=self.orders, create_graph=True)
+            mine = [simulated[k] for k, live in zip(self.names, self.live) if live]
         if self.weighting == "global":
             fit = _cosine_distance(mine, self.sent)
         else:
@@ -205,6 +224,7 @@ def invert_update(
     objective: str | None = None,
     weighting: str = "global",
     constraints: bool = True,
+    orders: Sequence[Sequence[int]] | None = None,
     settings: Inversion = Inversion(),
     bounds: tuple[float, float] | None = None,
     basis: torch.Tensor | None = None,
@@ -213,9 +233,10 @@ def invert_update(
 ) -> tuple[Inverted, torch.Tensor]:
     """Reconstruct ``len(init)`` scans from ``update`` (local - community weights, by parameter name) of
     ``model`` (the community model the learner started from). ``ages`` known, or estimated from
-    ``age_guess``. Returns what :func:`invert` found (its ``value`` is the objective reached) and the ages."""
+    ``age_guess``; ``orders``: the learner's batch order in each epoch (:func:`simulate_update`). Returns
+    what :func:`invert` found (its ``value`` is the objective reached) and the ages."""
     match = UpdateMatch(model, update, recipe, init, ages=ages, age_guess=age_guess, objective=objective,
-                        weighting=weighting, constraints=constraints)
+                        weighting=weighting, constraints=constraints, orders=orders)
     extra = [] if ages is not None else [torch.zeros(len(init), device=init.device)]
     found = invert(match, init, extra=extra, settings=settings, bounds=bounds, basis=basis, seed=seed,
                    progress=progress)

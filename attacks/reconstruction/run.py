@@ -26,12 +26,13 @@ from attacks.reconstruction.inversion import closeness, invert_model
 from attacks.reconstruction.optimize import Inversion
 from attacks.reconstruction.strength import (CONTROL_GAIN, GradientAttack, baselines, positive_control,
                                              return_test)
-from attacks.signals.updates import Recipe
+from attacks.signals.updates import Recipe, epoch_orders
 from attacks.target import Target, attacked_round, is_centralized, load_snapshot
 from fedsim import snapshots
 from fedsim.data.partition import TRAIN, UNSEEN, VAL, learner_groups
 from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
+from fedsim.federation.run_setup import learner_seed
 from fedsim.models import layer_parameters
 
 __all__ = ["Example", "Outcome", "Scans", "attacked_round", "control_columns", "example", "feature_attack",
@@ -178,19 +179,24 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
         raise FedsimError(f"--objective unrolled replays all of {group}'s {len(victims)} scans' steps: "
                           f"use --subjects {len(victims)} (or the gradient objective)")
     objective = objective or (recipe.objective(n) if whole else "gradient")
+    orders = None
+    if whole:  # in the learner's own order, shuffled as its loader did: the seed scheme is in fedsim's code
+        parts = target.partitions
+        victims = parts.loc[parts["group"] == group, "subject_id"].tolist()
+        orders = epoch_orders(n, recipe.batch_size, learner_seed(int(config.get("seed", 0)), rnd, group), recipe.epochs)
     known = scans.ages(victims) if whole and labels == "known" else None
     basis = attack.basis(scans.volumes(scans.own))
     guess = float(scans.ages(scans.own).mean())
     t0 = time.perf_counter()
     found, _ = attack.invert(community.model, update, scans.prior.repeat(n, 1, 1, 1, 1), recipe, ages=known,
-                             age_guess=guess, objective=objective, basis=basis, bounds=scans.bounds,
+                             age_guess=guess, objective=objective, orders=orders, basis=basis, bounds=scans.bounds,
                              progress=_timed(progress, f"gradient {group}"))
     seconds = time.perf_counter() - t0
     if progress is not None:
         progress("return test and positive control", 0, 1)
     strength = {"objective_reached": found.value,
                 **strength_columns(scans, attack, community.model, update, recipe, victims[:n], ages=known,
-                                   basis=basis, age_guess=guess, objective=objective),
+                                   basis=basis, age_guess=guess, objective=objective, orders=orders),
                 **control_columns(scans, attack, basis)}
     out = Outcome()
     for i, q in enumerate(scans.score(found.x, victims, victims)):

@@ -34,7 +34,7 @@ __all__ = ["CONTROL_GAIN", "PRIORS", "RETURN_NOISE", "RETURN_SHARE", "ControlNet
 
 PRIORS = ("mean", "pca")
 RETURN_NOISE = 0.3  # std of the noise on the truth where the return test starts (scans are z-scored)
-RETURN_SHARE = 0.5  # the return test passes when the attack closes this share of the distance to the truth
+RETURN_SHARE = 0.25  # the return test passes when the attack closes this share of the distance to the truth
 #: the positive control recovers its scan when it is named among the candidates and gains this much SSIM
 CONTROL_GAIN = 0.05
 

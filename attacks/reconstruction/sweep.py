@@ -19,7 +19,7 @@ import torch
 
 from attacks.reconstruction.run import Outcome, Progress, Scans, control_columns, example, strength_columns, victim_group
 from attacks.reconstruction.strength import GradientAttack
-from attacks.signals.updates import Defense, Recipe, first_epoch_order, train_update
+from attacks.signals.updates import Defense, Recipe, epoch_orders, train_update
 from attacks.target import Target, attacked_round, load_snapshot, run_model
 from fedsim import snapshots
 from fedsim.config import load_env
@@ -100,19 +100,18 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
             update = train_update(config, model, target.cohort, target.cohort.index_of(trained_on), point, defense,
                                   others=[o[j * batch:(j + 1) * batch] if steps == "1" else o for o in others],
                                   seed=seed + j)
-            # several batches: the dummies follow the learner's first-epoch batches
-            ids = trained_on if len(trained_on) <= batch else [
-                trained_on[i] for i in first_epoch_order(len(trained_on), batch, seed + j)]
+            # several batches: the replay visits the dummies in the learner's shuffled order, every epoch
+            ids, orders = trained_on, epoch_orders(len(trained_on), batch, seed + j, point.epochs)
             t0 = time.perf_counter()
             label = f"sweep point {k + 1}/{len(points)}" + (f", update {j + 1}/{len(groups)}" if len(groups) > 1 else "")
             found, _ = attack.invert(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,
-                                     ages=scans.ages(ids), basis=basis, bounds=scans.bounds, seed=seed,
+                                     ages=scans.ages(ids), orders=orders, basis=basis, bounds=scans.bounds, seed=seed,
                                      progress=None if progress is None else
                                      (lambda d, t, label=label: progress(label, d, t)))
             seconds = time.perf_counter() - t0
             if j == 0:  # the point's strength, on its first update
                 strength = strength_columns(scans, attack, model, update, point, ids, ages=scans.ages(ids),
-                                            basis=basis, seed=seed)
+                                            basis=basis, seed=seed, orders=orders)
             setting: dict[str, Any] = {"attack": "gradient", "round": rnd, "learner": group, "recipe": recipe,
                                        "optimizer": point.optimizer, "batch_size": batch, "local_steps": steps,
                                        "steps": point.steps(len(ids)), "width": width, "defense": defense.label,

@@ -27,7 +27,7 @@ from fedsim.defenses import local_training, release_weights
 from fedsim.errors import FedsimError
 from fedsim.training import make_loader, train_epochs
 
-__all__ = ["DEFENSES", "Defense", "Recipe", "first_epoch_order", "parse_defense", "train_update"]
+__all__ = ["DEFENSES", "Defense", "Recipe", "epoch_orders", "parse_defense", "train_update"]
 
 #: defense name -> (what its value is, default value)
 DEFENSES: dict[str, tuple[str, float]] = {
@@ -100,11 +100,11 @@ def parse_defense(spec: str) -> Defense:
     return Defense(name, number)
 
 
-def first_epoch_order(n: int, batch_size: int, seed: int) -> list[int]:
+def epoch_orders(n: int, batch_size: int, seed: int, epochs: int = 1) -> list[list[int]]:
     """The order in which a learner's loader (:func:`fedsim.training.make_loader`, shuffled by ``seed``)
-    visits ``n`` subjects in its first epoch: the same loader over their indices."""
+    visits ``n`` subjects in each of ``epochs`` epochs: the same loader over their indices."""
     loader = make_loader(TensorDataset(torch.arange(n)), batch_size, shuffle=True, seed=seed)
-    return [int(i) for (batch,) in loader for i in batch]
+    return [[int(i) for (batch,) in loader for i in batch] for _ in range(epochs)]
 
 
 def _environment(config: Mapping[str, Any], recipe: Recipe, defense: Defense):
