@@ -44,7 +44,7 @@ ATTACKS = {
     "pca-adam-constraints": GradientAttack(Inversion(update="adam", tv=0.0, step_size=0.05), prior="pca",
                                            components=99),
 }
-COLUMNS = ["attack", "steps x restarts", "machine", "SSIM / prior", "gain", "residual corr / others", "identified",
+COLUMNS = ["attack", "steps x restarts", "machine", "SSIM / prior", "gain", "residual corr / others (rank)", "identified",
            "objective reached / truth / prior / other", "return test: SSIM start → end, distance closed",
            "control gain", "s"]
 
@@ -92,7 +92,8 @@ def main() -> None:
                    ["where", *COLUMNS],
                    [where, f"{r['name']} ({attack.label})", f"{s.iterations} x {s.restarts}",
                     f"{machine()}, torch {torch.__version__} ({args.threads} threads)",
-                    f"{r['ssim']:.3f} / {r['ssim_prior']:.3f}", f"{r['ssim_gain']:+.3f}", f"{r['residual_corr']:+.3f} / {r['residual_corr_others']:+.3f}",
+                    f"{r['ssim']:.3f} / {r['ssim_prior']:.3f}", f"{r['ssim_gain']:+.3f}",
+                    f"{r['residual_corr']:+.3f} / {r['residual_corr_others']:+.3f} ({r['residual_rank']} of {round(1 / r['chance'])})",
                     f"{r['identified']:.0f} (chance {r['chance']:.3f})",
                     f"{r['reached']:.3f} / {r['objective_truth']:.3f} / {r['objective_prior']:.3f} / {r['objective_other']:.3f}",
                     f"{r['return_ssim_start']:.3f} → {r['return_ssim_end']:.3f}, {r['return_closed']:.0%}",

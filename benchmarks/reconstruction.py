@@ -1,9 +1,9 @@
-"""Quality against time of one reconstruction on the CPU profile: ``python benchmarks/reconstruction.py [--run RUN_DIR]``.
+"""Quality against time of one feature inversion on the CPU profile: ``python benchmarks/reconstruction.py [--run RUN_DIR]``.
 
 For a 36x43x36 scan and the CPU-default brain-age CNN (a finished run's last community model), times
-``--repeats`` reconstructions at each number of inversion steps, for gradient inversion of a one-scan,
-one-step update (the paper's federated recipe: plain SGD, batch 1) and for white-box inversion of
-``conv1``'s activations, and reports the median seconds (range) and the median SSIM gain over the prior.
+``--repeats`` white-box inversions of ``conv1``'s activations at each number of inversion steps, and
+reports the median seconds (range) and the median SSIM gain over the prior. Gradient inversion has its
+own benchmark, with every attack and its strength: ``benchmarks/gradient_inversion.py``.
 An untimed 20-step inversion first pays the first-call costs. The issue's budget is 3 minutes per
 reconstruction on 2 cores. Writes ``benchmarks/results/reconstruction.md``.
 """
@@ -19,13 +19,9 @@ import numpy as np
 import torch
 
 from attacks.reconstruction.features import activations, invert_activations
-from attacks.reconstruction.gradient import invert_update, simulate_update
 from attacks.reconstruction.optimize import Inversion
 from attacks.reconstruction.run import Scans
-from attacks.reconstruction.sweep import paper_recipe
-from attacks.signals.updates import Recipe
 from attacks.target import load_snapshot, open_run
-from fedsim import snapshots
 from results_table import append_row, machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reconstruction.md"
@@ -44,21 +40,15 @@ def main() -> None:
     target = open_run(args.run)
     scans = Scans(target)
     model = load_snapshot(args.run, target.rounds[-1]).model.to(scans.device)
-    recipe = paper_recipe(Recipe.of_run(snapshots.read_config(args.run), batch_size=1, epochs=1))
     victims = scans.ids(sorted(set(target.partitions["group"]) - {"unseen", "val"})[0])[: args.repeats]
     shape = "x".join(map(str, target.cohort.volumes.shape[1:]))
-
-    def gradient(sid: str, settings: Inversion) -> torch.Tensor:
-        x, y = scans.volumes([sid]), scans.ages([sid])
-        update = simulate_update(model, x, y, recipe)
-        return invert_update(model, update, scans.prior, recipe, ages=y, settings=settings, bounds=scans.bounds)[0].x
 
     def features(sid: str, settings: Inversion) -> torch.Tensor:
         with torch.no_grad():
             held = activations(model, "conv1", scans.volumes([sid]))
         return invert_activations(model, "conv1", held, scans.prior, settings=settings, bounds=scans.bounds)
 
-    for name, attack in (("gradient, batch 1, 1 SGD step", gradient), ("features, conv1, white-box", features)):
+    for name, attack in (("features, conv1, white-box", features),):
         attack(victims[0], Inversion(iterations=20))  # warm-up, untimed
         for steps in (int(s) for s in args.steps.split(",")):
             seconds, gains = [], []

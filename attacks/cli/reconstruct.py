@@ -21,7 +21,7 @@ from attacks.reconstruction.strength import PRIORS, GradientAttack
 from attacks.reconstruction.run import feature_attack, gradient_attack, model_attack
 from attacks.reconstruction.sweep import LOCAL_STEPS, sweep
 from attacks.signals.updates import DEFENSES, parse_defense
-from attacks.reporting.reconstruction import ATTACK_KEYS, SWEEP_KEYS, summary, text, varying, write_outputs
+from attacks.reporting.reconstruction import ATTACK_KEYS, SWEEP_KEYS, summary, text, varying, verdict, write_outputs
 from attacks.target import open_run
 from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
@@ -180,7 +180,8 @@ def _print(console: Console, rows: list[dict], *, sweep: bool, attack: str) -> N
         table.add_column(heads.get(col, col), no_wrap=True)
     for col in ("SSIM", "prior", "gain", "identified", "chance"):
         table.add_column(heads.get(col, col))
+    table.add_column("verdict", min_width=24)
     for _, r in points.iterrows():
         table.add_row(*(text(r[k]) for k in shown), f"{r.ssim:.3f}", f"{r.ssim_prior:.3f}", f"{r.ssim_gain:+.3f}",
-                      f"{r.identified:.2f}", f"{r.chance:.3f}")
+                      f"{r.identified:.2f}", f"{r.chance:.3f}", verdict(r))
     console.print(table)

@@ -8,7 +8,9 @@ very subject (the one it is matched to); chance is one over the candidates, and 
 candidate is reported beside it (the subject who looks most like the mean brain needs no attack).
 What the reconstruction moved away from the prior is scored too: the correlation of (reconstruction -
 prior) with (truth - prior) is 0 when nothing of the subject was recovered, whatever the SSIM does; its
-mean over the other candidates is beside it (a move towards *any* brain correlates with every subject).
+mean over the other candidates is beside it (a move towards *any* brain correlates with every subject), and
+a reconstruction is also *identified by correlation* when no candidate's deviation correlates more with it
+than its own subject's: a test that sees a faint move towards the subject which the nearest scan misses.
 """
 
 from __future__ import annotations
@@ -109,12 +111,14 @@ class Quality:
     chance: float
     residual_corr: float = 0.0
     residual_corr_others: float = 0.0  # the same with every other candidate, averaged
+    residual_rank: int = 0  # 1 + the candidates whose deviation correlates more (1: the subject's own is the best)
 
     def row(self) -> dict[str, float]:
         return {"ssim": self.ssim, "psnr": self.psnr, "ssim_prior": self.ssim_prior, "psnr_prior": self.psnr_prior,
                 "ssim_gain": self.ssim - self.ssim_prior, "identified": float(self.identified),
                 "identified_prior": float(self.identified_prior), "chance": self.chance,
-                "residual_corr": self.residual_corr, "residual_corr_others": self.residual_corr_others}
+                "residual_corr": self.residual_corr, "residual_corr_others": self.residual_corr_others,
+                "residual_rank": self.residual_rank, "identified_corr": float(self.residual_rank == 1)}
 
 
 def quality(images: np.ndarray, truths: np.ndarray, prior: np.ndarray, candidates: Sequence[np.ndarray],
@@ -126,25 +130,25 @@ def quality(images: np.ndarray, truths: np.ndarray, prior: np.ndarray, candidate
     hits = identified(images, candidates, sources[order])
     by_prior = nearest(prior[None], candidates)[0]
     chance = 1 / len(candidates)
-    others = _others_correlation(images, prior, candidates, sources[order])
+    own, others, rank = _candidate_correlations(images, prior, candidates, sources[order])
     return [Quality(ssim(truths[j], img), psnr(truths[j], img), ssim(truths[j], prior), psnr(truths[j], prior),
-                    bool(hit), bool(by_prior == sources[j]), chance, residual_correlation(truths[j], img, prior), other)
-            for img, j, hit, other in zip(images, order, hits, others)]
+                    bool(hit), bool(by_prior == sources[j]), chance, float(c), float(o), int(r))
+            for img, j, hit, c, o, r in zip(images, order, hits, own, others, rank)]
 
 
-def _others_correlation(images: np.ndarray, prior: np.ndarray, candidates: Sequence[np.ndarray], sources: np.ndarray,
-                        *, chunk: int = 32) -> np.ndarray:
-    """For each image, the mean :func:`residual_correlation` with every candidate but its own subject."""
+def _candidate_correlations(images: np.ndarray, prior: np.ndarray, candidates: Sequence[np.ndarray],
+                            sources: np.ndarray, *, chunk: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each image, :func:`residual_correlation` with its own subject, its mean with every other candidate,
+    and the own subject's rank among all candidates (1: no candidate's deviation correlates more)."""
     def centred(v: np.ndarray) -> np.ndarray:
         d = v.reshape(len(v), -1).astype(np.float64) - prior.reshape(1, -1)
         d -= d.mean(1, keepdims=True)
         return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-30)
 
     moved = centred(np.asarray(images))
-    total, count = np.zeros(len(images)), np.zeros(len(images))
-    for start in range(0, len(candidates), chunk):
-        corr = moved @ centred(np.asarray(candidates[start:start + chunk])).T
-        own = np.arange(start, start + corr.shape[1])[None, :] == np.asarray(sources)[:, None]
-        total += np.where(own, 0.0, corr).sum(1)
-        count += (~own).sum(1)
-    return total / np.maximum(count, 1)
+    corr = np.concatenate([moved @ centred(np.asarray(candidates[start:start + chunk])).T
+                           for start in range(0, len(candidates), chunk)], axis=1)
+    rows = np.arange(len(images))
+    own = corr[rows, np.asarray(sources)]
+    others = (corr.sum(1) - own) / max(corr.shape[1] - 1, 1)
+    return own, others, 1 + (corr > own[:, None]).sum(1)

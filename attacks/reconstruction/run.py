@@ -144,10 +144,11 @@ def strength_columns(scans: Scans, attack: GradientAttack, model: torch.nn.Modul
 
 
 def control_columns(scans: Scans, attack: GradientAttack, basis: torch.Tensor | None) -> dict[str, float]:
-    """The attack's positive control on the attacker's first own scan (:func:`positive_control`)."""
-    own = scans.own[:1]
-    image = positive_control(attack, scans.volumes(own), scans.ages(own), scans.prior, bounds=scans.bounds, basis=basis)
-    q = scans.score(image, own, scans.own)[0]
+    """The attack's positive control (:func:`positive_control`) on the first outsider: a scan outside the
+    attacker's prior (and its PCA basis), as a victim's is, but no victim's."""
+    scan = scans.outsiders[:1]
+    image = positive_control(attack, scans.volumes(scan), scans.ages(scan), scans.prior, bounds=scans.bounds, basis=basis)
+    q = scans.score(image, scan, scans.own)[0]
     return {"control_ssim_gain": q["ssim_gain"], "control_identified": q["identified"],
             "control_recovered": float(q["identified"] > 0 and q["ssim_gain"] >= CONTROL_GAIN)}
 

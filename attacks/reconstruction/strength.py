@@ -9,9 +9,9 @@ beside each one:
   scans' unit std) on the attacked model and update: does it come back towards the truth? It passes
   when it closes at least :data:`RETURN_SHARE` of the distance; if not, the truth is no attractor of
   the optimisation as run, and a reconstruction that stays at the prior says nothing;
-- **the positive control**: the same settings on one of the attacker's own scans through a model whose
-  one-scan update determines the scan (:class:`ControlNet`, a linear first layer): a failure there is a
-  broken attack, not a private update.
+- **the positive control**: the same settings on a scan outside the attacker's prior (no victim's) through
+  a model whose one-scan update determines the scan (:class:`ControlNet`, a linear first layer): a failure
+  there is a broken attack, not a private update.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ class GradientAttack:
     @property
     def label(self) -> str:
         """The attack as a report names it."""
-        parts = [self.settings.update, f"{self.weighting} cosine", "output constraints" if self.constraints else "",
+        parts = [self.settings.update, f"{self.weighting} cosine",
+                 "output constraints where exact" if self.constraints else "",
                  f"PCA-{self.components} prior" if self.prior == "pca" else "", f"{self.settings.project} projection",
                  f"TV {self.settings.tv:g}"]
         return ", ".join(p for p in parts if p)
@@ -127,7 +128,7 @@ class ControlNet(nn.Module):
 
 def positive_control(attack: GradientAttack, scan: torch.Tensor, age: torch.Tensor, prior: torch.Tensor, *,
                      bounds: tuple[float, float] | None, basis: torch.Tensor | None, seed: int = 0) -> torch.Tensor:
-    """The attack's reconstruction of ``scan`` (1, 1, *spatial; one of the attacker's own) from the one-step SGD
+    """The attack's reconstruction of ``scan`` (1, 1, *spatial; no victim's) from the one-step SGD
     update of a :class:`ControlNet`, started at ``prior``, the ages known."""
     torch.manual_seed(seed)
     model = ControlNet(scan.shape[2:], age_mean=float(age.mean())).to(scan.device)

@@ -65,15 +65,19 @@ def summary(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
             row[col] = float(g[col].mean()) if col in g and g[col].notna().any() else float("nan")
         row["ssim_gain"], row["ssim_gain_low"], row["ssim_gain_high"] = mean_interval(g["ssim_gain"].to_numpy())
         row["identified"], row["identified_low"], row["identified_high"] = share_interval(g["identified"].to_numpy())
+        row["identified_corr"], row["identified_corr_low"], row["identified_corr_high"] = (
+            share_interval(g["identified_corr"].to_numpy()) if "identified_corr" in g and g["identified_corr"].notna().all()
+            else (float("nan"),) * 3)
         out.append(row)
     return pd.DataFrame(out)
 
 
 def verdict(r: Any) -> str:
     """The words for one summary row: "recovered" / "identified" only where the SSIM gain's interval excludes
-    the prior or the identified share's excludes chance; "attack too weak to tell" where the attack's
+    the prior or an identified share's (nearest scan, or by correlation) excludes chance; "attack too weak to tell" where the attack's
     positive control or its return test on the attacked model failed; otherwise what was run, at what strength."""
-    recovered, named = r["ssim_gain_low"] > 0, r["identified_low"] > r["chance"]
+    recovered = r["ssim_gain_low"] > 0
+    named = r["identified_low"] > r["chance"] or bool(r.get("identified_corr_low", float("nan")) > r["chance"])
     if recovered or named:
         return {(True, True): "recovered and identified", (True, False): "recovered (not identified)",
                 (False, True): "identified (SSIM no better than the prior)"}[(recovered, named)]
@@ -156,7 +160,8 @@ HOW_TO_READ = (
     "no match); the return test (the same attack started at the truth plus noise of 0.1 std: does its SSIM rise?); "
     "the positive control (the same settings on a model whose one-scan update determines the scan: its SSIM gain). "
     "Where either fails, the verdict is 'attack too weak to tell'. Residual corr / others: beside the correlation with "
-    "the subject's own deviation from the prior, its mean over every other candidate. "
+    "the subject's own deviation from the prior, its mean over every other candidate; identified by correlation: no "
+    "candidate's deviation correlates more with the reconstruction's than the subject's own (chance: the same). "
     "Model inversion: AUC of 'closer to the prototype = member' among subjects of that age (0.5: the prototype "
     "carries no membership), beside the prior's own AUC."
 )
@@ -179,10 +184,11 @@ def _cells(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[li
         return text if pd.isna(low) else f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
 
     columns = [*keys, "n", "SSIM / prior", "SSIM gain [95% CI]", "PSNR / prior dB", "residual corr / others",
-               "identified [95% CI]", "by prior", "chance", "s / scan", "verdict"]
+               "identified [95% CI]", "by correlation [95% CI]", "by prior", "chance", "s / scan", "verdict"]
     rows = [[*(text(r[k]) for k in keys), str(r["n"]), f"{r['ssim']:.3f} / {r['ssim_prior']:.3f}", ci(r, "ssim_gain"),
              f"{r['psnr']:.1f} / {r['psnr_prior']:.1f}",
              f"{_number(r['residual_corr'], '+.3f')} / {_number(r['residual_corr_others'], '+.3f')}", ci(r, "identified", 2),
+             "—" if pd.isna(r["identified_corr"]) else ci(r, "identified_corr", 2),
              f"{r['identified_prior']:.2f}", f"{r['chance']:.3f}", f"{r['seconds']:.1f}", verdict(r)]
             for _, r in frame.iterrows()]
     return columns, rows

@@ -76,6 +76,27 @@ def test_every_attack_and_the_sweep_write_their_rows_and_one_page(local_run):
     assert len(list((out / "examples").glob("*.png"))) == len(kept.files)
 
 
+def test_the_whole_update_is_replayed_exactly_and_every_row_carries_the_attacks_strength(local_run):
+    """A learner's real update (Adam, shuffled batches of 4, fedsim's seed scheme): replayed on the true scans in
+    the learner's own order it is matched exactly, so the objective at the truth is 0 while the prior's is not."""
+    n = len(Scans(open_run(local_run)).ids("L3"))
+    assert main([str(local_run), "--attack", "gradient", "--learner", "L3", "--subjects", str(n), "--steps", "3",
+                 "--update", "lbfgs", "--restarts", "2", "--weighting", "layer", "--prior", "pca",
+                 "--components", "4"]) == 0
+    results = pd.read_csv(out_dir(local_run) / "results.csv")
+    rows = results[(results["learner"] == "L3")]
+    assert len(rows) == n and set(rows["setting"]) == {"unrolled"} and set(rows["restarts"]) == {2}
+    assert rows["objective_truth"].max() < 1e-3 < rows["objective_prior"].min()
+    assert rows["objective_other"].min() > 1e-3
+    for col in ("objective_reached", "return_closed", "return_passed", "control_ssim_gain", "control_recovered",
+                "residual_corr", "residual_corr_others", "residual_rank"):
+        assert rows[col].notna().all(), col
+    assert set(rows["inversion"]) == {"lbfgs, layer cosine, output constraints where exact, PCA-4 prior, "
+                                      "box projection, TV 0.001"}
+    page = (out_dir(local_run) / "report.html").read_text()
+    assert "How strong each gradient inversion was" in page and "attack too weak to tell" in page
+
+
 def test_scans_come_back_in_the_order_asked_and_score_their_own_subjects(local_run):
     target = open_run(local_run)
     scans = Scans(target)
@@ -117,4 +138,5 @@ def test_bad_input_is_one_line(local_run, tiny_run, capsys):
                                                       "--batch-sizes", "1,3"])
     assert "secagg 9 averages 8 other learners" in error([str(local_run), "--sweep", "--subjects", "2",
                                                          "--batch-sizes", "1", "--defenses", "secagg:9"])
+    assert "TV weight must be 0 or more" in error([str(local_run), "--tv", "-1"])
     assert snapshots.complete_rounds(local_run) == [0, 1, 2]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from attacks.evaluation.images import (identified, match, mean_interval, nearest, psnr, quality, share_interval,
-                                       ssim)
+from attacks.evaluation.images import (identified, match, mean_interval, nearest, psnr, quality, residual_correlation,
+                                       share_interval, ssim)
 
 
 @pytest.fixture
@@ -66,3 +66,17 @@ def test_the_intervals_cover_the_truth_as_often_as_they_say():
     assert np.mean([lo <= share <= hi for _, lo, hi in hits]) >= 0.94  # Clopper-Pearson: at least 95 %
     assert abs(np.mean([lo <= mean <= hi for _, lo, hi in gains]) - 0.95) < 0.015
     assert share_interval(np.ones(4, bool))[1] < 0.5  # 4 of 4 is not certainty
+
+
+def test_the_residual_correlations_are_the_plain_ones_candidate_by_candidate(volumes):
+    prior = volumes[5] * 0.2
+    images = np.stack([volumes[1] * 0.3 + prior * 0.7, volumes[4] + 0.1 * volumes[0]])  # a faint move towards subject 1
+    rows = quality(images, volumes[[1, 3]], prior, volumes, np.array([1, 3]))
+    for image, row in zip(images, rows):  # the batch comes back matched: find which truth each row was scored on
+        own = [residual_correlation(volumes[k], image, prior) for k in range(len(volumes))]
+        j = int(np.argmin([abs(row.residual_corr - c) for c in own]))
+        assert row.residual_corr == pytest.approx(own[j], abs=1e-9)
+        assert row.residual_corr_others == pytest.approx((sum(own) - own[j]) / (len(own) - 1), abs=1e-9)
+        assert row.residual_rank == 1 + sum(c > own[j] for c in own)
+    assert rows[0].residual_rank == 1 and rows[0].row()["identified_corr"] == 1.0  # the faint move names subject 1
+    assert residual_correlation(volumes[0], prior, prior) == 0.0  # the prior itself moved nowhere

@@ -87,7 +87,7 @@ def test_the_positive_control_is_recovered_at_these_settings(scans):
 
 
 def _point(**changes) -> pd.Series:
-    row = {"ssim_gain_low": -0.01, "identified_low": 0.0, "chance": 0.01, "inversion": "adam, global cosine",
+    row = {"ssim_gain_low": -0.01, "identified_low": 0.0, "identified_corr_low": 0.0, "chance": 0.01, "inversion": "adam, global cosine",
            "inversion_steps": 500, "restarts": 4, "control_recovered": 1.0, "return_passed": 1.0}
     return pd.Series({**row, **changes})
 
@@ -96,6 +96,7 @@ def test_the_verdict_words_follow_the_intervals_and_the_yardsticks():
     assert verdict(_point(ssim_gain_low=0.02, identified_low=0.2)) == "recovered and identified"
     assert verdict(_point(ssim_gain_low=0.02)) == "recovered (not identified)"
     assert verdict(_point(identified_low=0.2)).startswith("identified")
+    assert verdict(_point(identified_corr_low=0.2)).startswith("identified")  # by correlation alone
     assert verdict(_point()) == ("not recovered by adam, global cosine at 500 steps x 4 restarts; "
                                  "return test and positive control passed")
     assert verdict(_point(return_passed=0.0)).startswith("attack too weak to tell: adam, global cosine at 500 steps "
