@@ -72,15 +72,17 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
                    "--sweep: the learner's scans an update is trained on, default 8)")
     p.add_argument("--steps", type=_positive, default=defaults.iterations, metavar="N",
                    help=f"optimisation steps of each inversion (default: {defaults.iterations})")
-    p.add_argument("--update", choices=UPDATES, default=defaults.update,
+    gradient = GradientAttack().settings
+    p.add_argument("--update", choices=UPDATES,
                    help="how each inversion step moves the scan: signed (Inverting Gradients' signed Adam), adam "
                    "(Adam on the gradient itself), normalized (descent on the gradient scaled to a largest entry of 1) "
-                   f"or lbfgs (default: {defaults.update})")
+                   f"or lbfgs (default: {gradient.update} for gradient inversion, {defaults.update} for the others)")
     p.add_argument("--restarts", type=_positive, default=defaults.restarts, metavar="N",
                    help="starts of each inversion (the prior, then jittered copies); the one of least objective is "
                    f"kept, never chosen by the truth (default: {defaults.restarts})")
-    p.add_argument("--tv", type=float, default=defaults.tv, metavar="W",
-                   help=f"weight of the 3-D total-variation prior (default: {defaults.tv:g})")
+    p.add_argument("--tv", type=float, metavar="W",
+                   help=f"weight of the 3-D total-variation prior (default: {gradient.tv:g} for gradient inversion, "
+                   f"{defaults.tv:g} for the others)")
     p.add_argument("--project", choices=PROJECTIONS, default=defaults.project,
                    help="after each step: box to the scans' range, or zscore (re-z-score each volume, then box) "
                    f"(default: {defaults.project})")
@@ -88,9 +90,9 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
     p.add_argument("--weighting", choices=WEIGHTINGS, default=attack.weighting,
                    help="gradient: one cosine over the whole update, or the mean of each layer's "
                    f"(default: {attack.weighting})")
-    p.add_argument("--no-constraints", action="store_true",
-                   help="gradient: do not add what one SGD step's output layer gives away (the prediction, "
-                   "the pooled features) to the objective")
+    p.add_argument("--constraints", action="store_true",
+                   help="gradient: add what one SGD step's output layer gives away (the prediction, the pooled "
+                   "features) to the objective")
     p.add_argument("--prior", choices=PRIORS, default=attack.prior,
                    help="gradient: search every voxel from the mean brain, or the span of the attacker's own "
                    f"scans' principal components (GIAS-style) (default: {attack.prior})")
@@ -124,9 +126,11 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.reconstruct") -> int:
     args = parser(prog).parse_args(argv)
-    settings = Inversion(iterations=args.steps, update=args.update, restarts=args.restarts, tv=args.tv,
-                         project=args.project)
-    attack = GradientAttack(settings, weighting=args.weighting, constraints=not args.no_constraints,
+    base = GradientAttack().settings if args.sweep or args.attack == "gradient" else Inversion()
+    settings = Inversion(iterations=args.steps, update=args.update or base.update, restarts=args.restarts,
+                         tv=base.tv if args.tv is None else args.tv, project=args.project,
+                         step_size=None if args.update else base.step_size)
+    attack = GradientAttack(settings, weighting=args.weighting, constraints=args.constraints,
                             prior=args.prior, components=args.components)
     console = Console()
     with using_device(args.device):

@@ -161,7 +161,7 @@ class UpdateMatch:
 
     def __init__(self, model: nn.Module, update: Mapping[str, torch.Tensor], recipe: Recipe, probe: torch.Tensor, *,
                  ages: torch.Tensor | None = None, age_guess: float = 62.68, objective: str | None = None,
-                 weighting: str = "global", constraints: bool = True,
+                 weighting: str = "global", constraints: bool = False,
                  orders: Sequence[Sequence[int]] | None = None) -> None:
         self.objective = objective or recipe.objective(len(probe))
         if self.objective not in OBJECTIVES:
@@ -223,7 +223,7 @@ def invert_update(
     age_guess: float = 62.68,
     objective: str | None = None,
     weighting: str = "global",
-    constraints: bool = True,
+    constraints: bool = False,
     orders: Sequence[Sequence[int]] | None = None,
     settings: Inversion = Inversion(),
     bounds: tuple[float, float] | None = None,

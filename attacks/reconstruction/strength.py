@@ -46,9 +46,10 @@ class GradientAttack:
     ``prior="pca"`` searches the span of the attacker's own scans' top ``components`` principal
     components around their mean (GIAS-style), ``"mean"`` every voxel from the mean brain."""
 
-    settings: Inversion = Inversion()
+    #: chosen by measurement (``benchmarks/gradient_inversion.py``): plain Adam, a light TV, no constraints
+    settings: Inversion = Inversion(update="adam", tv=1e-4)
     weighting: str = "global"
-    constraints: bool = True
+    constraints: bool = False
     prior: str = "mean"
     components: int = 60
 

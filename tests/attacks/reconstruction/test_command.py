@@ -45,11 +45,11 @@ def test_every_attack_and_the_sweep_write_their_rows_and_one_page(local_run):
     model = results[results["attack"] == "model"]
     assert set(model["round"]) == {0, 2} and model["closeness_auc"].between(0, 1).all()
     # another update rule is another setting, kept beside the first; the same setting again replaces its rows
-    for update in ("normalized", "signed"):
+    for update in ("normalized", "adam"):  # adam: the default again
         assert main([str(local_run), "--attack", "gradient", "--learner", "L2", "--subjects", "3", "--update", update,
                      *fast]) == 0
     again = pd.read_csv(out / "results.csv")
-    assert again.loc[again["attack"] == "gradient", "update"].value_counts().to_dict() == {"signed": 3, "normalized": 3}
+    assert again.loc[again["attack"] == "gradient", "update"].value_counts().to_dict() == {"adam": 3, "normalized": 3}
     assert len(again) == len(results) + 3
     results = again
 
@@ -82,7 +82,7 @@ def test_the_whole_update_is_replayed_exactly_and_every_row_carries_the_attacks_
     n = len(Scans(open_run(local_run)).ids("L3"))
     assert main([str(local_run), "--attack", "gradient", "--learner", "L3", "--subjects", str(n), "--steps", "3",
                  "--update", "lbfgs", "--restarts", "2", "--weighting", "layer", "--prior", "pca",
-                 "--components", "4"]) == 0
+                 "--components", "4", "--constraints"]) == 0
     results = pd.read_csv(out_dir(local_run) / "results.csv")
     rows = results[(results["learner"] == "L3")]
     assert len(rows) == n and set(rows["setting"]) == {"unrolled"} and set(rows["restarts"]) == {2}
@@ -92,7 +92,7 @@ def test_the_whole_update_is_replayed_exactly_and_every_row_carries_the_attacks_
                 "residual_corr", "residual_corr_others", "residual_rank"):
         assert rows[col].notna().all(), col
     assert set(rows["inversion"]) == {"lbfgs, layer cosine, output constraints where exact, PCA-4 prior, "
-                                      "box projection, TV 0.001"}
+                                      "box projection, TV 0.0001"}
     page = (out_dir(local_run) / "report.html").read_text()
     assert "How strong each gradient inversion was" in page and "attack too weak to tell" in page
 

@@ -88,7 +88,7 @@ def test_the_gradient_objective_includes_weight_decay():
     model = LinearThenConv()
     recipe = Recipe(optimizer="sgd", lr=1e-2, weight_decay=0.5, batch_size=1, epochs=1, target_scale=7.4)
     update = simulate_update(model, volumes, torch.tensor([60.0]), recipe)
-    distance = UpdateMatch(model, update, recipe, volumes, ages=torch.tensor([60.0])).at(volumes)
+    distance = UpdateMatch(model, update, recipe, volumes, ages=torch.tensor([60.0]), constraints=True).at(volumes)
     assert distance < 1e-5  # the true scan matches its own update exactly (and its output constraints)
 
 
