@@ -4,7 +4,9 @@ SSIM and PSNR are scikit-image's (n-D, so the 3-D volumes as the model sees them
 prior (the attacker's mean brain): what a reconstruction gains over the prior is what leaked.
 Identifiability follows Yin et al.'s (2021) image-identifiability precision, strictly: a reconstruction
 identifies its subject when its nearest candidate scan (the victim's subjects and unseen ones) is that
-very subject (the one it is matched to); chance is one over the candidates, and the prior's own nearest
+very subject (the one it is matched to); chance is the share of the candidates that are the batch's true
+scans (a batch is matched to its scans by least distance, so an image that names *any* of them tends to
+name the one it was matched to: one over the candidates for a single scan), and the prior's own nearest
 candidate is reported beside it (the subject who looks most like the mean brain needs no attack).
 What the reconstruction moved away from the prior is scored too: the correlation of (reconstruction -
 prior) with (truth - prior) is 0 when nothing of the subject was recovered, whatever the SSIM does; its
@@ -129,7 +131,7 @@ def quality(images: np.ndarray, truths: np.ndarray, prior: np.ndarray, candidate
     order = match(images, truths)
     hits = identified(images, candidates, sources[order])
     by_prior = nearest(prior[None], candidates)[0]
-    chance = 1 / len(candidates)
+    chance = len(truths) / len(candidates)
     own, others, rank = _candidate_correlations(images, prior, candidates, sources[order])
     return [Quality(ssim(truths[j], img), psnr(truths[j], img), ssim(truths[j], prior), psnr(truths[j], prior),
                     bool(hit), bool(by_prior == sources[j]), chance, float(c), float(o), int(r))

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from attacks.evaluation.images import mean_interval, share_interval
 from attacks.reconstruction.run import Example
-from attacks.reconstruction.strength import RETURN_NOISE
+from attacks.reconstruction.strength import RETURN_NOISE, RETURN_SHARE
 from attacks.reporting.html import png, write_page
 from attacks.reporting.results import merge_rows
 from fedsim import snapshots
@@ -149,21 +149,20 @@ def plot_sweep(points: pd.DataFrame) -> Figure:
 HOW_TO_READ = (
     "Each reconstruction is scored on the volume the model sees (SSIM and PSNR, scikit-image, 3-D) against its "
     "true scan, beside the prior — the attacker's mean brain, where every reconstruction starts. The gain over "
-    "the prior is what leaked; identified = the share of reconstructions whose nearest scan, among the victim's "
-    "subjects and unseen ones, is their own subject (chance: one over the candidates; 'by prior': the share the "
-    "prior itself names, the subject who looks most like the mean brain). "
-    "Intervals (95%): Student t for the mean SSIM gain, Clopper-Pearson for the identified share. Residual corr: "
-    "the correlation of (reconstruction - prior) with (truth - prior), 0 when nothing of the subject was recovered. "
-    "Verdict: 'recovered' or 'identified' only where an interval excludes the prior or chance; otherwise the attack "
-    "that was run and its strength — never read 'not recovered' as 'safe'. Strength of a gradient inversion: the "
-    "objective it reached beside its value at the truth, the prior and other subjects (a value any brain reaches is "
-    "no match); the return test (the same attack started at the truth plus noise of 0.1 std: does its SSIM rise?); "
-    "the positive control (the same settings on a model whose one-scan update determines the scan: its SSIM gain). "
-    "Where either fails, the verdict is 'attack too weak to tell'. Residual corr / others: beside the correlation with "
-    "the subject's own deviation from the prior, its mean over every other candidate; identified by correlation: no "
-    "candidate's deviation correlates more with the reconstruction's than the subject's own (chance: the same). "
-    "Model inversion: AUC of 'closer to the prototype = member' among subjects of that age (0.5: the prototype "
-    "carries no membership), beside the prior's own AUC."
+    "the prior is what leaked; residual corr / others: the correlation of (reconstruction - prior) with (truth - "
+    "prior), 0 when nothing of the subject was recovered, beside its mean over every other candidate. Identified: "
+    "the share of reconstructions whose nearest scan, among the victim's subjects and unseen ones, is their own "
+    "subject; by correlation: whose own subject's deviation from the prior correlates best with theirs (chance: one "
+    "over the candidates; 'by prior': the share the prior itself names). Intervals (95%): Student t for the mean "
+    "SSIM gain, Clopper-Pearson for the identified shares. "
+    "Verdict: 'recovered' or 'identified' only where an interval excludes the prior or chance; 'attack too weak to "
+    "tell' where the attack failed its positive control or its return test; otherwise 'not recovered by' the attack "
+    "that was run — never read that as 'safe'. Strength of a gradient inversion: the objective it reached beside its "
+    "value at the truth, the prior and other subjects (a value any brain reaches is no match); the return test (the "
+    f"same attack started at the truth plus noise of {RETURN_NOISE:g} std: does it close {RETURN_SHARE:.0%} of the "
+    "distance?); the positive control (the same settings on a model whose one-scan update determines the scan: "
+    "its SSIM gain). Model inversion: AUC of 'closer to the prototype = member' among subjects of that age (0.5: "
+    "the prototype carries no membership), beside the prior's own AUC."
 )
 
 

@@ -106,7 +106,7 @@ def test_scans_come_back_in_the_order_asked_and_score_their_own_subjects(local_r
     np.testing.assert_array_equal(scans.volumes(ids)[:, 0].numpy(), expected)
     rows = scans.score(scans.volumes(ids[:3]), ids[:3], learner)  # the true scans, as if reconstructed exactly
     assert all(r["identified"] == 1 and r["ssim"] == pytest.approx(1) for r in rows)
-    assert rows[0]["chance"] == pytest.approx(1 / (len(learner) + len(scans.outsiders)))
+    assert rows[0]["chance"] == pytest.approx(3 / (len(learner) + len(scans.outsiders)))  # a batch of 3 scans
 
 
 def test_bad_input_through_python_m_is_one_line_without_a_traceback(local_run, tmp_path):

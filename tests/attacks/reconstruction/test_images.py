@@ -80,3 +80,25 @@ def test_the_residual_correlations_are_the_plain_ones_candidate_by_candidate(vol
         assert row.residual_rank == 1 + sum(c > own[j] for c in own)
     assert rows[0].residual_rank == 1 and rows[0].row()["identified_corr"] == 1.0  # the faint move names subject 1
     assert residual_correlation(volumes[0], prior, prior) == 0.0  # the prior itself moved nowhere
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_reconstructions_that_carry_nothing_are_identified_at_no_more_than_chance(batch):
+    """Random images matched to a batch of true scans: both identified shares stay within chance (the batch's
+    share of the candidates), by simulation over 400 draws."""
+    rng = np.random.default_rng(1)
+    candidates = rng.normal(size=(40, 8, 8, 8))
+    prior = candidates.mean(0)
+    hits, corr_hits, chance = [], [], None
+    for _ in range(400 // batch):
+        sources = rng.choice(40, size=batch, replace=False)
+        images = prior + 0.1 * rng.normal(size=(batch, 8, 8, 8))
+        rows = quality(images, candidates[sources], prior, candidates, sources)
+        hits += [r.identified for r in rows]
+        corr_hits += [r.residual_rank == 1 for r in rows]
+        chance = rows[0].chance
+    assert chance == pytest.approx(batch / 40)
+    if batch > 1:  # against one over the candidates, a batch's random images would look identified by correlation
+        assert np.mean(corr_hits) > 1 / 40 + 3 * np.sqrt(1 / 40 * (1 - 1 / 40) / len(hits))
+    for share in (np.mean(hits), np.mean(corr_hits)):
+        assert share <= chance + 3 * np.sqrt(chance * (1 - chance) / len(hits))
