@@ -152,8 +152,9 @@ HOW_TO_READ = (
     "the prior is what leaked; residual corr / others: the correlation of (reconstruction - prior) with (truth - "
     "prior), 0 when nothing of the subject was recovered, beside its mean over every other candidate. Identified: "
     "the share of reconstructions whose nearest scan, among the victim's subjects and unseen ones, is their own "
-    "subject; by correlation: whose own subject's deviation from the prior correlates best with theirs (chance: one "
-    "over the candidates; 'by prior': the share the prior itself names). Intervals (95%): Student t for the mean "
+    "subject; by correlation: whose own subject's deviation from the prior correlates best with theirs (chance: the "
+    "batch's true scans' share of the candidates, one over them for a single scan; 'by prior': the share the prior "
+    "itself names). Intervals (95%): Student t for the mean "
     "SSIM gain, Clopper-Pearson for the identified shares. "
     "Verdict: 'recovered' or 'identified' only where an interval excludes the prior or chance; 'attack too weak to "
     "tell' where the attack failed its positive control or its return test; otherwise 'not recovered by' the attack "
@@ -182,13 +183,14 @@ def _cells(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[list[str], list[li
         text = f"{r[name]:.{digits}f}"
         return text if pd.isna(low) else f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
 
-    columns = [*keys, "n", "SSIM / prior", "SSIM gain [95% CI]", "PSNR / prior dB", "residual corr / others",
-               "identified [95% CI]", "by correlation [95% CI]", "by prior", "chance", "s / scan", "verdict"]
-    rows = [[*(text(r[k]) for k in keys), str(r["n"]), f"{r['ssim']:.3f} / {r['ssim_prior']:.3f}", ci(r, "ssim_gain"),
+    columns = [*keys, "verdict", "n", "SSIM / prior", "SSIM gain [95% CI]", "PSNR / prior dB", "residual corr / others",
+               "identified [95% CI]", "by correlation [95% CI]", "by prior", "chance", "s / scan"]
+    rows = [[*(text(r[k]) for k in keys), verdict(r), str(r["n"]), f"{r['ssim']:.3f} / {r['ssim_prior']:.3f}",
+             ci(r, "ssim_gain"),
              f"{r['psnr']:.1f} / {r['psnr_prior']:.1f}",
              f"{_number(r['residual_corr'], '+.3f')} / {_number(r['residual_corr_others'], '+.3f')}", ci(r, "identified", 2),
              "—" if pd.isna(r["identified_corr"]) else ci(r, "identified_corr", 2),
-             f"{r['identified_prior']:.2f}", f"{r['chance']:.3f}", f"{r['seconds']:.1f}", verdict(r)]
+             f"{r['identified_prior']:.2f}", f"{r['chance']:.3f}", f"{r['seconds']:.1f}"]
             for _, r in frame.iterrows()]
     return columns, rows
 
@@ -240,7 +242,7 @@ def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) ->
             keys = varying(points, ATTACK_KEYS, always=("attack", "setting"))
             columns, cells = _cells(points, keys)
             sections.append({"title": "Gradient and feature inversion", "columns": columns, "rows": cells,
-                             "text_columns": len(keys)})
+                             "text_columns": len(keys), "wrap": (len(keys),)})
             columns, cells = _strength_cells(points, keys)
             if cells:
                 sections.append({"title": "How strong each gradient inversion was", "columns": columns, "rows": cells,
@@ -261,7 +263,7 @@ def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) ->
         columns, cells = _cells(points, keys)
         sections.append({"title": "Gradient-inversion sweep: batch size, local steps, width, defenses",
                          "note": "; ".join(f"{k}: {text(points[k].iloc[0])}" for k in SWEEP_KEYS if k not in keys),
-                         "columns": columns, "rows": cells, "text_columns": len(keys)})
+                         "columns": columns, "rows": cells, "text_columns": len(keys), "wrap": (len(keys),)})
         columns, cells = _strength_cells(points, keys)
         if cells:
             sections.append({"title": "How strong the sweep's inversion was at each point", "columns": columns,
