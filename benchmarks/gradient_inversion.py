@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from attacks.reconstruction.optimize import Inversion
 from attacks.reconstruction.run import Scans, control_columns, strength_columns, victim_group
@@ -49,6 +50,27 @@ COLUMNS = ["attack", "steps x restarts", "machine", "SSIM / prior", "gain", "res
            "control gain", "s"]
 
 
+def plot_budget(curve: list[tuple[int, float, float, float]], title: str) -> Figure:
+    """SSIM gain and residual correlation against steps and against minutes, from (steps, seconds, gain,
+    correlation) rows."""
+    fig = Figure(figsize=(9, 3.4))
+    by_steps, by_time = fig.subplots(1, 2)
+    for ax, x, name in ((by_steps, [c[0] for c in curve], "inversion steps"),
+                        (by_time, [c[1] / 60 for c in curve], "minutes of one inversion (this machine)")):
+        ax.plot(x, [c[2] for c in curve], marker="o", label="SSIM gain over the prior")
+        ax.plot(x, [c[3] for c in curve], marker="s", label="corr(rec − prior, truth − prior)")
+        ax.axhline(0, color="grey", lw=1, ls="--")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    by_steps.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="a CPU-profile federation (fedsim train --env skewed-iid)")
@@ -58,7 +80,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--restarts", type=int, default=1)
     p.add_argument("--budgets", help="steps for the quality-against-steps curve of --attack, e.g. 100,300,1000")
-    p.add_argument("--attack", default="adam-layer-constraints")
+    p.add_argument("--attack", default="adam", help="the attack of the --budgets curve (default: adam, fedsim's default)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,7 +108,7 @@ def main() -> None:
                 **strength_columns(scans, attack, model, update, recipe, [sid], ages=scans.ages([sid]), basis=basis),
                 **control_columns(scans, attack, basis)}
 
-    def record(r: dict, attack: GradientAttack, table: str) -> None:
+    def record(r: dict, attack: GradientAttack) -> None:
         s = attack.settings
         append_row(RESULTS / "gradient_inversion.md", "Gradient inversion of one scan's one-step update: which attack, how long",
                    ["where", *COLUMNS],
@@ -106,27 +128,14 @@ def main() -> None:
         for steps in (int(v) for v in args.budgets.split(",")):
             attack = replace(base, settings=replace(base.settings, iterations=steps, restarts=args.restarts))
             r = one(args.attack, attack)
-            record(r, attack, "budget")
-            curve.append((steps, r["seconds"], r["ssim_gain"], r["residual_corr"], r["return_ssim_end"]))
-        fig = Figure(figsize=(9, 3.4))
-        by_steps, by_time = fig.subplots(1, 2)
-        for ax, x, name in ((by_steps, [c[0] for c in curve], "inversion steps"),
-                            (by_time, [c[1] / 60 for c in curve], "minutes (this machine)")):
-            ax.plot(x, [c[2] for c in curve], marker="o", label="SSIM gain over the prior")
-            ax.plot(x, [c[3] for c in curve], marker="s", label="corr(rec − prior, truth − prior)")
-            ax.axhline(0, color="grey", lw=1, ls="--")
-            ax.set_xscale("log")
-            ax.set_xlabel(name)
-            ax.grid(alpha=0.3)
-        by_steps.legend(fontsize=8)
-        fig.suptitle(f"{args.attack}: {where}", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(RESULTS / "gradient_inversion_budget.png", dpi=110)
+            record(r, attack)
+            curve.append((steps, r["seconds"], r["ssim_gain"], r["residual_corr"]))
+        plot_budget(curve, f"{args.attack}: {where}").savefig(RESULTS / "gradient_inversion_budget.png", dpi=110)
         return
     for name in args.compare.split(","):
         base = ATTACKS[name]
         attack = replace(base, settings=replace(base.settings, iterations=args.steps, restarts=args.restarts))
-        record(one(name, attack), attack, "compare")
+        record(one(name, attack), attack)
 
 
 if __name__ == "__main__":
