@@ -113,7 +113,7 @@ class Quality:
     chance: float
     residual_corr: float = 0.0
     residual_corr_others: float = 0.0  # the same with every other candidate, averaged
-    residual_rank: int = 0  # 1 + the candidates whose deviation correlates more (1: the subject's own is the best)
+    residual_rank: int = 0  # the candidates whose deviation correlates at least as much (1: the subject's own alone)
 
     def row(self) -> dict[str, float]:
         return {"ssim": self.ssim, "psnr": self.psnr, "ssim_prior": self.ssim_prior, "psnr_prior": self.psnr_prior,
@@ -141,7 +141,7 @@ def quality(images: np.ndarray, truths: np.ndarray, prior: np.ndarray, candidate
 def _candidate_correlations(images: np.ndarray, prior: np.ndarray, candidates: Sequence[np.ndarray],
                             sources: np.ndarray, *, chunk: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each image, :func:`residual_correlation` with its own subject, its mean with every other candidate,
-    and the own subject's rank among all candidates (1: no candidate's deviation correlates more)."""
+    and the own subject's rank among all candidates (1: every other candidate's deviation correlates less)."""
     def centred(v: np.ndarray) -> np.ndarray:
         d = v.reshape(len(v), -1).astype(np.float64) - prior.reshape(1, -1)
         d -= d.mean(1, keepdims=True)
@@ -153,4 +153,5 @@ def _candidate_correlations(images: np.ndarray, prior: np.ndarray, candidates: S
     rows = np.arange(len(images))
     own = corr[rows, np.asarray(sources)]
     others = (corr.sum(1) - own) / max(corr.shape[1] - 1, 1)
-    return own, others, 1 + (corr > own[:, None]).sum(1)
+    # ties count against the subject: a reconstruction that did not move from the prior correlates 0 with everyone
+    return own, others, (corr >= own[:, None]).sum(1)

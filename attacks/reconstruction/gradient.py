@@ -7,10 +7,9 @@ Two objectives, both the cosine distance between what dummy scans would send and
   weight_decay * weights)``); for several steps, or Adam, it treats the update as one averaged gradient.
 - ``unrolled`` (Dimitrov et al. 2022 for FedAvg): replay the learner's local SGD *or Adam* on the dummy
   scans, in batches of the known size for the known number of epochs, differentiably (``torch.func``),
-  and compare the simulated update with the real one. The dummies are replayed in batches in their
-  order, every epoch; with known ages that order says which ages share a batch: the sweep gives the
-  controller the learner's first-epoch batches (an upper bound on what it could know), an attack on
-  a run's update takes the ages in subject order.
+  and compare the simulated update with the real one. The dummies are replayed in the learner's own
+  shuffled batch order of every epoch (its loader's seed follows from the run's seed, round and learner:
+  an upper bound on what a controller knows); with known ages that order says which ages share a batch.
 
 ``weighting="layer"`` averages the cosine over parameter tensors instead of taking one global cosine,
 so the first convolution (a few per cent of the update's norm, and the layer that sees the scan most
@@ -125,21 +124,23 @@ def _output_input(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def output_constraints(model: nn.Module, update: Mapping[str, torch.Tensor], recipe: Recipe, probe: torch.Tensor,
-                       ages: torch.Tensor | None) -> Known | None:
-    """Read :class:`Known` off ``update`` of ``len(probe)`` scans where it is exact: one plain SGD step on the
-    squared error of a model whose ``output`` layer has one output and a bias; else ``None``. With ``g``
+                       ages: torch.Tensor | None, *, subjects: int | None = None) -> Known | None:
+    """Read :class:`Known` off ``update`` of ``subjects`` scans (default ``len(probe)``) where it is exact: one
+    plain SGD step on the squared error of a model without dropout (the learner's masks are unknown) whose
+    ``output`` layer has one output and a bias; else ``None``. With ``g``
     the gradient (``-update / lr - weight_decay * weights``) and ``c`` the prediction's slope in the bias
     (read off the model at ``probe``, any volumes: the model is affine in the bias),
     ``g_bias = 2 c / (B s^2) * sum(prediction - age)``, and for one scan ``g_weight = g_bias * features``."""
     out = getattr(model, "output", None)
-    subjects = len(probe)
-    if (recipe.optimizer != "sgd" or recipe.loss != "mse" or recipe.steps(subjects) != 1 or out is None
+    subjects = len(probe) if subjects is None else subjects
+    dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
+    if (recipe.optimizer != "sgd" or recipe.loss != "mse" or recipe.steps(subjects) != 1 or out is None or dropout
             or getattr(out, "bias", None) is None or out.bias.numel() != 1 or "output.bias" not in update):
         return None
     grad = {k: -update[f"output.{k}"].detach() / recipe.lr - recipe.weight_decay * p.detach()
             for k, p in (("weight", out.weight), ("bias", out.bias))}
     with torch.enable_grad():
-        slope = float(torch.autograd.grad(model(probe.detach()).sum(), out.bias)[0].sum()) / subjects
+        slope = float(torch.autograd.grad(model(probe.detach()).sum(), out.bias)[0].sum()) / len(probe)
     prediction = None
     if ages is not None:
         prediction = float(ages.float().mean()) + float(grad["bias"].sum()) * recipe.target_scale ** 2 / (2 * slope)
@@ -162,7 +163,7 @@ class UpdateMatch:
     def __init__(self, model: nn.Module, update: Mapping[str, torch.Tensor], recipe: Recipe, probe: torch.Tensor, *,
                  ages: torch.Tensor | None = None, age_guess: float = 62.68, objective: str | None = None,
                  weighting: str = "global", constraints: bool = False,
-                 orders: Sequence[Sequence[int]] | None = None) -> None:
+                 orders: Sequence[Sequence[int]] | None = None, subjects: int | None = None) -> None:
         self.objective = objective or recipe.objective(len(probe))
         if self.objective not in OBJECTIVES:
             raise FedsimError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
@@ -176,7 +177,7 @@ class UpdateMatch:
         self.names = [k for k, _ in model.named_parameters()]
         sent = [update[k].detach() for k, live in zip(self.names, self.live) if live]
         self.sent = [-u for u in sent] if self.objective == "gradient" else sent  # the update points against the gradient
-        self.known = output_constraints(model, update, recipe, probe, ages) if constraints else None
+        self.known = output_constraints(model, update, recipe, probe, ages, subjects=subjects) if constraints else None
 
     def labels(self, extra: Sequence[torch.Tensor]) -> torch.Tensor:
         """The ages the objective uses: known, or the jointly estimated ``extra[0]`` (in scaled units)."""
@@ -195,7 +196,9 @@ class UpdateMatch:
         if self.weighting == "global":
             fit = _cosine_distance(mine, self.sent)
         else:
-            pairs = [(u, v) for u, v in zip(mine, self.sent) if float(v.abs().max()) > 0]
+            pairs = [(u, v) for u, v in zip(mine, self.sent) if v.numel() and float(v.abs().max()) > 0]
+            if not pairs:
+                raise FedsimError("the update is zero in every layer: there is nothing to match")
             fit = sum(_cosine_distance([u], [v]) for u, v in pairs) / len(pairs)
         if self.known is not None:
             prediction, features = _output_input(self.model, x)
@@ -225,6 +228,7 @@ def invert_update(
     weighting: str = "global",
     constraints: bool = False,
     orders: Sequence[Sequence[int]] | None = None,
+    subjects: int | None = None,
     settings: Inversion = Inversion(),
     bounds: tuple[float, float] | None = None,
     basis: torch.Tensor | None = None,
@@ -233,10 +237,11 @@ def invert_update(
 ) -> tuple[Inverted, torch.Tensor]:
     """Reconstruct ``len(init)`` scans from ``update`` (local - community weights, by parameter name) of
     ``model`` (the community model the learner started from). ``ages`` known, or estimated from
-    ``age_guess``; ``orders``: the learner's batch order in each epoch (:func:`simulate_update`). Returns
+    ``age_guess``; ``orders``: the learner's batch order in each epoch (:func:`simulate_update`);
+    ``subjects``: how many scans the update came from (default ``len(init)``). Returns
     what :func:`invert` found (its ``value`` is the objective reached) and the ages."""
     match = UpdateMatch(model, update, recipe, init, ages=ages, age_guess=age_guess, objective=objective,
-                        weighting=weighting, constraints=constraints, orders=orders)
+                        weighting=weighting, constraints=constraints, orders=orders, subjects=subjects)
     extra = [] if ages is not None else [torch.zeros(len(init), device=init.device)]
     found = invert(match, init, extra=extra, settings=settings, bounds=bounds, basis=basis, seed=seed,
                    progress=progress)

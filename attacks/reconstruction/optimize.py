@@ -95,7 +95,10 @@ def pca_basis(scans: torch.Tensor, components: int) -> torch.Tensor:
     flat = scans.reshape(len(scans), -1).double()
     centred = flat - flat.mean(0, keepdim=True)
     _, s, vt = torch.linalg.svd(centred, full_matrices=False)
-    k = min(components, len(scans) - 1)
+    if components > len(scans) - 1:
+        raise FedsimError(f"a PCA prior of {components} components needs at least {components + 1} of the attacker's "
+                          f"own scans; it has {len(scans)} (choose --components {max(len(scans) - 1, 1)} or fewer)")
+    k = components
     return (vt[:k] * (s[:k, None] / max(len(scans) - 1, 1) ** 0.5)).to(scans.dtype)
 
 
@@ -106,6 +109,14 @@ def _project(x: torch.Tensor, settings: Inversion, bounds: tuple[float, float] |
             flat.sub_(flat.mean(1, keepdim=True)).div_(flat.std(1, keepdim=True).clamp_min(1e-12))
         if bounds is not None:
             x.clamp_(*bounds)
+
+
+def _projected(x: torch.Tensor, settings: Inversion, bounds: tuple[float, float] | None) -> torch.Tensor:
+    """:func:`_project` as a differentiable map (for volumes decoded from a basis)."""
+    if settings.project == "zscore":
+        flat = x.reshape(len(x), -1)
+        x = ((flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp_min(1e-12)).view_as(x)
+    return x if bounds is None else x.clamp(*bounds)
 
 
 class _Best:
@@ -150,8 +161,8 @@ def invert(
             latent.requires_grad_(True)
         unknowns = [latent] + [e.detach().clone().requires_grad_(True) for e in extra]
 
-        def volumes() -> torch.Tensor:
-            return latent if basis is None else init + (latent @ basis).view_as(init)
+        def volumes() -> torch.Tensor:  # in a basis the projection is part of the map, so every iterate obeys it
+            return latent if basis is None else _projected(init + (latent @ basis).view_as(init), settings, bounds)
 
         def evaluate() -> torch.Tensor:
             x = volumes()
@@ -164,10 +175,13 @@ def invert(
                     progress=None if progress is None else (lambda i, done=done: progress(done + i, total_steps)))
         done += settings.iterations
         restart_values.append(float(evaluate().detach()))  # the final iterate is a candidate too
-    x = best.x
-    if basis is not None and bounds is not None:
-        x = x.clamp(*bounds)
-    return Inverted(x, best.extra, best.fit, best.restart, restart_values)
+    if best.x is None:
+        raise FedsimError("the inversion's objective was not a number from the start (NaN): nothing to return")
+    x, extra, fit = best.x.clone(), best.extra, best.fit
+    _project(x, settings, bounds)  # a line search's trial point may lie outside the projection's set...
+    if not torch.equal(x, best.x):  # ...and then the value reported is the fit at the volumes returned
+        fit = float(objective(x, extra).detach())
+    return Inverted(x, extra, fit, best.restart, restart_values)
 
 
 def _run(evaluate: Callable[[], torch.Tensor], unknowns: list[torch.Tensor], settings: Inversion,

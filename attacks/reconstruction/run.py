@@ -132,7 +132,8 @@ def _timed(progress: Progress | None, what: str) -> Callable[[int, int], None] |
 def strength_columns(scans: Scans, attack: GradientAttack, model: torch.nn.Module, update: dict[str, torch.Tensor],
                      recipe: Recipe, ids: Sequence[str], *, ages: torch.Tensor | None, basis: torch.Tensor | None,
                      seed: int = 0, **kwargs: Any) -> dict[str, float]:
-    """The objective at the truth (``ids``' scans), the prior and as many outsiders, and the return test."""
+    """The objective at the truth (``ids``' scans: where fewer scans are reconstructed than the update came from,
+    the first of them), the prior and as many outsiders, and the return test."""
     truths = scans.volumes(ids)
     others = scans.volumes(scans.outsiders[:len(ids)])
     if len(others) < len(ids):
@@ -190,14 +191,16 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
     guess = float(scans.ages(scans.own).mean())
     t0 = time.perf_counter()
     found, _ = attack.invert(community.model, update, scans.prior.repeat(n, 1, 1, 1, 1), recipe, ages=known,
-                             age_guess=guess, objective=objective, orders=orders, basis=basis, bounds=scans.bounds,
+                             age_guess=guess, objective=objective, orders=orders, subjects=len(victims),
+                             basis=basis, bounds=scans.bounds,
                              progress=_timed(progress, f"gradient {group}"))
     seconds = time.perf_counter() - t0
     if progress is not None:
         progress("return test and positive control", 0, 1)
     strength = {"objective_reached": found.value,
                 **strength_columns(scans, attack, community.model, update, recipe, victims[:n], ages=known,
-                                   basis=basis, age_guess=guess, objective=objective, orders=orders),
+                                   basis=basis, age_guess=guess, objective=objective, orders=orders,
+                                   subjects=len(victims)),
                 **control_columns(scans, attack, basis)}
     out = Outcome()
     for i, q in enumerate(scans.score(found.x, victims, victims)):

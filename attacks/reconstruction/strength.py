@@ -60,7 +60,7 @@ class GradientAttack:
     @property
     def label(self) -> str:
         """The attack as a report names it."""
-        parts = [self.settings.update, f"{self.weighting} cosine",
+        parts = [self.settings.label, f"{self.weighting} cosine",
                  "output constraints where exact" if self.constraints else "",
                  f"PCA-{self.components} prior" if self.prior == "pca" else "", f"{self.settings.project} projection",
                  f"TV {self.settings.tv:g}"]

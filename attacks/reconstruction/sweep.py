@@ -1,6 +1,6 @@
 """Gradient inversion over the settings that decide it: batch size, local steps, model width, defenses.
 
-Each point trains the updates it needs (:mod:`attacks.reconstruction.updates`) from the community
+Each point trains the updates it needs (:mod:`attacks.signals.updates`) from the community
 model of a round on the first ``subjects`` scans of a learner (one update per disjoint batch where
 the local steps are one batch, so every point scores every one of those scans), then inverts each as the curious controller
 would (:func:`attacks.reconstruction.gradient.invert_update`, labels known). Local steps are ``1`` (one
@@ -102,15 +102,17 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
                                   seed=seed + j)
             # several batches: the replay visits the dummies in the learner's shuffled order, every epoch
             ids, orders = trained_on, epoch_orders(len(trained_on), batch, seed + j, point.epochs)
+            # a defended update is no longer one plain SGD step: its output layer gives no exact constraints
+            used = attack if defense.name == "none" else dataclasses.replace(attack, constraints=False)
             t0 = time.perf_counter()
             label = f"sweep point {k + 1}/{len(points)}" + (f", update {j + 1}/{len(groups)}" if len(groups) > 1 else "")
-            found, _ = attack.invert(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,
+            found, _ = used.invert(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,
                                      ages=scans.ages(ids), orders=orders, basis=basis, bounds=scans.bounds, seed=seed,
                                      progress=None if progress is None else
                                      (lambda d, t, label=label: progress(label, d, t)))
             seconds = time.perf_counter() - t0
             if j == 0:  # the point's strength, on its first update
-                strength = strength_columns(scans, attack, model, update, point, ids, ages=scans.ages(ids),
+                strength = strength_columns(scans, used, model, update, point, ids, ages=scans.ages(ids),
                                             basis=basis, seed=seed, orders=orders)
             setting: dict[str, Any] = {"attack": "gradient", "round": rnd, "learner": group, "recipe": recipe,
                                        "optimizer": point.optimizer, "batch_size": batch, "local_steps": steps,

@@ -34,7 +34,7 @@ SWEEP_KEYS = ["round", "recipe", "inversion", "update", "batch_size", "local_ste
 ATTACK_KEYS = ["attack", "round", "learner", "setting", "inversion", "update", "labels"]
 #: what a gradient inversion's rows carry of its strength (:mod:`attacks.reconstruction.strength`), averaged per point
 STRENGTH = ("objective_reached", "objective_truth", "objective_prior", "objective_other", "return_ssim_start",
-            "return_ssim_end", "return_closed", "return_passed", "control_ssim_gain", "control_recovered", "inversion_steps", "restarts")
+            "return_ssim_end", "return_closed", "return_passed", "control_ssim_gain", "control_recovered")
 
 
 def out_dir(run_dir: Path) -> Path:
@@ -82,8 +82,6 @@ def verdict(r: Any) -> str:
         return {(True, True): "recovered and identified", (True, False): "recovered (not identified)",
                 (False, True): "identified (SSIM no better than the prior)"}[(recovered, named)]
     how = text(r.get("inversion", "")) if text(r.get("inversion", "")) != "—" else text(r.get("setting", ""))
-    if pd.notna(r.get("inversion_steps")):
-        how += f" at {r['inversion_steps']:.0f} steps x {r['restarts']:.0f} restart{'s' * (r['restarts'] > 1)}"
     if pd.notna(r.get("control_recovered")) and r["control_recovered"] < 1:
         return f"attack too weak to tell: {how} did not recover its positive control"
     if pd.notna(r.get("return_passed")) and r["return_passed"] < 1:

@@ -91,8 +91,8 @@ def test_the_whole_update_is_replayed_exactly_and_every_row_carries_the_attacks_
     for col in ("objective_reached", "return_closed", "return_passed", "control_ssim_gain", "control_recovered",
                 "residual_corr", "residual_corr_others", "residual_rank"):
         assert rows[col].notna().all(), col
-    assert set(rows["inversion"]) == {"lbfgs, layer cosine, output constraints where exact, PCA-4 prior, "
-                                      "box projection, TV 0.0001"}
+    assert set(rows["inversion"]) == {"lbfgs, 3 steps x 2 restarts, layer cosine, output constraints where exact, "
+                                      "PCA-4 prior, box projection, TV 0.0001"}
     page = (out_dir(local_run) / "report.html").read_text()
     assert "How strong each gradient inversion was" in page and "attack too weak to tell" in page
 
@@ -139,4 +139,6 @@ def test_bad_input_is_one_line(local_run, tiny_run, capsys):
     assert "secagg 9 averages 8 other learners" in error([str(local_run), "--sweep", "--subjects", "2",
                                                          "--batch-sizes", "1", "--defenses", "secagg:9"])
     assert "TV weight must be 0 or more" in error([str(local_run), "--tv", "-1"])
+    assert "needs at least 501 of the attacker's own scans" in error([str(local_run), "--prior", "pca",
+                                                                      "--components", "500", "--steps", "1"])
     assert snapshots.complete_rounds(local_run) == [0, 1, 2]

@@ -71,15 +71,16 @@ def test_the_intervals_cover_the_truth_as_often_as_they_say():
 def test_the_residual_correlations_are_the_plain_ones_candidate_by_candidate(volumes):
     prior = volumes[5] * 0.2
     images = np.stack([volumes[1] * 0.3 + prior * 0.7, volumes[4] + 0.1 * volumes[0]])  # a faint move towards subject 1
-    rows = quality(images, volumes[[1, 3]], prior, volumes, np.array([1, 3]))
-    for image, row in zip(images, rows):  # the batch comes back matched: find which truth each row was scored on
-        own = [residual_correlation(volumes[k], image, prior) for k in range(len(volumes))]
-        j = int(np.argmin([abs(row.residual_corr - c) for c in own]))
-        assert row.residual_corr == pytest.approx(own[j], abs=1e-9)
-        assert row.residual_corr_others == pytest.approx((sum(own) - own[j]) / (len(own) - 1), abs=1e-9)
-        assert row.residual_rank == 1 + sum(c > own[j] for c in own)
+    rows = quality(images, volumes[[1, 3]], prior, volumes, np.array([1, 3]))  # image 0 is matched to 1, image 1 to 3
+    for image, row, own in zip(images, rows, (1, 3)):
+        plain = [residual_correlation(volumes[k], image, prior) for k in range(len(volumes))]
+        assert row.residual_corr == pytest.approx(plain[own], abs=1e-9)
+        assert row.residual_corr_others == pytest.approx((sum(plain) - plain[own]) / (len(plain) - 1), abs=1e-9)
+        assert row.residual_rank == sum(c >= plain[own] for c in plain)
     assert rows[0].residual_rank == 1 and rows[0].row()["identified_corr"] == 1.0  # the faint move names subject 1
-    assert residual_correlation(volumes[0], prior, prior) == 0.0  # the prior itself moved nowhere
+    assert residual_correlation(volumes[0], prior, prior) == 0.0  # the prior itself moved nowhere...
+    (still,) = quality(prior[None], volumes[:1], prior, volumes, np.array([0]))
+    assert still.residual_rank == len(volumes) and still.row()["identified_corr"] == 0.0  # ...and names nobody
 
 
 @pytest.mark.parametrize("batch", [1, 4])
