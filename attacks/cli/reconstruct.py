@@ -68,7 +68,8 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
     p.add_argument("--learner", metavar="L", help="the victim learner, e.g. L3 (default: the first; centralized: train)")
     p.add_argument("--round", type=int, metavar="R", help="the round attacked (default: the last)")
     p.add_argument("--subjects", type=_positive, metavar="N",
-                   help="scans reconstructed (gradient: of the learner's, default 8; features: default 4; "
+                   help="scans reconstructed (gradient: of the learner's, default all of them, so its local steps "
+                   "are replayed exactly; features: default 4; "
                    "--sweep: the learner's scans an update is trained on, default 8)")
     p.add_argument("--steps", type=_positive, default=defaults.iterations, metavar="N",
                    help=f"optimisation steps of each inversion (default: {defaults.iterations})")
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.re
                                 widths=args.widths, defenses=defenses, learner=args.learner, rnd=args.round,
                                 subjects=args.subjects or 8, recipe=args.recipe, attack=attack, progress=progress)
             elif args.attack == "gradient":
-                outcome = gradient_attack(target, learner=args.learner, rnd=args.round, subjects=args.subjects or 8,
+                outcome = gradient_attack(target, learner=args.learner, rnd=args.round, subjects=args.subjects,
                                           labels=args.labels, objective=args.objective, attack=attack, progress=progress)
             elif args.attack == "features":
                 methods = [m for m in args.methods.split(",") if m]

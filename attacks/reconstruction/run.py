@@ -154,10 +154,11 @@ def control_columns(scans: Scans, attack: GradientAttack, basis: torch.Tensor | 
             "control_recovered": float(q["identified"] > 0 and q["ssim_gain"] >= CONTROL_GAIN)}
 
 
-def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | None = None, subjects: int = 8,
+def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | None = None, subjects: int | None = None,
                     labels: str = "known", objective: str | None = None, attack: GradientAttack = GradientAttack(),
                     progress: Progress | None = None) -> Outcome:
-    """The curious controller inverts ``learner``'s update of round ``rnd`` (default: the last)."""
+    """The curious controller inverts ``learner``'s update of round ``rnd`` (default: the last), with one dummy
+    per scan of the learner (``subjects``: fewer, matched as one averaged gradient)."""
     if is_centralized(target):
         raise FedsimError("gradient inversion attacks a learner's update: this is a centralized run (no learners)")
     group = victim_group(target, learner)
@@ -175,7 +176,7 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
     config = snapshots.read_config(target.run_dir)
     recipe = Recipe.of_run(config)
     victims = scans.ids(group)
-    n = min(subjects, len(victims))
+    n = len(victims) if subjects is None else min(subjects, len(victims))
     whole = n == len(victims)  # the whole update reconstructed: the batches and ages can be replayed
     if objective == "unrolled" and not whole:
         raise FedsimError(f"--objective unrolled replays all of {group}'s {len(victims)} scans' steps: "
