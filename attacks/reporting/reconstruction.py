@@ -117,7 +117,8 @@ def plot_example(label: str, stack: np.ndarray) -> Figure:
 
 
 def plot_sweep(points: pd.DataFrame) -> Figure:
-    """SSIM gain over the prior and identifiability against batch size, a line per local steps and width."""
+    """SSIM gain over the prior and identifiability (nearest scan, and by correlation, each beside its chance)
+    against batch size, a line per local steps and width."""
     fig = Figure(figsize=(9, 3.6))
     gain_ax, id_ax = fig.subplots(1, 2)
     plain = points[points["defense"] == "none"]
@@ -126,11 +127,14 @@ def plot_sweep(points: pd.DataFrame) -> Figure:
         label = f"local steps: {steps}" + ("" if plain["width"].nunique() == 1 else f", width {width:g}")
         gain_ax.errorbar(g["batch_size"], g["ssim_gain"], yerr=[g["ssim_gain"] - g["ssim_gain_low"],
                          g["ssim_gain_high"] - g["ssim_gain"]], marker="o", capsize=3, label=label)
-        id_ax.errorbar(g["batch_size"], g["identified"], yerr=[g["identified"] - g["identified_low"],
-                       g["identified_high"] - g["identified"]], marker="o", capsize=3, label=label)
-    gain_ax.axhline(0, color="grey", ls="--", lw=1, label="prior (no leakage)")
-    id_ax.plot(plain.sort_values("batch_size")["batch_size"], plain.sort_values("batch_size")["chance"],
-               color="grey", ls="--", lw=1, label="chance")
+        line = id_ax.errorbar(g["batch_size"], g["identified"], yerr=[g["identified"] - g["identified_low"],
+                              g["identified_high"] - g["identified"]], marker="o", capsize=3, label=f"{label}: nearest scan")
+        if g["identified_corr"].notna().all():
+            id_ax.errorbar(g["batch_size"], g["identified_corr"], yerr=[g["identified_corr"] - g["identified_corr_low"],
+                           g["identified_corr_high"] - g["identified_corr"]], marker="s", ls="--", capsize=3,
+                           color=line[0].get_color(), label=f"{label}: by correlation")
+        id_ax.plot(g["batch_size"], g["chance"], color=line[0].get_color(), ls=":", lw=1)
+    gain_ax.axhline(0, color="grey", ls="--", lw=1, label="the prior")
     sizes = sorted(plain["batch_size"].unique())
     for ax, name in ((gain_ax, "SSIM gain over the prior"), (id_ax, "identified (share of scans)")):
         ax.set_xscale("log", base=2)
@@ -140,6 +144,7 @@ def plot_sweep(points: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
     id_ax.set_ylim(-0.05, 1.05)
     gain_ax.legend(fontsize=8)
+    id_ax.legend(fontsize=7, title="dotted: chance", title_fontsize=7)
     fig.tight_layout()
     return fig
 
