@@ -203,6 +203,8 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
                                    basis=basis, age_guess=guess, objective=objective, orders=orders,
                                    subjects=len(victims)),
                 **control_columns(scans, attack, basis)}
+    if progress is not None:
+        progress("return test and positive control", 1, 1)
     out = Outcome()
     for i, q in enumerate(scans.score(found.x, victims, victims)):
         out.rows.append({"attack": "gradient", "round": rnd, "learner": group, "setting": objective,
