@@ -97,10 +97,9 @@ def main() -> None:
     sid = victims[args.subject]
     update = train_update(config, model, target.cohort, target.cohort.index_of([sid]), recipe)
     where = f"{args.run.name} round {rnd}, {group}'s {sid}, 1 SGD step at batch 1"
-    own = scans.volumes(scans.own)
 
     def one(name: str, attack: GradientAttack) -> dict:
-        basis = attack.basis(own)
+        basis = attack.basis(lambda: scans.volumes(scans.own))
         t0 = time.perf_counter()
         found, _ = attack.invert(model, update, scans.prior, recipe, ages=scans.ages([sid]), basis=basis,
                                  bounds=scans.bounds)

@@ -73,7 +73,8 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
                    "--sweep: the learner's scans an update is trained on, default 8)")
     p.add_argument("--steps", type=_positive, default=defaults.iterations, metavar="N",
                    help=f"optimisation steps of each inversion (default: {defaults.iterations})")
-    gradient = GradientAttack().settings
+    attack = GradientAttack()
+    gradient = attack.settings
     p.add_argument("--update", choices=UPDATES,
                    help="how each inversion step moves the scan: signed (Inverting Gradients' signed Adam), adam "
                    "(Adam on the gradient itself), normalized (descent on the gradient scaled to a largest entry of 1) "
@@ -87,7 +88,6 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
     p.add_argument("--project", choices=PROJECTIONS, default=defaults.project,
                    help="after each step: box to the scans' range, or zscore (re-z-score each volume, then box) "
                    f"(default: {defaults.project})")
-    attack = GradientAttack()
     p.add_argument("--weighting", choices=WEIGHTINGS, default=attack.weighting,
                    help="gradient: one cosine over the whole update, or the mean of each layer's "
                    f"(default: {attack.weighting})")

@@ -92,31 +92,27 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 def pca_basis(scans: torch.Tensor, components: int) -> torch.Tensor:
     """The top ``components`` principal directions of ``scans`` (N, 1, *spatial), each scaled by its
     standard deviation, as (components, voxels): a unit coefficient is a typical brain's deviation."""
-    flat = scans.reshape(len(scans), -1).double()
-    centred = flat - flat.mean(0, keepdim=True)
-    _, s, vt = torch.linalg.svd(centred, full_matrices=False)
     if components > len(scans) - 1:
         raise FedsimError(f"a PCA prior of {components} components needs at least {components + 1} of the attacker's "
                           f"own scans; it has {len(scans)} (choose --components {max(len(scans) - 1, 1)} or fewer)")
-    k = components
-    return (vt[:k] * (s[:k, None] / max(len(scans) - 1, 1) ** 0.5)).to(scans.dtype)
-
-
-def _project(x: torch.Tensor, settings: Inversion, bounds: tuple[float, float] | None) -> None:
-    with torch.no_grad():
-        if settings.project == "zscore":
-            flat = x.view(len(x), -1)
-            flat.sub_(flat.mean(1, keepdim=True)).div_(flat.std(1, keepdim=True).clamp_min(1e-12))
-        if bounds is not None:
-            x.clamp_(*bounds)
+    flat = scans.reshape(len(scans), -1).double()
+    centred = flat - flat.mean(0, keepdim=True)
+    _, s, vt = torch.linalg.svd(centred, full_matrices=False)
+    return (vt[:components] * (s[:components, None] / (len(scans) - 1) ** 0.5)).to(scans.dtype)
 
 
 def _projected(x: torch.Tensor, settings: Inversion, bounds: tuple[float, float] | None) -> torch.Tensor:
-    """:func:`_project` as a differentiable map (for volumes decoded from a basis)."""
+    """``x`` re-z-scored per volume (``project="zscore"``), then boxed: differentiable, so volumes decoded from
+    a basis obey it inside the map; :func:`_project` applies it in place after a step."""
     if settings.project == "zscore":
         flat = x.reshape(len(x), -1)
         x = ((flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp_min(1e-12)).view_as(x)
     return x if bounds is None else x.clamp(*bounds)
+
+
+def _project(x: torch.Tensor, settings: Inversion, bounds: tuple[float, float] | None) -> None:
+    with torch.no_grad():
+        x.copy_(_projected(x, settings, bounds))
 
 
 class _Best:

@@ -188,7 +188,7 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
         victims = parts.loc[parts["group"] == group, "subject_id"].tolist()
         orders = epoch_orders(n, recipe.batch_size, learner_seed(int(config.get("seed", 0)), rnd, group), recipe.epochs)
     known = scans.ages(victims) if whole and labels == "known" else None
-    basis = attack.basis(scans.volumes(scans.own))
+    basis = attack.basis(lambda: scans.volumes(scans.own))
     guess = float(scans.ages(scans.own).mean())
     t0 = time.perf_counter()
     found, _ = attack.invert(community.model, update, scans.prior.repeat(n, 1, 1, 1, 1), recipe, ages=known,

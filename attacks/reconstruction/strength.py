@@ -17,7 +17,7 @@ beside each one:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -66,9 +66,9 @@ class GradientAttack:
                  f"TV {self.settings.tv:g}"]
         return ", ".join(p for p in parts if p)
 
-    def basis(self, own: torch.Tensor) -> torch.Tensor | None:
-        """The search space's basis, from the attacker's own scans ``own``."""
-        return pca_basis(own, self.components) if self.prior == "pca" else None
+    def basis(self, own: Callable[[], torch.Tensor]) -> torch.Tensor | None:
+        """The search space's basis, from the attacker's own scans (``own()``, read only for a PCA prior)."""
+        return pca_basis(own(), self.components) if self.prior == "pca" else None
 
     def invert(self, model: nn.Module, update: Mapping[str, torch.Tensor], init: torch.Tensor, recipe: Recipe, *,
                basis: torch.Tensor | None, bounds: tuple[float, float] | None, settings: Inversion | None = None,

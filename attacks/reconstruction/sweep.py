@@ -84,7 +84,7 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
         raise FedsimError(f"{short[0].label} averages {int(short[0].value) - 1} other learners with at least "
                           f"{subjects} subjects; this run has {len(others)}")
     out = Outcome()
-    basis = attack.basis(scans.volumes(scans.own))
+    basis = attack.basis(lambda: scans.volumes(scans.own))
     control = control_columns(scans, attack, basis)
     points = _points(list(batch_sizes), list(local_steps), widths, defenses)
     for k, (batch, steps, width, defense) in enumerate(points):
