@@ -13,7 +13,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from attacks.evaluation import verdicts
 from attacks.evaluation.intervals import cluster_bootstrap
+from attacks.evaluation.verdicts import Verdict
 from attacks.signals.features import TABLE1
 
 __all__ = [
@@ -23,8 +25,8 @@ __all__ = [
 
 TPR = "tpr@0.01"
 #: What results rows aggregate, and the names of their summary columns.
-METRICS = {"accuracy": "accuracy", "auc": "auc", TPR: "tpr_at_1pct", f"{TPR}_fixed": "tpr_at_1pct_fixed",
-           "fpr@0.01_fixed": "fpr_at_1pct_fixed"}
+METRICS = {"accuracy": "accuracy", "auc": "auc", TPR: "tpr_at_1pct", "tpr@0.001": "tpr_at_0p1pct",
+           f"{TPR}_fixed": "tpr_at_1pct_fixed", "fpr@0.01_fixed": "fpr_at_1pct_fixed"}
 CHANCE = 0.5
 #: "Clearly above" means by at least this much accuracy and by two bootstrap standard errors of the difference.
 CLEAR_GAP = 0.05
@@ -87,21 +89,13 @@ def clearly_above(a: pd.Series | None, b: pd.Series | float | None, metric: str 
     return bool(a[metric] - b > max(CLEAR_GAP, 2 * np.sqrt(var)))
 
 
-def verdict(attack: pd.Series | None, round0: pd.Series | None, matched: pd.Series | None) -> tuple[str, str]:
-    """(kind, text) from the summaries of an attack and its controls: membership if the age-matched
-    attack clearly beats round 0 and chance; shift if the plain attack clearly beats the age-matched
-    one, or the untrained model is clearly above chance."""
-    if round0 is None and matched is None:
-        return "none", "no controls run: membership and distribution shift cannot be told apart"
-    base = attack if matched is None else matched
-    signal = clearly_above(base, CHANCE) and (round0 is None or clearly_above(base, round0))
+def verdict(attack: pd.Series | None, round0: pd.Series | None, matched: pd.Series | None, *, name: str = "") -> Verdict:
+    """The membership :class:`~attacks.evaluation.verdicts.Verdict` from the summaries of an attack and its
+    controls: a leak is detected where the age-matched attack's interval excludes chance and the round-0
+    control; distribution shift where the plain attack clearly beats the age-matched one, or the untrained
+    model is clearly above chance."""
     shift = (matched is not None and clearly_above(attack, matched)) or (round0 is not None and clearly_above(round0, CHANCE))
-    kind, text = {(True, False): ("membership", "membership signal"),
-                  (True, True): ("both", "membership signal, inflated by distribution shift"),
-                  (False, True): ("shift", "distribution shift"),
-                  (False, False): ("none", "no clear signal")}[signal, shift]
-    missing = [name for name, s in (("round-0", round0), ("age-matched", matched)) if s is None]
-    return kind, text + (f" ({missing[0]} control not run)" if missing else "")
+    return verdicts.membership(attack, round0, matched, shift=shift, name=name)
 
 
 def controls_table(results: pd.DataFrame, rnd: int, *, by: Sequence[str] = ()) -> pd.DataFrame:
@@ -121,14 +115,15 @@ def controls_table(results: pd.DataFrame, rnd: int, *, by: Sequence[str] = ()) -
     # with ``by`` the index holds (group…, feature set) tuples: groups keep their order, feature sets Table 1's
     for key in sorted(main.index, key=lambda k: order.index(k[-1])) if by else order:
         found = {k: (s.loc[key] if s is not None and key in s.index else None) for k, s in summaries.items()}
-        kind, text = verdict(found["attack"], found["round0"], found["matched"])
+        judged = verdict(found["attack"], found["round0"], found["matched"], name=feature_name(key[-1] if by else key))
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         for k, s in found.items():
             for suffix in ("", "_std", "_low", "_high"):
                 row[f"{k}{suffix}"] = np.nan if s is None else s[f"accuracy{suffix}"]
         a = found["attack"]
-        for metric in ("auc", "auc_low", "auc_high", "tpr_at_1pct", "tpr_at_1pct_low", "tpr_at_1pct_high",
+        for metric in ("auc", "auc_low", "auc_high", "tpr_at_1pct", "tpr_at_1pct_low", "tpr_at_1pct_high", "tpr_at_0p1pct",
                        "tpr_at_1pct_fixed", "fpr_at_1pct_fixed", "attacks", "n_members", "n_nonmembers"):
             row[metric] = a.get(metric, np.nan)
-        rows.append({**row, "kind": kind, "verdict": text})
+        rows.append({**row, "kind": judged.kind, "verdict": judged.words, "bound": judged.bound,
+                     "shift": judged.kind == verdicts.SHIFT or "distribution shift" in judged.note})
     return pd.DataFrame(rows)

@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 
 from attacks.attribute.inference import DEFAULT_CLASSIFIER, HOLDER, IMAGE, LABEL_ONLY, NO_MODEL, SEATS
 from attacks.attribute.properties import PROPERTIES, property_summary
-from attacks.evaluation.summary import clearly_above, summarise
+from attacks.evaluation import verdicts
+from attacks.evaluation.summary import summarise
 from attacks.reporting.html import interval, png, write_page
 from attacks.reporting.results import merge_rows
 from fedsim import snapshots
@@ -31,9 +32,6 @@ OUT_DIR, RESULTS_CSV, PROPERTY_CSV, RESULTS_JSON = "attacks/attribute", "results
 FIGURE, REPORT = "auc_by_layer.png", "report.html"
 _KEYS = ["attribute", "round", "classifier", "seat", "features", "control", "victims"]
 _DTYPE = {"attacker": str, "victim": str, "features": str}
-#: verdict kind -> what it says (HOW_TO_READ spells them out)
-VERDICTS = {"leak": "leak", "scan": "the scan's", "unchecked": "> baseline, round 0 not run", "none": "≤ baseline",
-            "baseline": "baseline", "bound": "reference"}
 HOW_TO_READ = (
     "Each row is one seat's attack on the question in the first column (sex: is this a woman; site=S: was this "
     "scan taken at S), fitted on the attacker's own subjects and scored on the victims' (a federation: every other "
@@ -43,9 +41,10 @@ HOW_TO_READ = (
     "attacker knows without the model; every attack reads it too), the untrained model (round 0: random "
     "convolutions already see head size and scanner texture) and the image probe (a linear probe on the scans "
     "themselves and their intensity and texture statistics; the untrained model's early layers can read a scanner "
-    "better than it). Verdict: 'leak' = above the label-only baseline and the untrained model by 0.05 AUC and two "
-    "standard errors; 'the scan's' = above the baseline, but so is the untrained model (the scan shows it, training "
-    "did not add it); '≤ baseline' = nothing beyond what the attacker knew.")
+    "better than it). Verdict (the same words on every page; see 'What the verdicts mean'): 'leak detected' = the "
+    "AUC's interval excludes the label-only baseline and the untrained model; 'in the scan, not from training' = "
+    "above the baseline, but so is the untrained model; 'not detected' = nothing beyond what the attacker knew, "
+    "with the largest AUC the interval allows.")
 
 
 def out_dir(run_dir: Path) -> Path:
@@ -73,14 +72,11 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
             attack = get(*at, seat, features, "none", "members")
             unseen = get(*at, seat, features, "none", "non-members")
             round0 = get(*at, seat, features, "round-0", "members")
-            if seat == NO_MODEL:
-                kind = "baseline" if features == LABEL_ONLY else "bound"
-            elif not clearly_above(attack, base, "auc"):
-                kind = "none"
-            elif round0 is None:  # without the untrained model nobody can tell training's leak from the scan's
-                kind = "unchecked"
+            if seat == NO_MODEL:  # the baselines are references, not attacks
+                judged = {"kind": "baseline", "verdict": "baseline" if features == LABEL_ONLY else "reference", "bound": ""}
             else:
-                kind = "leak" if clearly_above(attack, round0, "auc") else "scan"
+                v = verdicts.attribute(attack, base, round0, name=features)
+                judged = {"kind": v.kind, "verdict": v.words, "bound": v.bound}
             row: dict[str, Any] = {"attribute": attribute, "seat": seat, "features": features, "round": int(rnd),
                                    "classifier": classifier}
             for metric in ("auc", "accuracy", "tpr_at_1pct"):
@@ -92,7 +88,7 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
             row["baseline_auc"] = np.nan if base is None else base["auc"]
             row["image_auc"] = np.nan if image is None else image["auc"]
             row.update({"positives": attack.get("n_members"), "negatives": attack.get("n_nonmembers"),
-                        "attacks": attack["attacks"], "kind": kind, "verdict": VERDICTS[kind]})
+                        "attacks": attack["attacks"], **judged})
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -151,9 +147,9 @@ def plot_auc_by_layer(table: pd.DataFrame) -> Figure | None:
 def _cells(table: pd.DataFrame) -> list[list[str]]:
     def num(v: float) -> str:
         return "—" if pd.isna(v) else f"{v:.2f}"
-    return [[r.attribute, r.seat, r.features, interval(r.auc, r.auc_low, r.auc_high, digits=2), num(r.baseline_auc),
-             num(r.round0_auc), num(r.unseen_auc), "—" if pd.isna(r.gap) else f"{r.gap:+.2f}", num(r.image_auc), r.verdict,
-             num(r.accuracy), num(r.tpr_at_1pct)] for r in table.itertuples()]
+    return [[r.attribute, r.seat, r.features, r.verdict, interval(r.auc, r.auc_low, r.auc_high, digits=2),
+             num(r.baseline_auc), num(r.round0_auc), num(r.unseen_auc), "—" if pd.isna(r.gap) else f"{r.gap:+.2f}",
+             num(r.image_auc), num(r.accuracy), num(r.tpr_at_1pct)] for r in table.itertuples()]
 
 
 def _property_cells(rows: pd.DataFrame) -> tuple[list[list[str]], list[list[str]]]:
@@ -179,9 +175,10 @@ def write_outputs(run_dir: Path, results: pd.DataFrame | None, properties: pd.Da
         summary["attacks"] = table.to_dict(orient="records")
         for (rnd, classifier), part in table.groupby(["round", "classifier"], sort=False):
             sections.append({"title": f"Attribute inference by seat, round {rnd}, classifier {classifier}",
-                             "text_columns": 3, "rows": _cells(part),
-                             "columns": ["question", "seat", "feature set", "AUC [95% CI]", "label only", "round 0",
-                                         "unseen", "gap", "image", "verdict", "accuracy", "TPR@1%"]})
+                             "text_columns": 4, "rows": _cells(part), "verdict": 3, "wrap": (3,),
+                             "kinds": list(part["kind"]),
+                             "columns": ["question", "seat", "feature set", "verdict", "AUC [95% CI]", "label only",
+                                         "round 0", "unseen", "gap", "image", "accuracy", "TPR@1%"]})
         fig = plot_auc_by_layer(table)
         if fig is not None:
             figure = png(fig)

@@ -16,6 +16,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from matplotlib.figure import Figure
 
+from attacks.evaluation import verdicts
 from fedsim import snapshots
 
 __all__ = ["mean_pm", "png", "render", "write_page"]
@@ -54,6 +55,8 @@ def bounds(low: float, high: float, *, scale: float = 1, digits: int = 3) -> str
     return f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
 
+_ENV.globals["verdict_words"] = verdicts.KINDS
+_ENV.globals["verdict_rules"] = verdicts.RULES
 _ENV.filters["pm"] = mean_pm
 _ENV.filters["bounds"] = lambda row, name, scale=1, digits=3: bounds(
     row.get(f"{name}_low"), row.get(f"{name}_high"), scale=scale, digits=digits)

@@ -2,7 +2,7 @@
 
 The page is for a person deciding whether a model leaks membership: it states how to read the
 numbers, then a *computed* controls statement (what survives the round-0 and age-matched controls
-is membership signal, the rest is distribution shift), then the threat's tables and figures.
+is a detected leak, the rest is distribution shift), then the threat's tables and figures.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from attacks.evaluation import verdicts
 from attacks.evaluation.metrics import accuracy_at
 from attacks.evaluation.summary import CHANCE, TPR, controls_table, feature_name, main_round, ordered, summarise
 from attacks.membership.classifiers import attack_scores, classifier_parameters, make_classifier
@@ -207,8 +208,8 @@ def write_report(run_dir: Path, results: pd.DataFrame, target: Target, *, seed: 
         out / "report.html", "membership.html", title=f"Attack report: {Path(run_dir).name}",
         facts=_facts(target, results, rnd), chance=100 * CHANCE, fpr_note=notes.iloc[0] if len(notes) else None,
         has_controls=has_controls, controls=records,
-        signal=[r["name"] for r in records if r["kind"] in ("membership", "both")],
-        shift=[r["name"] for r in records if r["kind"] in ("shift", "both")],
+        signal=[r["name"] for r in records if r["kind"] == verdicts.DETECTED],
+        shift=[r["name"] for r in records if r["shift"]],
         centralized=_centralized(target, results, rnd, seed) if threat == "centralized" else None,
         learners=None if threat == "centralized" else _learners(target, results, rnd),
         table1=TABLE1,

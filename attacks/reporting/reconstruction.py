@@ -18,14 +18,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from attacks.evaluation import verdicts
 from attacks.evaluation.images import mean_interval, share_interval
+from attacks.evaluation.verdicts import Verdict
 from attacks.reconstruction.run import Example
 from attacks.reconstruction.strength import RETURN_NOISE, RETURN_SHARE
 from attacks.reporting.html import png, write_page
 from attacks.reporting.results import merge_rows
 from fedsim import snapshots
 
-__all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "out_dir", "summary", "text", "varying", "verdict", "write_outputs"]
+__all__ = ["OUT_DIR", "RESULTS_CSV", "SWEEP_CSV", "judge", "out_dir", "summary", "text", "varying", "verdict", "write_outputs"]
 
 OUT_DIR, RESULTS_CSV, SWEEP_CSV, SWEEP_PNG = "attacks/reconstruct", "results.csv", "sweep.csv", "sweep.png"
 EXAMPLES, EXAMPLES_DIR, REPORT = "examples.npz", "examples", "report.html"
@@ -72,25 +74,19 @@ def summary(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def verdict(r: Any) -> str:
-    """The words for one summary row: "recovered" / "identified" only where the SSIM gain's interval excludes
-    the prior or an identified share's (nearest scan, or by correlation) excludes chance; "attack too weak to tell" where the attack's
-    positive control or its return test on the attacked model failed; otherwise what was run, at what strength."""
-    recovered = r["ssim_gain_low"] > 0
-    named = r["identified_low"] > r["chance"] or bool(r.get("identified_corr_low", float("nan")) > r["chance"])
-    if recovered or named:
-        return {(True, True): "recovered and identified", (True, False): "recovered (not identified)",
-                (False, True): "identified (SSIM no better than the prior)"}[(recovered, named)]
+def judge(r: Any) -> Verdict:
+    """The :mod:`~attacks.evaluation.verdicts` verdict of one summary row, naming the attack that was run."""
     how = text(r.get("inversion", "")) if text(r.get("inversion", "")) != "—" else text(r.get("setting", ""))
-    if pd.notna(r.get("control_recovered")) and r["control_recovered"] < 1:
-        return f"attack too weak to tell: {how} did not recover its positive control"
-    if pd.notna(r.get("return_passed")) and r["return_passed"] < 1:
-        return (f"attack too weak to tell: {how} did not come back to the truth from noise of "
-                f"{RETURN_NOISE:g} (return test failed)")
-    words = f"not recovered by {how}"
-    if pd.notna(r.get("return_passed")):
-        words += "; return test and positive control passed"
-    return words
+    return verdicts.reconstruction(r, name="" if how == "—" else how)
+
+
+def verdict(r: Any) -> str:
+    """The words for one summary row: "leak detected" only where the SSIM gain's interval excludes the prior or
+    an identified share's (nearest scan, or by correlation) excludes chance; "attack too weak to tell" where the
+    attack's positive control or its return test on the attacked model failed; otherwise "not detected" with the
+    largest share of scans its interval allows, and the attack that was run."""
+    judged = judge(r)
+    return judged.words + (f"; {judged.attack}" if judged.attack else "")
 
 
 def _slices(volume: np.ndarray) -> list[np.ndarray]:
@@ -159,9 +155,10 @@ HOW_TO_READ = (
     "batch's true scans' share of the candidates, one over them for a single scan; 'by prior': the share the prior "
     "itself names). Intervals (95%): Student t for the mean "
     "SSIM gain, Clopper-Pearson for the identified shares. "
-    "Verdict: 'recovered' or 'identified' only where an interval excludes the prior or chance; 'attack too weak to "
-    "tell' where the attack failed its positive control or its return test; otherwise 'not recovered by' the attack "
-    "that was run — never read that as 'safe'. Strength of a gradient inversion: the objective it reached beside its "
+    "Verdict (the words of every page): 'leak detected' only where an interval excludes the prior or chance (large "
+    "when the scan is recovered or half the scans are named); 'attack too weak to tell' where the attack failed its "
+    "positive control or its return test; otherwise 'not detected' with the largest share of scans its interval "
+    "allows and the attack that was run — never read that as 'safe'. Strength of a gradient inversion: the objective it reached beside its "
     "value at the truth, the prior and other subjects (a value any brain reaches is no match); the return test (the "
     f"same attack started at the truth plus noise of {RETURN_NOISE:g} std: does it close {RETURN_SHARE:.0%} of the "
     "distance?); the positive control (the same settings on a model whose one-scan update determines the scan: "

@@ -107,7 +107,7 @@ def test_a_model_trained_to_predict_the_attribute_gives_it_away_far_above_the_la
     table = attribute_table(results).set_index(["seat", "features"])
     attack, baseline = table.loc[(OUTSIDER, "pred+label")], table.loc[(NO_MODEL, LABEL_ONLY)]
     assert attack["auc"] > 0.9 and baseline["auc"] < 0.7
-    assert attack["auc"] > baseline["auc"] + 0.25 and attack["kind"] == "leak"
+    assert attack["auc"] > baseline["auc"] + 0.25 and attack["kind"] == "detected"
     assert attack["round0_auc"] < 0.75  # the untrained model's predictions do not carry it
     assert set(results["victims"]) == {"members", "non-members"}
 
@@ -134,7 +134,7 @@ def test_every_seat_sits_at_the_baseline_for_an_attribute_independent_of_the_sca
     scores = {seat: rows.sort_values(["attacker", "victim"])["auc"].to_numpy() for seat, rows in pairs}
     assert not np.allclose(scores[CONTROLLER], scores[OUTSIDER])
     assert set(models["seat"]) == {OUTSIDER, HOLDER, LEARNER, CONTROLLER}
-    assert (models["kind"] == "none").all(), models[["seat", "features", "auc", "baseline_auc", "kind"]]
+    assert (models["kind"] == "not-detected").all(), models[["seat", "features", "auc", "baseline_auc", "kind"]]
     assert abs(models["auc"].mean() - 0.5) < 0.08 and abs(table.set_index("features").loc[IMAGE, "auc"] - 0.5) < 0.15
 
 

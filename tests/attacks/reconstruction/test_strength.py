@@ -93,16 +93,17 @@ def _point(**changes) -> pd.Series:
 
 
 def test_the_verdict_words_follow_the_intervals_and_the_yardsticks():
-    assert verdict(_point(ssim_gain_low=0.02, identified_low=0.2)) == "recovered and identified"
-    assert verdict(_point(ssim_gain_low=0.02)) == "recovered (not identified)"
-    assert verdict(_point(identified_low=0.2)).startswith("identified")
-    assert verdict(_point(identified_corr_low=0.2)).startswith("identified")  # by correlation alone
-    assert verdict(_point()) == ("not recovered by adam, 500 steps x 4 restarts, global cosine; "
-                                 "return test and positive control passed")
-    assert verdict(_point(return_passed=0.0)).startswith("attack too weak to tell: adam, 500 steps x 4 restarts, "
-                                                         "global cosine did not come back to the truth")
+    assert verdict(_point(ssim_gain_low=0.02, identified_low=0.2, identified=0.3)).startswith("leak detected, large")
+    assert verdict(_point(identified_low=0.2, identified=0.3)).startswith("leak detected, small — identified 0.30")
+    assert verdict(_point(identified_corr_low=0.2, identified_corr=0.6)).startswith(
+        "leak detected, large — identified by correlation 0.60")  # by correlation alone
+    assert verdict(_point(identified_high=0.37, identified_corr_high=0.31)) == (
+        "not detected: at most 0.37 of scans identified (95 % upper bound) — return test and positive control passed; "
+        "adam, 500 steps x 4 restarts, global cosine")
+    assert verdict(_point(return_passed=0.0)) == ("attack too weak to tell — it did not come back to the truth from noise "
+                                                  "(return test failed); adam, 500 steps x 4 restarts, global cosine")
     assert "did not recover its positive control" in verdict(_point(control_recovered=0.0, return_passed=0.0))
     # a recovery is a recovery whatever the yardsticks say; a row without them (features) names its setting
-    assert verdict(_point(ssim_gain_low=0.02, identified_low=0.2, control_recovered=0.0)) == "recovered and identified"
+    assert verdict(_point(ssim_gain_low=0.02, identified_low=0.2, control_recovered=0.0)).startswith("leak detected, large")
     assert verdict(pd.Series({"ssim_gain_low": -0.1, "identified_low": 0.0, "chance": 0.01, "inversion": "",
-                              "setting": "conv6 learned"})) == "not recovered by conv6 learned"
+                              "setting": "conv6 learned"})) == "not detected; conv6 learned"

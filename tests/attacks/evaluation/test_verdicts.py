@@ -1,0 +1,110 @@
+"""The one verdict vocabulary: its rule on synthetic summaries, and the same words through every family."""
+
+import numpy as np
+import pandas as pd
+
+from attacks.evaluation import verdicts
+from attacks.evaluation.summary import controls_table, summarise
+
+
+def _row(accuracy, low, high, *, auc=None, auc_low=None, auc_high=None, tpr=0.02, se=None):
+    auc = accuracy if auc is None else auc
+    return pd.Series({"accuracy": accuracy, "accuracy_low": low, "accuracy_high": high,
+                      "accuracy_se": (high - low) / 3.92 if se is None else se, "auc": auc,
+                      "auc_low": low if auc_low is None else auc_low, "auc_high": high if auc_high is None else auc_high,
+                      "auc_se": (high - low) / 3.92, "tpr_at_1pct": tpr, "tpr_at_1pct_high": tpr + 0.02})
+
+
+ROUND0 = _row(0.500, 0.488, 0.512)
+
+
+def test_a_small_leak_whose_interval_excludes_chance_is_detected_small():
+    # skewed-iid's malicious learner: 53.6 % [51.8, 55.4] — "no clear signal" under the old 5-point rule
+    leak = _row(0.536, 0.518, 0.554)
+    v = verdicts.membership(leak, ROUND0, leak, name="error")
+    assert (v.kind, v.size) == (verdicts.DETECTED, "small")
+    assert v.words == "leak detected, small"
+    assert v.controls == ("chance", "round-0 model", "age-matched non-members")
+
+
+def test_a_large_leak_by_auc_or_tpr():
+    assert verdicts.membership(_row(0.66, 0.62, 0.70), ROUND0, None).size == "large"
+    assert verdicts.membership(_row(0.56, 0.53, 0.59, tpr=0.15), ROUND0, None).size == "large"
+
+
+def test_a_null_states_the_largest_leak_its_interval_allows():
+    null = _row(0.503, 0.486, 0.520, auc=0.51, auc_low=0.49, auc_high=0.547)
+    v = verdicts.membership(null, ROUND0, null, name="loss")
+    assert v.kind == verdicts.NOT_DETECTED
+    assert v.words == "not detected: at most AUC 0.55, TPR@1% 0.04 (95 % upper bound)"
+    assert "attack: loss" in v.text
+
+
+def test_beating_chance_but_not_the_untrained_model_is_not_a_detected_leak():
+    above = _row(0.56, 0.53, 0.59)
+    round0 = _row(0.55, 0.52, 0.58)
+    assert verdicts.membership(above, round0, above).kind != verdicts.DETECTED
+
+
+def test_a_failed_strength_check_turns_a_null_into_too_weak_but_never_hides_a_leak():
+    null = _row(0.50, 0.48, 0.52)
+    assert verdicts.membership(null, ROUND0, null, weak="positive control missed").words == (
+        "attack too weak to tell — positive control missed")
+    leak = _row(0.60, 0.57, 0.63)
+    assert verdicts.membership(leak, ROUND0, leak, weak="positive control missed").kind == verdicts.DETECTED
+
+
+def test_shift_without_membership_and_missing_controls():
+    null = _row(0.50, 0.48, 0.52)
+    assert verdicts.membership(_row(0.58, 0.55, 0.61), ROUND0, null, shift=True).kind == verdicts.SHIFT
+    assert verdicts.membership(null, None, None).kind == verdicts.NO_CONTROLS
+    v = verdicts.membership(_row(0.58, 0.55, 0.61), None, _row(0.57, 0.54, 0.60))
+    assert v.kind == verdicts.DETECTED and v.note == "round-0 control not run"
+
+
+def test_attribute_and_reconstruction_speak_the_same_words():
+    baseline = _row(0.49, 0.46, 0.52)
+    # 0.58 against a label-only 0.49: "≤ baseline" under the old rule, a leak now
+    v = verdicts.attribute(_row(0.58, 0.55, 0.61), baseline, _row(0.50, 0.47, 0.53))
+    assert v.words == "leak detected, small" and "label-only baseline" in v.controls
+    assert verdicts.attribute(_row(0.85, 0.82, 0.88), baseline, _row(0.86, 0.83, 0.89)).kind == verdicts.SCAN
+    assert verdicts.attribute(_row(0.50, 0.47, 0.53), baseline, None).kind == verdicts.NOT_DETECTED
+    scan = {"ssim_gain_low": -0.1, "identified": 0.0, "identified_low": 0.0, "identified_high": 0.37,
+            "identified_corr": 0.0, "identified_corr_low": 0.0, "identified_corr_high": 0.37, "chance": 0.003,
+            "control_recovered": 1.0, "return_passed": 0.0}
+    assert verdicts.reconstruction(scan).kind == verdicts.TOO_WEAK
+    assert verdicts.reconstruction({**scan, "return_passed": 1.0}).bound == "at most 0.37 of scans identified (95 % upper bound)"
+    assert verdicts.reconstruction({**scan, "identified_corr": 0.5, "identified_corr_low": 0.16}).words.startswith(
+        "leak detected, large")
+
+
+def test_one_seat_keeps_its_detected_leak_or_the_loosest_bound():
+    leak, null_a, null_b = (verdicts.Verdict(verdicts.DETECTED, "small"), verdicts.Verdict(verdicts.NOT_DETECTED, bound="a"),
+                            verdicts.Verdict(verdicts.NOT_DETECTED, bound="b"))
+    assert verdicts.strongest([(null_a, 0.6, 0.7), (leak, 0.55, 0.6)]) is leak
+    assert verdicts.strongest([(null_a, 0.6, 0.62), (null_b, 0.5, 0.66)]) is null_b
+    assert verdicts.strongest([]) is None
+
+
+def _simulated(seed: int, leak: float) -> pd.DataFrame:
+    """8 victims x 3 repeats of an attack (mean 0.5 + leak), its age-matched control (the same) and round 0 (0.5)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for victim in range(8):
+        shift = rng.normal(0, 0.01)  # victims differ: the bootstrap must resample them, not the attacks
+        for repeat in range(3):
+            for control, rnd, mean in (("none", 10, 0.5 + leak), ("age-matched", 10, 0.5 + leak), ("round-0", 0, 0.5)):
+                rows.append({"victim": str(victim), "repeat": repeat, "control": control, "round": rnd, "features": "error",
+                             "accuracy": mean + shift + rng.normal(0, 0.02), "auc": mean + shift + rng.normal(0, 0.02),
+                             "tpr@0.01": 0.01})
+    return pd.DataFrame(rows)
+
+
+def test_the_rule_by_simulation_rarely_calls_a_null_a_leak_and_finds_a_small_leak():
+    seeds = range(40)
+    null = [controls_table(_simulated(s, 0.0), 10).iloc[0]["kind"] == verdicts.DETECTED for s in seeds]
+    small = [controls_table(_simulated(s, 0.036), 10).iloc[0]["kind"] == verdicts.DETECTED for s in seeds]
+    assert np.mean(null) <= 0.10  # two metrics at 2.5 % one-sided each, and round 0 to beat as well
+    assert np.mean(small) >= 0.90
+    table = controls_table(_simulated(0, 0.036), 10).iloc[0]
+    assert table["verdict"] == "leak detected, small" and summarise(_simulated(0, 0.0), ["features"]).shape[0] == 1
