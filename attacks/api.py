@@ -85,8 +85,14 @@ def audit(
     run_dir: str | Path, *, features: str | Sequence[str] = "table1", seats: Sequence[str] | None = None,
     rounds: str = "default", classifier: str = DEFAULT_CLASSIFIER, repeats: int = DEFAULT_REPEATS, seed: int = 0,
     controls: bool = True, progress: Callable[[str, int, int], None] | None = None, device: str = "auto",
+    families: str | Sequence[str] | None = None, budget: str = "quick",
 ) -> pd.DataFrame:
     """Membership attacks on a run directory from each seat: one row per attack, with a ``seat`` column.
+
+    With ``families`` (``"membership,attribute,reconstruction"`` or a list) it is ``fedsim audit`` instead:
+    every family from every seat the run supports at ``budget`` (``quick`` or ``full``), one row per attack
+    with its family, question, seat, verdict and number (:func:`attacks.reporting.audit.attack_rows`); the
+    skipped seats are in ``.attrs["skipped"]``. It writes the same pages (``RUN_DIR/audit/index.html``).
 
     ``seats``: threat names (:data:`attacks.threats.seats.THREATS`); by default ``centralized`` for a
     centralized run, else ``learner`` and ``outsider``, plus ``controller`` when the run kept local
@@ -95,6 +101,8 @@ def audit(
     where features are computed and classifiers trained (``auto``: CUDA when torch sees it).
     """
     with using_device(device):
+        if families is not None:
+            return _audit_families(run_dir, families=families, budget=budget, seed=seed, progress=progress)
         return _audit(run_dir, features=features, seats=seats, rounds=rounds, classifier=classifier,
                       repeats=repeats, seed=seed, controls=controls, progress=progress)
 
@@ -125,3 +133,15 @@ def _audit(
                           seed=seed, controls=controls, cache=cache, progress=progress)
         frames.append(pd.DataFrame(rows).assign(seat=SEAT_NAMES[seat]))
     return pd.concat(frames, ignore_index=True)
+
+
+def _audit_families(run_dir: str | Path, *, families: str | Sequence[str], budget: str, seed: int,
+                    progress: Callable[[str, int, int], None] | None) -> pd.DataFrame:
+    from attacks.experiments.audit import run_audit
+    from attacks.reporting.audit import attack_rows, write_audit
+
+    result = run_audit(run_dir, families=families, budget=budget, seed=seed, progress=progress)
+    write_audit(result, command=f"attacks.audit({str(run_dir)!r}, families={families!r}, budget={budget!r})")
+    rows = attack_rows(result)
+    rows.attrs["skipped"] = [vars(s) for s in result.skipped]
+    return rows

@@ -49,7 +49,8 @@ class Attack(Protocol):
     """How one attack learns from the attacker's labelled subjects and scores others.
 
     ``name`` is what the results' ``features`` column calls it; ``score`` returns scores that are
-    higher for the positive class and the threshold its own decisions use.
+    higher for the positive class and the threshold its own decisions use. An attack may also have
+    ``describe(fitted) -> dict``: columns its rows gain about the fit (the classifier it chose).
     """
 
     name: str
@@ -84,6 +85,12 @@ def reference_scores(attack: Attack, fitted: Any, X: np.ndarray, y: np.ndarray) 
     if held_out is not None and len(held_out) and len(np.unique(y[held_out])) == 2:
         return y[held_out], attack.score(fitted, X[held_out])[0]
     return y, attack.score(fitted, X)[0]
+
+
+def _described(attack: Attack, fitted: Any) -> dict[str, Any]:
+    """The columns ``attack`` reports about its fit: its ``describe(fitted)``, where it has one."""
+    describe = getattr(attack, "describe", None)
+    return {} if describe is None else describe(fitted)
 
 
 #: ``view(attack, model, rows, task) -> X``: what ``attack`` reads of cohort ``rows`` through
@@ -127,7 +134,8 @@ def run_plan(
             scores, threshold = attack.score(fit, view(attack, test_model, test_rows, task))
             metrics = attack_metrics(y_test, scores, threshold=threshold, reference=reference)
             rows.append({**(columns or {}), "attacker": task.attacker, "victim": task.victim, "repeat": task.repeat,
-                         "features": attack.name, "n_train": len(train_ids), **flat_metrics(metrics)})
+                         "features": attack.name, **_described(attack, fit), "n_train": len(train_ids),
+                         **flat_metrics(metrics)})
             done += 1
             if progress is not None:
                 progress(done, total)

@@ -7,6 +7,14 @@ so the centralized attack reads it like any other run.
 
 from __future__ import annotations
 
+# ``python -m fedsim.centralized`` is the command (fedsim.cli.centralized): it takes over before this
+# module's own imports, so that --help loads none of them and the command imports this module once, by its name.
+if __name__ == "__main__":
+    from fedsim.cli import run_cli
+    from fedsim.cli.centralized import main
+
+    raise SystemExit(run_cli(main))
+
 import copy
 import time
 from pathlib import Path
@@ -105,9 +113,3 @@ def new_centralized_run(cfg: EnvConfig, cohort: str | Path | None, out: Path | N
         write_run_setup(run_dir, cfg, data, {})
     return data, run_dir
 
-
-if __name__ == "__main__":
-    from fedsim.cli import run_cli
-    from fedsim.cli.centralized import main
-
-    raise SystemExit(run_cli(main))

@@ -95,3 +95,11 @@ def test_the_notebook_example_runs_and_prints_only_what_it_prints(tmp_path: Path
     printed = (tmp_path / "asked.txt").read_text()
     assert "memorisation gap" in printed and "rounds seen: 3" in printed  # on_round saw rounds 0, 1, 2
     assert "malicious learner" in printed and "outsider" in printed and "round-0" in printed
+
+
+def test_the_audit_page_quotes_every_verdict_rule_as_the_code_states_it():
+    from attacks.evaluation.verdicts import KINDS, RULES
+
+    page = (ROOT / "docs" / "audit.md").read_text()
+    for kind, words in KINDS.items():
+        assert f"- **{words}** — {RULES[kind]}" in page, kind

@@ -38,6 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from attacks.attribute.labels import Question
+from attacks.attribute.names import ADVERSARY, COMPONENTS, CONTROLLER, DEFAULT_CLASSIFIER, HOLDER, LEARNER, OUTSIDER
 from attacks.engine import Task, run_plan, tasks
 from attacks.membership.classifiers import attack_scores, classifier_parameters
 from attacks.membership.trained import ClassifierAttack
@@ -56,17 +57,11 @@ __all__ = [
     "attribute_attacks", "default_feature_sets", "known_columns", "seats_of",
 ]
 
-OUTSIDER, HOLDER, LEARNER, ADVERSARY, CONTROLLER = (
-    "outsider", "feature holder", "malicious learner", "centralized adversary", "curious controller")
 NO_MODEL = "no model"
 #: Report order of the seats.
 SEATS = (NO_MODEL, OUTSIDER, HOLDER, LEARNER, ADVERSARY, CONTROLLER)
-#: The attribute family's classifier unless told otherwise: :class:`Probe`, the linear probe of the
-#: attribute-inference literature with its regularisation chosen by cross-validation.
-DEFAULT_CLASSIFIER = "probe"
 LABEL_ONLY, IMAGE = "label only", "image"
 IMAGE_POOL = 2  # the image probe reads the scan averaged over 2×2×2 blocks
-COMPONENTS = 64  # a probe reads a wide feature set (and the image) through its leading principal components
 _CS = np.logspace(-3, 2, 6)  # the probe's inverse regularisation strengths, chosen by 3-fold cross-validation
 KNOWN_WEIGHT = 10.0
 #: the image probe also reads each scan's intensity histogram (over these z-score bins: contrast and the

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from attacks.attribute.names import ATTRIBUTES
 from attacks.target import Target
 from fedsim.errors import FedsimError
 
 __all__ = ["ATTRIBUTES", "POSITIVE_SEX", "Question", "questions", "values"]
 
-ATTRIBUTES = ("sex", "site")
 #: The positive class of ``sex``: what TPR at low FPR counts.
 POSITIVE_SEX = "F"
 _SEX = {"f": "F", "female": "F", "woman": "F", "w": "F", "2": "F", "m": "M", "male": "M", "man": "M", "1": "M"}

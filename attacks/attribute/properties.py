@@ -32,6 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from attacks.attribute.labels import POSITIVE_SEX, values
+from attacks.attribute.names import DEFAULT_SHADOWS, MIN_SHADOWS
 from attacks.evaluation.images import mean_interval
 from attacks.signals.cache import Progress
 from attacks.signals.features import compute_features
@@ -46,8 +47,6 @@ __all__ = ["PROPERTIES", "behaviour", "property_attack", "property_summary"]
 #: property -> what it is
 PROPERTIES = {"women": "share of women", "age": "mean age (years)"}
 _BOUNDS = {"women": (0.0, 1.0), "age": (-np.inf, np.inf)}  # an estimate outside them is clipped: a share is a share
-DEFAULT_SHADOWS = 24
-MIN_SHADOWS = 4  # a regression, and its leave-one-out error, need a few
 MIN_SHADOW_SUBJECTS = 8
 _ALPHAS = np.logspace(-2, 5, 15)
 

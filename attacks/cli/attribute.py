@@ -12,28 +12,24 @@ import shlex
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich.console import Console
-from sklearn.exceptions import ConvergenceWarning
 from rich.table import Table
 
-from attacks.attribute.inference import (
-    ADVERSARY, COMPONENTS, CONTROLLER, DEFAULT_CLASSIFIER, HOLDER, LEARNER, OUTSIDER, attribute_attacks, seats_of,
+from attacks.attribute.names import (
+    ADVERSARY, ATTRIBUTES, COMPONENTS, CONTROLLER, DEFAULT_CLASSIFIER, DEFAULT_SHADOWS, HOLDER, LEARNER, MIN_SHADOWS,
+    OUTSIDER,
 )
-from attacks.attribute.labels import ATTRIBUTES, questions, values
-from attacks.attribute.properties import DEFAULT_SHADOWS, MIN_SHADOWS, property_attack, property_summary
 from attacks.cli.options import add_run_dir
-from attacks.membership.classifiers import CLASSIFIERS
-from attacks.reporting.attribute import attribute_table, write_outputs
-from attacks.signals.cache import FeatureCache
-from attacks.signals.features import feature_listing
-from attacks.target import is_centralized, open_run, resolve_rounds
-from attacks.threats.seats import skipped_pairs_said
+from attacks.membership.names import CLASSIFIERS
+from attacks.signals.names import feature_listing
 from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
-from fedsim.device import using_device
 from fedsim.errors import FedsimError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: --seats names -> seat
 SEAT_OPTIONS = {"outsider": OUTSIDER, "holder": HOLDER, "learner": LEARNER, "adversary": ADVERSARY,
@@ -100,6 +96,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.at
         raise FedsimError(f"--shadows must be at least {MIN_SHADOWS}, got {args.shadows}")
     seats = _seats(args.seats)
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
+
+    import pandas as pd
+    from sklearn.exceptions import ConvergenceWarning
+
+    from attacks.attribute.inference import attribute_attacks, seats_of
+    from attacks.attribute.labels import questions, values
+    from attacks.attribute.properties import property_attack
+    from attacks.reporting.attribute import attribute_table, write_outputs
+    from attacks.signals.cache import FeatureCache
+    from attacks.target import is_centralized, open_run, resolve_rounds
+    from attacks.threats.seats import skipped_pairs_said
+    from fedsim.device import using_device
+
     with using_device(args.device):
         target = open_run(args.run_dir)
         rnd = resolve_rounds("default", target, centralized=is_centralized(target))[0] if args.round is None else args.round
@@ -128,6 +137,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.at
 
 
 def _print(console: Console, table: pd.DataFrame, properties: pd.DataFrame | None) -> None:
+    import pandas as pd
+
+    from attacks.attribute.properties import property_summary
+
     out = Table(title="attribute inference: AUC on the victims' members, beside the label-only baseline, the "
                 "untrained model (round 0) and unseen subjects")
     for col in ("question", "seat", "features", "AUC", "label only", "round 0", "unseen", "verdict"):

@@ -11,30 +11,31 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from attacks.cli.options import add_run_dir
-from attacks.evaluation.summary import summarise
-from attacks.membership.calibrated import run_calibrated
 from attacks.membership.calibration import (
     DEFAULT_METHODS, DEFAULT_REFERENCES, DEFAULT_STATISTICS, LIKELIHOODS, METHODS, PER_SUBJECT_FROM, STATISTICS,
     VARIANCES, attack_name, check_gamma, choice, parse_methods,
 )
-from attacks.target import open_run
-from fedsim import snapshots
 from fedsim.cli import add_device_option, command_parser
-from fedsim.device import using_device
 from fedsim.errors import FedsimError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _classifier_rows(run_dir: Path) -> pd.DataFrame | None:
     """Mean AUC / TPR@1% / accuracy of ``attacks.run``'s classifiers on this run, if it was attacked."""
+    import pandas as pd
+
+    from attacks.evaluation.summary import summarise
+
     path = run_dir / "attacks" / "results.csv"
     if not path.is_file():
         return None
@@ -76,6 +77,13 @@ def _pct_interval(row: dict[str, Any], key: str) -> str:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.calibrated") -> int:
     args = parser(prog).parse_args(argv)
+    import pandas as pd
+
+    from attacks.membership.calibrated import run_calibrated
+    from attacks.target import open_run
+    from fedsim import snapshots
+    from fedsim.device import using_device
+
     with using_device(args.device):
         if args.references < 2 or args.references % 2:
             raise FedsimError(
@@ -146,5 +154,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.ca
         for note in sorted(n for n in notes if isinstance(n, str)):
             console.print(f"[dim]note: {note}[/]", soft_wrap=True)
         console.print(f"results: {out / 'calibrated.csv'}")
+        from attacks.reporting.calibrated import write_report
+
+        report = write_report(args.run_dir, pd.DataFrame(rows), scores=scores, classifiers=classifiers)
+        console.print(f"report: {report}")
         return 0
 

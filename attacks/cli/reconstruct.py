@@ -15,17 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from attacks.cli.options import add_run_dir
-from attacks.reconstruction.gradient import OBJECTIVES, WEIGHTINGS
-from attacks.reconstruction.optimize import PROJECTIONS, UPDATES, Inversion
-from attacks.reconstruction.strength import PRIORS, GradientAttack
-from attacks.reconstruction.run import feature_attack, gradient_attack, model_attack
-from attacks.reconstruction.sweep import LOCAL_STEPS, sweep
-from attacks.signals.updates import DEFENSES, parse_defense
-from attacks.reporting.reconstruction import ATTACK_KEYS, SWEEP_KEYS, summary, text, varying, verdict, write_outputs
-from attacks.target import open_run
+from attacks.reconstruction.settings import (
+    LOCAL_STEPS, OBJECTIVES, PRIORS, PROJECTIONS, UPDATES, WEIGHTINGS, GradientAttack, Inversion,
+)
+from attacks.signals.names import DEFENSES
 from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
-from fedsim.device import using_device
 from fedsim.errors import FedsimError
 
 ATTACKS = ("gradient", "features", "model")
@@ -127,6 +122,13 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.reconstruct") -> int:
     args = parser(prog).parse_args(argv)
+    from attacks.reconstruction.run import feature_attack, gradient_attack, model_attack
+    from attacks.reconstruction.sweep import sweep
+    from attacks.reporting.reconstruction import write_outputs
+    from attacks.signals.updates import parse_defense
+    from attacks.target import open_run
+    from fedsim.device import using_device
+
     base = GradientAttack().settings if args.sweep or args.attack == "gradient" else Inversion()
     settings = Inversion(iterations=args.steps, update=args.update or base.update, restarts=args.restarts,
                          tv=base.tv if args.tv is None else args.tv, project=args.project,
@@ -165,6 +167,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.re
 
 def _print(console: Console, rows: list[dict], *, sweep: bool, attack: str) -> None:
     import pandas as pd
+
+    from attacks.reporting.reconstruction import ATTACK_KEYS, SWEEP_KEYS, summary, text, varying, verdict
 
     frame = pd.DataFrame(rows)
     if attack == "model" and not sweep:

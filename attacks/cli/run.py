@@ -12,19 +12,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from attacks.api import attack_run
 from attacks.cli.options import add_attack_options, add_run_dir
-from attacks.evaluation.summary import summarise
-from attacks.reporting.membership import RESULTS_CSV, write_report, write_results
-from attacks.target import is_centralized, open_run
-from attacks.threats.seats import skipped_pairs_said
-from fedsim.device import using_device
 from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
+
 
 def parser(prog: str = "python -m attacks.run") -> argparse.ArgumentParser:
     p = command_parser(
@@ -47,6 +41,15 @@ def parser(prog: str = "python -m attacks.run") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.run") -> int:
     args = parser(prog).parse_args(argv)
+    import pandas as pd
+
+    from attacks.api import attack_run
+    from attacks.evaluation.summary import summarise
+    from attacks.reporting.membership import RESULTS_CSV, write_report, write_results
+    from attacks.target import is_centralized, open_run
+    from attacks.threats.seats import skipped_pairs_said
+    from fedsim.device import using_device
+
     with using_device(args.device):
         target = open_run(args.run_dir)
         threat = args.threat or ("centralized" if is_centralized(target) else "learner")

@@ -16,17 +16,9 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from attacks.api import feature_sets
 from attacks.cli.options import add_attack_options, add_run_dir
-from attacks.membership.seats import run_seats, seat_table, seats_dir
-from attacks.reporting.html import mean_pm
-from attacks.reporting.seats import write_seats_report
-from attacks.target import attacked_round, is_centralized, open_run
-from attacks.threats.seats import skipped_pairs_said
-from fedsim import snapshots
 from fedsim.cli import add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
-from fedsim.device import using_device
 from fedsim.errors import FedsimError
 
 
@@ -44,6 +36,15 @@ def parser(prog: str = "python -m attacks.seats") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.seats") -> int:
     args = parser(prog).parse_args(argv)
+    from attacks.api import feature_sets
+    from attacks.membership.seats import run_seats, seat_table, seats_dir
+    from attacks.reporting.html import mean_pm
+    from attacks.reporting.seats import write_seats_report
+    from attacks.target import attacked_round, is_centralized, open_run
+    from attacks.threats.seats import skipped_pairs_said
+    from fedsim import snapshots
+    from fedsim.device import using_device
+
     with using_device(args.device):
         specs = feature_sets(args.features, classifier=args.classifier, repeats=args.repeats)
         target = open_run(args.run_dir)

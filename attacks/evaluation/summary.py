@@ -3,7 +3,9 @@
 Every table of every command and report — per feature set, per seat, per attacker × victim cell,
 per sweep value — is :func:`summarise` grouped by other columns: the mean over attacks of accuracy,
 AUC and TPR at 1 % FPR, each with the same interval (:func:`attacks.evaluation.intervals.cluster_bootstrap`
-over victims, then repeats), the standard deviation over attacks and their count.
+over victims, then repeats), the standard deviation over attacks and their count. With fewer than
+:data:`MIN_BOOTSTRAP_VICTIMS` victims (a centralized run has one) the AUC interval is at least as wide as the
+attacks' own, so that one attack, or three draws on one test set, still get an honest interval.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from attacks.evaluation.verdicts import Verdict
 from attacks.signals.features import TABLE1
 
 __all__ = [
-    "CHANCE", "CLEAR_GAP", "METRICS", "TPR", "clearly_above", "controls_table", "feature_name", "main_round", "ordered", "summarise",
+    "CHANCE", "CLEAR_GAP", "METRICS", "MIN_BOOTSTRAP_VICTIMS", "TPR", "clearly_above", "controls_table", "feature_name", "main_round", "ordered", "summarise",
     "verdict",
 ]
 
@@ -28,6 +30,8 @@ TPR = "tpr@0.01"
 METRICS = {"accuracy": "accuracy", "auc": "auc", TPR: "tpr_at_1pct", "tpr@0.001": "tpr_at_0p1pct",
            f"{TPR}_fixed": "tpr_at_1pct_fixed", "fpr@0.01_fixed": "fpr_at_1pct_fixed"}
 CHANCE = 0.5
+#: Below this many victims a bootstrap over them says little: the AUC interval is widened to the attacks' own.
+MIN_BOOTSTRAP_VICTIMS = 5
 #: "Clearly above" means by at least this much accuracy and by two bootstrap standard errors of the difference.
 CLEAR_GAP = 0.05
 _NAME_OF = {spec: name for name, spec in TABLE1.items()}
@@ -60,6 +64,12 @@ def summarise(results: pd.DataFrame, by: Sequence[str], *, seed: int = 0) -> pd.
             row[name], row[f"{name}_low"], row[f"{name}_high"] = interval.mean, interval.low, interval.high
             row[f"{name}_se"] = interval.se
             row[f"{name}_std"] = float(group[column].std()) if len(group) > 1 else float("nan")
+        if "auc_low" in group and len(set(victims)) < MIN_BOOTSTRAP_VICTIMS:
+            # a bootstrap over so few victims (a centralized run: one) is narrower than one test set's sampling
+            # error, or absent: the AUC interval is at least as wide as its attacks' own (metrics.auc_interval)
+            own_low, own_high = float(group["auc_low"].mean()), float(group["auc_high"].mean())
+            row["auc_low"], row["auc_high"] = np.fmin(row["auc_low"], own_low), np.fmax(row["auc_high"], own_high)
+            row["auc_se"] = np.fmax(np.nan_to_num(row["auc_se"]), (own_high - own_low) / (2 * 1.96))
         row["attacks"] = len(group)
         for column in ("n_members", "n_nonmembers"):
             if column in group:
@@ -120,6 +130,9 @@ def controls_table(results: pd.DataFrame, rnd: int, *, by: Sequence[str] = ()) -
         for k, s in found.items():
             for suffix in ("", "_std", "_low", "_high"):
                 row[f"{k}{suffix}"] = np.nan if s is None else s[f"accuracy{suffix}"]
+        matched = found["matched"]
+        for metric in ("auc", "auc_low", "auc_high", "tpr_at_1pct"):  # the leak's size: what survives age matching
+            row[f"matched_{metric}"] = np.nan if matched is None else matched.get(metric, np.nan)
         a = found["attack"]
         for metric in ("auc", "auc_low", "auc_high", "tpr_at_1pct", "tpr_at_1pct_low", "tpr_at_1pct_high", "tpr_at_0p1pct",
                        "tpr_at_1pct_fixed", "fpr_at_1pct_fixed", "attacks", "n_members", "n_nonmembers"):

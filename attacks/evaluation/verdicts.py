@@ -25,7 +25,7 @@ summary rows; they change words, never numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,13 +208,16 @@ def reconstruction(row: Mapping[str, Any], *, name: str = "") -> Verdict:
     return Verdict(NOT_DETECTED, bound=bound, attack=name, note=checked)
 
 
-def strongest(verdicts: list[tuple[Verdict, float, float]]) -> Verdict | None:
-    """One seat's verdict from its attacks' (verdict, score, upper bound): the highest-scoring detected leak
-    if any, else the highest-ranked kind; among "not detected" the one whose interval allows the largest
-    leak, so that the bound a seat states holds for every attack it ran."""
-    if not verdicts:
+def strongest(rows: Sequence[Mapping[str, Any]], *, score: str, upper: str) -> Mapping[str, Any] | None:
+    """One seat's row from its attacks' rows (each with a verdict ``kind``): the highest ``score`` among detected
+    leaks if any, else among the highest-ranked kind; among "not detected" the highest ``upper`` bound, so that the
+    bound a seat states holds for every attack it ran."""
+    if not rows:
         return None
-    kind = min((v.kind for v, _, _ in verdicts), key=RANK.index)
-    mine = [(v, score, upper) for v, score, upper in verdicts if v.kind == kind]
-    pick = (lambda vsu: vsu[2]) if kind == NOT_DETECTED else (lambda vsu: vsu[1])
-    return max(mine, key=lambda vsu: -math.inf if math.isnan(pick(vsu)) else pick(vsu))[0]
+    kind = min((r["kind"] for r in rows), key=RANK.index)
+    key = upper if kind == NOT_DETECTED else score
+
+    def value(row: Mapping[str, Any]) -> float:
+        x = _get(row, key)
+        return -math.inf if math.isnan(x) else x
+    return max((r for r in rows if r["kind"] == kind), key=value)

@@ -3,7 +3,8 @@
 Pure NumPy/SciPy on predictions — the target's and the reference models' on one population of
 subjects, with which references trained on which subject — so the same scores serve any seat
 that can obtain those predictions. :mod:`attacks.calibrated` runs them on a run directory; the
-methods are described there.
+methods are described there. SciPy is imported where a score is computed (seconds of imports), so
+that a command's parser reads the names and defaults here at once.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from scipy.special import logsumexp
 
 from fedsim.errors import FedsimError
 
 __all__ = [
-    "DEFAULT_METHODS", "DEFAULT_REFERENCES", "DEFAULT_STATISTICS", "LIKELIHOODS", "LIKELIHOOD_OF_LOSS", "METHODS",
+    "DEFAULT_METHODS", "DEFAULT_REFERENCES", "DEFAULT_STATISTICS", "FAMILY_REFERENCES", "LIKELIHOODS", "LIKELIHOOD_OF_LOSS", "METHODS",
     "PER_SUBJECT_FROM", "STATISTICS", "VARIANCES", "Evidence", "attack_name", "attack_names", "check_gamma", "choice", "lira_offline", "lira_online",
     "loss_scores", "parse_methods", "regression_statistic", "resolve_variance", "rmia_scores", "score_attacks",
 ]
@@ -70,7 +69,8 @@ STATISTICS: dict[str, Statistic] = {
     "log-abs": Statistic("log-abs", _log_abs, "less"),
 }
 VARIANCES = ("auto", "per-subject", "global")
-LIKELIHOODS = {"gaussian": stats.norm, "laplace": stats.laplace}
+#: RMIA's likelihoods: name -> its ``scipy.stats`` distribution.
+LIKELIHOODS = {"gaussian": "norm", "laplace": "laplace"}
 LIKELIHOOD_OF_LOSS = {"mse": "gaussian", "l1": "laplace"}
 
 
@@ -130,6 +130,8 @@ def lira_online(target: np.ndarray, reference: np.ndarray, keep: np.ndarray, *, 
         Whether each reference trained on each subject (IN).
     variance : {"auto", "per-subject", "global"}
     """
+    from scipy import stats
+
     target, reference, keep = _check_lira(target, reference, keep)
     variance = resolve_variance(variance, len(reference))
     mu_in, sd_in = _fit_gaussians(reference, keep, variance)
@@ -148,6 +150,8 @@ def lira_offline(
     log Pr[Z ≥ s] when it is positive (a member's signed residual shrinks towards 0). ``keep``
     only picks the OUT statistics.
     """
+    from scipy import stats
+
     target, reference, keep = _check_lira(target, reference, keep)
     choice(alternative, ("less", "toward-zero"), "alternative")
     mu, sd = _fit_gaussians(reference, ~keep, resolve_variance(variance, len(reference)))
@@ -172,12 +176,14 @@ def _check_lira(target: Any, reference: Any, keep: Any) -> tuple[np.ndarray, np.
 
 def _log_likelihood(pred: np.ndarray, age: np.ndarray, likelihood: str) -> np.ndarray:
     """log p(age | pred) under each model's own noise scale (its residuals' MLE over all subjects)."""
+    from scipy import stats
+
     residual = pred - age
     if likelihood == "gaussian":
         scale = np.sqrt(np.mean(residual**2, axis=-1, keepdims=True))
     else:
         scale = np.mean(np.abs(residual), axis=-1, keepdims=True)
-    return LIKELIHOODS[likelihood].logpdf(age, loc=pred, scale=np.maximum(scale, MIN_SCALE))
+    return getattr(stats, LIKELIHOODS[likelihood]).logpdf(age, loc=pred, scale=np.maximum(scale, MIN_SCALE))
 
 
 def rmia_scores(
@@ -207,6 +213,8 @@ def rmia_scores(
     gamma : float
         How much more likely under θ than z a subject must be; 1 in the paper's main results.
     """
+    from scipy.special import logsumexp
+
     choice(likelihood, list(LIKELIHOODS), "likelihood")
     check_gamma(gamma)
     target_pred = np.asarray(target_pred, dtype=np.float64)
@@ -269,6 +277,9 @@ METHODS: dict[str, Method] = {
         Method("rmia", 2, False, "Pr(x|θ)/Pr(x) vs population z, Gaussian or Laplace likelihood"),
     )
 }
+#: The reference models of a sweep's calibrated family unless told otherwise: the fewest LiRA fits its Gaussians from
+#: (2 IN and 2 OUT per subject), as each is one more training of the run (``attacks.calibrated`` defaults to 8).
+FAMILY_REFERENCES = METHODS["lira-online"].min_references
 
 
 def attack_name(method: str, statistic: str) -> str:

@@ -1,14 +1,16 @@
 """Attack classifiers by name: scikit-learn estimators that call a subject a member (class 1) or not.
 
-The paper's deep classifiers (:mod:`attacks.membership.nets`), scikit-learn baselines and the
-loss threshold. All follow the estimator contract (keyword-only, data-free ``__init__``; ``fit``
-returns ``self``; ``random_state``), so a threat model swaps them by name through :func:`make_classifier`.
+The paper's deep classifiers (:mod:`attacks.membership.nets`), scikit-learn baselines, the loss
+threshold, and ``auto`` (the default): the best of a small zoo of them by cross-validation on the
+attack-train split (:mod:`attacks.membership.selection`). All follow the estimator contract
+(keyword-only, data-free ``__init__``; ``fit`` returns ``self``; ``random_state``), so a threat
+model swaps them by name through :func:`make_classifier`.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,13 +23,15 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from attacks.evaluation.metrics import best_threshold
 from attacks.membership.nets import GradientConvAttack, MLPAttack, binary_targets
+from attacks.membership.names import CLASSIFIERS, DEFAULT_CLASSIFIER  # by name, without importing them
+from attacks.membership.selection import SelectedAttack
 from attacks.signals.layout import Block
 from attacks.threats.splits import MEMBER
 from fedsim.errors import FedsimError
 
 __all__ = [
-    "CLASSIFIERS", "DEFAULT_CLASSIFIER", "GradientConvAttack", "LossThresholdAttack", "MLPAttack", "attack_scores",
-    "classifier_parameters", "gradient_boosting", "logistic_regression", "make_classifier",
+    "CLASSIFIERS", "DEFAULT_CLASSIFIER", "GradientConvAttack", "LossThresholdAttack", "MLPAttack", "SelectedAttack",
+    "attack_scores", "classifier_parameters", "gradient_boosting", "logistic_regression", "make_classifier",
 ]
 
 
@@ -89,21 +93,6 @@ def logistic_regression(*, C: float = 1.0, random_state: int | None = None) -> P
 def gradient_boosting(*, max_iter: int = 200, random_state: int | None = None) -> HistGradientBoostingClassifier:
     """Histogram gradient boosting with early stopping: a strong non-linear baseline for low-d features."""
     return HistGradientBoostingClassifier(max_iter=max_iter, early_stopping=True, random_state=random_state)
-
-
-#: Attack classifiers by name: estimator classes or factories taking keyword parameters.
-CLASSIFIERS: dict[str, Callable[..., Any]] = {
-    "mlp": MLPAttack,
-    "conv": GradientConvAttack,
-    "logreg": logistic_regression,
-    "hgb": gradient_boosting,
-    "loss_threshold": LossThresholdAttack,
-}
-
-
-#: The attack classifier unless told otherwise, for the API and every command alike: the paper's deep
-#: classifiers (an MLP, with the per-filter head on gradient tensors).
-DEFAULT_CLASSIFIER = "conv"
 
 
 def classifier_parameters(name: str) -> list[str]:

@@ -45,6 +45,10 @@ class ClassifierAttack:
     def score(self, fitted: Any, X: np.ndarray) -> tuple[np.ndarray, float]:
         return attack_scores(fitted, X)
 
+    def describe(self, fitted: Any) -> dict[str, Any]:
+        """The ``chosen`` column: the classifier that cross-validation picked, where one was picked (``auto``)."""
+        return {"chosen": fitted.chosen_} if hasattr(fitted, "chosen_") else {}
+
 
 def run_attacks(
     target: Target,

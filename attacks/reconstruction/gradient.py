@@ -34,7 +34,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from attacks.reconstruction.optimize import Inversion, Inverted, invert
+from attacks.reconstruction.optimize import Inverted, invert
+from attacks.reconstruction.settings import OBJECTIVES, WEIGHTINGS, Inversion
 from attacks.signals.updates import Recipe
 from fedsim.errors import FedsimError
 from fedsim.training import regression_loss
@@ -42,8 +43,6 @@ from fedsim.training import regression_loss
 __all__ = ["OBJECTIVES", "WEIGHTINGS", "Known", "UpdateMatch", "dead_parameters", "invert_update", "output_constraints",
            "simulate_update"]
 
-OBJECTIVES = ("gradient", "unrolled")
-WEIGHTINGS = ("global", "layer")
 #: torch.optim.Adam's defaults, which fedsim's learners use (:func:`fedsim.training.make_optimizer`)
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 

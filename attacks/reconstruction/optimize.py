@@ -26,50 +26,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from attacks.reconstruction.settings import PROJECTIONS, UPDATES, Inversion
 from fedsim.errors import FedsimError
 
 __all__ = ["PROJECTIONS", "UPDATES", "Inversion", "Inverted", "invert", "pca_basis", "total_variation"]
-
-UPDATES = ("signed", "adam", "normalized", "lbfgs")
-PROJECTIONS = ("box", "zscore")
-#: The step size of each update rule when :attr:`Inversion.step_size` is not given.
-STEP_SIZES = {"signed": 0.03, "adam": 0.01, "normalized": 0.03, "lbfgs": 1.0}
-
-
-@dataclass(frozen=True)
-class Inversion:
-    """Settings of the loop; the defaults fit one 36x43x36 reconstruction in a few minutes on 2 cores."""
-
-    iterations: int = 500
-    #: ``None``: :data:`STEP_SIZES` of the update rule (signed 0.03: breaching's 0.1 is for 2-D images in
-    #: [-2, 2], z-scored 3-D scans need smaller steps)
-    step_size: float | None = None
-    tv: float = 1e-3  # breaching: 0.2; z-scored brain scans have sharp tissue edges that a larger weight erases
-    update: str = "signed"
-    restarts: int = 1
-    #: std of the noise on the start of each restart after the first (in a ``basis``, restarts start at
-    #: standard-normal coefficients instead: a random brain of the attacker's distribution)
-    jitter: float = 0.1
-    project: str = "box"
-
-    def __post_init__(self) -> None:
-        if self.update not in UPDATES:
-            raise FedsimError(f"unknown update {self.update!r}; choose one of: {', '.join(UPDATES)}")
-        if self.project not in PROJECTIONS:
-            raise FedsimError(f"unknown projection {self.project!r}; choose one of: {', '.join(PROJECTIONS)}")
-        if self.iterations < 1 or self.restarts < 1:
-            raise FedsimError("an inversion needs at least 1 step and 1 restart")
-        if not self.tv >= 0:
-            raise FedsimError(f"the TV weight must be 0 or more, got {self.tv:g}")
-
-    @property
-    def step(self) -> float:
-        return STEP_SIZES[self.update] if self.step_size is None else self.step_size
-
-    @property
-    def label(self) -> str:
-        """How a report names these settings: update rule, steps x restarts."""
-        return f"{self.update}, {self.iterations} steps x {self.restarts} restart{'s' * (self.restarts > 1)}"
 
 
 @dataclass

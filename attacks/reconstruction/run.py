@@ -21,7 +21,6 @@ import torch
 
 from attacks.evaluation.images import quality
 from attacks.reconstruction.features import activations, fit_inverse, invert_activations
-from attacks.reconstruction.gradient import invert_update
 from attacks.reconstruction.inversion import closeness, invert_model
 from attacks.reconstruction.optimize import Inversion
 from attacks.reconstruction.strength import (CONTROL_GAIN, GradientAttack, baselines, positive_control,

@@ -17,70 +17,24 @@ beside each one:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from attacks.evaluation.images import ssim
-from attacks.reconstruction.gradient import UpdateMatch, invert_update, simulate_update
-from attacks.reconstruction.optimize import Inversion, pca_basis
+from attacks.reconstruction.gradient import UpdateMatch, simulate_update
+from attacks.reconstruction.settings import PRIORS, GradientAttack
 from attacks.signals.updates import Recipe
-from fedsim.errors import FedsimError
 
 __all__ = ["CONTROL_GAIN", "PRIORS", "RETURN_NOISE", "RETURN_SHARE", "ControlNet", "GradientAttack", "baselines", "positive_control", "return_test"]
 
-PRIORS = ("mean", "pca")
 RETURN_NOISE = 0.3  # std of the noise on the truth where the return test starts (scans are z-scored)
 RETURN_SHARE = 0.25  # the return test passes when the attack closes this share of the distance to the truth
 #: the positive control recovers its scan when it is named among the candidates and gains this much SSIM
 CONTROL_GAIN = 0.05
-
-
-@dataclass(frozen=True)
-class GradientAttack:
-    """A gradient inversion: the loop's settings, how the update is matched, and where it searches.
-
-    ``prior="pca"`` searches the span of the attacker's own scans' top ``components`` principal
-    components around their mean (GIAS-style), ``"mean"`` every voxel from the mean brain."""
-
-    #: chosen by measurement (``benchmarks/gradient_inversion.py``): plain Adam, a light TV, no constraints
-    settings: Inversion = Inversion(update="adam", tv=1e-4)
-    weighting: str = "global"
-    constraints: bool = False
-    prior: str = "mean"
-    components: int = 60
-
-    def __post_init__(self) -> None:
-        if self.prior not in PRIORS:
-            raise FedsimError(f"unknown prior {self.prior!r}; choose one of: {', '.join(PRIORS)}")
-
-    @property
-    def label(self) -> str:
-        """The attack as a report names it."""
-        parts = [self.settings.label, f"{self.weighting} cosine",
-                 "output constraints where exact" if self.constraints else "",
-                 f"PCA-{self.components} prior" if self.prior == "pca" else "", f"{self.settings.project} projection",
-                 f"TV {self.settings.tv:g}"]
-        return ", ".join(p for p in parts if p)
-
-    def basis(self, own: Callable[[], torch.Tensor]) -> torch.Tensor | None:
-        """The search space's basis, from the attacker's own scans (``own()``, read only for a PCA prior)."""
-        return pca_basis(own(), self.components) if self.prior == "pca" else None
-
-    def invert(self, model: nn.Module, update: Mapping[str, torch.Tensor], init: torch.Tensor, recipe: Recipe, *,
-               basis: torch.Tensor | None, bounds: tuple[float, float] | None, settings: Inversion | None = None,
-               **kwargs):
-        """:func:`invert_update` with this attack's settings (or ``settings`` in their place)."""
-        return invert_update(model, update, init, recipe, weighting=self.weighting, constraints=self.constraints,
-                             settings=settings or self.settings, bounds=bounds, basis=basis, **kwargs)
-
-    def match(self, model: nn.Module, update: Mapping[str, torch.Tensor], recipe: Recipe, probe: torch.Tensor,
-              **kwargs) -> UpdateMatch:
-        return UpdateMatch(model, update, recipe, probe, weighting=self.weighting, constraints=self.constraints,
-                           **kwargs)
 
 
 def baselines(match: UpdateMatch, truths: torch.Tensor, prior: torch.Tensor, others: torch.Tensor) -> dict[str, float]:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from attacks.reconstruction.run import Outcome, Progress, Scans, control_columns, example, strength_columns, victim_group
+from attacks.reconstruction.settings import LOCAL_STEPS
 from attacks.reconstruction.strength import GradientAttack
 from attacks.signals.updates import Defense, Recipe, epoch_orders, train_update
 from attacks.target import Target, attacked_round, load_snapshot, run_model
@@ -28,7 +29,6 @@ from fedsim.data.partition import learner_groups
 
 __all__ = ["LOCAL_STEPS", "paper_recipe", "sweep"]
 
-LOCAL_STEPS = ("1", "epoch", "run")
 #: The environment whose [train] is the paper's federated recipe (plain SGD, batch 1).
 PAPER_ENV = "paper-skewed-noniid"
 

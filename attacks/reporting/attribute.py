@@ -55,7 +55,7 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per question, seat and feature set: AUC, accuracy and TPR at 1 % FPR on the members with their
     intervals, the AUC on unseen subjects and the gap, the round-0 control, the label-only baseline,
     the image probe, and the verdict."""
-    summary = _widened(summarise(results, _KEYS).set_index(_KEYS), results)
+    summary = summarise(results, _KEYS).set_index(_KEYS)
 
     def get(*key: Any) -> pd.Series | None:
         return summary.loc[key] if key in summary.index else None
@@ -91,24 +91,6 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
                         "attacks": attack["attacks"], **judged})
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-MIN_BOOTSTRAP_VICTIMS = 5  # below this many victims a bootstrap over them says little
-
-
-def _widened(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """Where a row has fewer than :data:`MIN_BOOTSTRAP_VICTIMS` victims (a centralized run: one, with three draws
-    of the same model; a federation by site: three), its AUC interval and standard error at least as wide as its
-    attacks' own (:func:`attacks.evaluation.metrics.auc_interval`, averaged): a bootstrap over so few would be
-    narrower than one test set's sampling error. A federation of eight learners keeps its bootstrap over victims."""
-    groups = results.groupby(_KEYS, sort=False)
-    own = groups[["auc_low", "auc_high"]].mean().reindex(summary.index)
-    few = (groups["victim"].nunique().reindex(summary.index) < MIN_BOOTSTRAP_VICTIMS).to_numpy()
-    summary = summary.copy()
-    summary.loc[few, "auc_low"] = np.fmin(summary["auc_low"], own["auc_low"])[few]
-    summary.loc[few, "auc_high"] = np.fmax(summary["auc_high"], own["auc_high"])[few]
-    summary.loc[few, "auc_se"] = np.fmax(summary["auc_se"], (own["auc_high"] - own["auc_low"]) / (2 * 1.96))[few]
-    return summary
 
 
 def plot_auc_by_layer(table: pd.DataFrame) -> Figure | None:

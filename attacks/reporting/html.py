@@ -8,7 +8,11 @@ figures are the only markup passed in, as :func:`png` data.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ from matplotlib.figure import Figure
 from attacks.evaluation import verdicts
 from fedsim import snapshots
 
-__all__ = ["mean_pm", "png", "render", "write_page"]
+__all__ = ["linked_to", "mean_pm", "png", "render", "write_page"]
 
 _ENV = Environment(
     loader=PackageLoader("attacks.reporting", "templates"),
@@ -76,7 +80,23 @@ def render(template: str, **context: Any) -> str:
     return _ENV.get_template(template).render(**context)
 
 
+_INDEX: ContextVar[Path | None] = ContextVar("audit_index", default=None)
+
+
+@contextlib.contextmanager
+def linked_to(index: Path) -> Iterator[None]:
+    """Every page written inside links back to ``index`` (the audit's summary), which links to them."""
+    token = _INDEX.set(Path(index))
+    try:
+        yield
+    finally:
+        _INDEX.reset(token)
+
+
 def write_page(path: Path, template: str, **context: Any) -> Path:
-    """Render ``template`` and write it to ``path`` atomically; returns ``path``."""
-    snapshots.write_text(Path(path), render(template, **context))
+    """Render ``template`` and write it to ``path`` atomically; returns ``path``. Inside :func:`linked_to`
+    the page opens with a link back to the audit's index."""
+    index = _INDEX.get()
+    back = None if index is None or Path(path) == index else os.path.relpath(index, Path(path).parent)
+    snapshots.write_text(Path(path), render(template, **{"back": back, **context}))
     return Path(path)

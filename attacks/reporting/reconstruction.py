@@ -242,7 +242,8 @@ def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) ->
             keys = varying(points, ATTACK_KEYS, always=("attack", "setting"))
             columns, cells = _cells(points, keys)
             sections.append({"title": "Gradient and feature inversion", "columns": columns, "rows": cells,
-                             "text_columns": len(keys), "wrap": (len(keys),)})
+                             "text_columns": len(keys), "wrap": (len(keys),), "verdict": len(keys),
+                             "kinds": [judge(r).kind for _, r in points.iterrows()]})
             columns, cells = _strength_cells(points, keys)
             if cells:
                 sections.append({"title": "How strong each gradient inversion was", "columns": columns, "rows": cells,
@@ -263,7 +264,8 @@ def write_report(run_dir: Path, kept: dict[str, np.ndarray], *, command: str) ->
         columns, cells = _cells(points, keys)
         sections.append({"title": "Gradient-inversion sweep: batch size, local steps, width, defenses",
                          "note": "; ".join(f"{k}: {text(points[k].iloc[0])}" for k in SWEEP_KEYS if k not in keys),
-                         "columns": columns, "rows": cells, "text_columns": len(keys), "wrap": (len(keys),)})
+                         "columns": columns, "rows": cells, "text_columns": len(keys), "wrap": (len(keys),),
+                         "verdict": len(keys), "kinds": [judge(r).kind for _, r in points.iterrows()]})
         columns, cells = _strength_cells(points, keys)
         if cells:
             sections.append({"title": "How strong the sweep's inversion was at each point", "columns": columns,

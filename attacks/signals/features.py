@@ -3,8 +3,9 @@
 A feature set is a spec string such as ``"pred+label+grad:conv6+grad:output"``: the
 rows of the paper's Table 1 are :data:`TABLE1`. Each basic feature (``prediction``,
 ``label``, ``error``, ``loss``, ``grad_norm``, ``activation:<layer>``, ``grad:<layer>``) is
-registered in :data:`FEATURES`. :func:`compute_features` computes any number of
-basic features for a subject set in one pass and returns them by name, so a caller
+named in :data:`FEATURES` (:mod:`attacks.signals.names`, where the commands' help reads it
+without torch) and read off a pass by :data:`READERS`. :func:`compute_features` computes any
+number of basic features for a subject set in one pass and returns them by name, so a caller
 can cache them per (snapshot, subject set, feature) and :func:`assemble` every
 combination without recomputing a gradient.
 """
@@ -20,12 +21,13 @@ import torch
 from torch import nn
 
 from attacks.signals.gradients import Method, choose_method, per_sample_gradients
+from attacks.signals.names import FEATURES, Feature, feature_listing
 from fedsim.data.cache import CohortArray
 from fedsim.errors import FedsimError
 from fedsim.models import get_layer, layer_parameters
 
 __all__ = [
-    "FEATURES", "TABLE1", "Batch", "Feature", "assemble", "compute_features",
+    "FEATURES", "READERS", "TABLE1", "Batch", "Feature", "assemble", "compute_features",
     "extract", "feature_listing", "is_black_box", "parse_features", "register_feature",
 ]
 
@@ -60,58 +62,47 @@ class Batch:
 Reader = Callable[[Batch, "str | None"], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Feature:
-    """A registered basic feature.
-
-    ``layers`` says whether the name takes a ``:<layer>`` suffix and which layers
-    are valid: ``None`` (no suffix), ``"children"`` (any top-level layer) or
-    ``"parameters"`` (layers that own parameters). ``gradients`` is ``"none"``,
-    ``"layer"`` (the suffix layer's) or ``"all"`` (every layer's).
-    """
-
-    name: str
-    read: Reader
-    layers: str | None = None
-    gradients: str = "none"
-    alias: str | None = None
-
-
-#: Basic features by name.
-FEATURES: dict[str, Feature] = {}
+#: How each basic feature of :data:`FEATURES` is read off a pass, by name.
+READERS: dict[str, Reader] = {}
 
 
 def register_feature(
     name: str, *, layers: str | None = None, gradients: str = "none", alias: str | None = None
 ) -> Callable[[Reader], Reader]:
-    """Register ``read(batch, layer) -> (B, d) tensor`` as the feature ``name``."""
+    """Register ``read(batch, layer) -> (B, d) tensor`` as the new feature ``name``."""
+    if name in FEATURES:
+        raise ValueError(f"feature name {name!r} is already registered")
+    FEATURES[name] = Feature(name, layers, gradients, alias)
+    return _reads(name)
+
+
+def _reads(name: str) -> Callable[[Reader], Reader]:
+    """Register ``read`` as how the feature ``name`` of :data:`FEATURES` is read."""
 
     def register(read: Reader) -> Reader:
-        if name in FEATURES:
-            raise ValueError(f"feature name {name!r} is already registered")
-        FEATURES[name] = Feature(name, read, layers, gradients, alias)
+        READERS[name] = read
         return read
 
     return register
 
 
-@register_feature("prediction", alias="pred")
+@_reads("prediction")
 def _prediction(batch: Batch, layer: str | None) -> torch.Tensor:
     return batch.prediction[:, None]
 
 
-@register_feature("label")
+@_reads("label")
 def _label(batch: Batch, layer: str | None) -> torch.Tensor:
     return batch.label[:, None]
 
 
-@register_feature("error")
+@_reads("error")
 def _error(batch: Batch, layer: str | None) -> torch.Tensor:
     """Prediction minus label in years (the sign tells over- from under-estimation)."""
     return (batch.prediction - batch.label)[:, None]
 
 
-@register_feature("loss")
+@_reads("loss")
 def _loss(batch: Batch, layer: str | None) -> torch.Tensor:
     """The per-sample training loss in years: squared error for an MSE run, absolute error for L1 —
     the signal of the loss-based black-box attack of standard privacy libraries."""
@@ -119,19 +110,19 @@ def _loss(batch: Batch, layer: str | None) -> torch.Tensor:
     return (error**2 if batch.loss == "mse" else error.abs())[:, None]
 
 
-@register_feature("grad_norm", gradients="all")
+@_reads("grad_norm")
 def _grad_norm(batch: Batch, layer: str | None) -> torch.Tensor:
     """L2 norm of each parameterised layer's gradient (weights and bias together), in module order."""
     return torch.stack([g.norm(dim=1) for g in batch.gradients.values()], dim=1)
 
 
-@register_feature("activation", layers="children")
+@_reads("activation")
 def _activation(batch: Batch, layer: str | None) -> torch.Tensor:
     """A layer's output, flattened (for the slice net, before the slice mean: every slice's)."""
     return batch.activations[layer]
 
 
-@register_feature("grad", layers="parameters", gradients="layer")
+@_reads("grad")
 def _grad(batch: Batch, layer: str | None) -> torch.Tensor:
     return batch.gradients[layer]
 
@@ -158,16 +149,6 @@ def _split(spec: str | Sequence[str]) -> list[str]:
             raise FedsimError(f"feature {name!r} appears twice in {spec!r}")
         names.append(name)
     return names
-
-
-def feature_listing() -> str:
-    """Every registered feature as a spec names it (``grad:<layer>``), with its alias: for errors and help texts."""
-
-    def one(f: Feature) -> str:
-        shown = f"{f.name}:<layer>" if f.layers else f.name
-        return f"{shown} ({f.alias})" if f.alias else shown
-
-    return ", ".join(one(f) for f in FEATURES.values())
 
 
 def _valid_layers(model: nn.Module, kind: str) -> list[str]:
@@ -346,7 +327,7 @@ def compute_features(
         batch = Batch(pred.float(), y, activations, gradients, loss)
         for name in names:
             base, _, layer = name.partition(":")
-            out[name].append(FEATURES[base].read(batch, layer or None).float().cpu().numpy())
+            out[name].append(READERS[base](batch, layer or None).float().cpu().numpy())
         if progress is not None:
             progress(int(rows[-1]) + 1, len(y_all))
     return {n: np.concatenate(parts).astype(np.float32, copy=False) for n, parts in out.items()}

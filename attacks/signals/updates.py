@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from attacks.signals.names import DEFENSES
 from fedsim.config import from_resolved
 from fedsim.data.cache import CohortArray, VolumeDataset
 from fedsim.defenses import local_training, release_weights
@@ -28,16 +29,6 @@ from fedsim.errors import FedsimError
 from fedsim.training import make_loader, train_epochs
 
 __all__ = ["DEFENSES", "Defense", "Recipe", "epoch_orders", "parse_defense", "train_update"]
-
-#: defense name -> (what its value is, default value)
-DEFENSES: dict[str, tuple[str, float]] = {
-    "none": ("", 0.0),
-    "dp_sgd": ("noise multiplier (per-sample clip 1.0)", 1.0),
-    "model_noise": ("std added to every shared weight", 1e-3),
-    "clip": ("L2 bound of the update", 1e-3),
-    "secagg": ("learners averaged", 4.0),
-}
-
 
 @dataclass(frozen=True)
 class Recipe:

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from attacks.threats.names import DEFAULT_REPEATS
 from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
 #: The positive class of every attack set, metric and classifier: members of the training set.
 MEMBER = 1
 NON_MEMBER = 0
-#: Independent draws of the attack sets unless told otherwise (the paper: 5 attacks).
-DEFAULT_REPEATS = 5
 
 # Gupta et al. 2021 §3.2: 1500 + 1500 subjects to train the attack, the remaining 694 + 694 to test it.
 PAPER_TRAIN_PER_CLASS, PAPER_TEST_PER_CLASS = 1500, 694

@@ -2,7 +2,10 @@
 
 Every stage has one parser, defined beside its ``main`` (``python -m fedsim.run`` and
 ``fedsim train`` are the same function with a different ``prog``); :mod:`fedsim.cli.main` is the
-``fedsim`` command that dispatches to them. Only this layer prints.
+``fedsim`` command that dispatches to them. Only this layer prints. A parser is built from light
+modules only (its choices and defaults from the registries' name modules); ``main`` imports the
+library after the arguments parse, so that ``--help`` and a mistyped option answer before torch,
+scikit-learn or pandas load (``tests/test_cli_imports.py``). The library never imports this layer.
 """
 
 from __future__ import annotations
@@ -46,8 +49,7 @@ def _stop_workers() -> None:
     """Stop joblib's worker processes (parallel preprocessing, cohort writing) before the command
     exits: idle, they would linger for minutes holding its stdout and stderr open, so that
     ``fedsim cohort … | tee log`` or a parent reading the pipes would wait for them."""
-    from joblib.externals.loky import reusable_executor
-
+    reusable_executor = sys.modules.get("joblib.externals.loky.reusable_executor")  # not loaded: none started
     executor = getattr(reusable_executor, "_executor", None)
     if executor is not None:
         executor.shutdown(wait=True)

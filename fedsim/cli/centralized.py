@@ -8,12 +8,9 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from fedsim import snapshots
-from fedsim.centralized import new_centralized_run, train_centralized
 from fedsim.cli import add_cohort_option, add_device_option, add_out_option, command_parser
 from fedsim.cli.progress import echo_rounds, progress_bars, say_start
 from fedsim.config import available_environments, load_env, with_overrides
-from fedsim.device import using_device
 from fedsim.errors import FedsimError
 from fedsim.tracking import add_tensorboard_option, require_tensorboard, tensorboard
 
@@ -37,6 +34,10 @@ def parser(prog: str = "python -m fedsim.centralized") -> argparse.ArgumentParse
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fedsim.centralized") -> int:
     args = parser(prog).parse_args(argv)
+    from fedsim import snapshots
+    from fedsim.centralized import new_centralized_run, train_centralized
+    from fedsim.device import using_device
+
     with using_device(args.device):
         if args.tensorboard is not None:
             require_tensorboard()

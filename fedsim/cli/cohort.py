@@ -10,8 +10,6 @@ from rich.console import Console
 
 from fedsim.cli import command_parser
 from fedsim.cli.progress import progress_bars
-from fedsim.data.cohort import CohortSpec, write_cohort
-from fedsim.data.synthetic import AnatomyParams
 
 
 def parser(prog: str = "python -m fedsim.data.cohort") -> argparse.ArgumentParser:
@@ -36,6 +34,9 @@ def parser(prog: str = "python -m fedsim.data.cohort") -> argparse.ArgumentParse
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fedsim.data.cohort") -> int:
     args = parser(prog).parse_args(argv)
+    from fedsim.data.cohort import CohortSpec, write_cohort
+    from fedsim.data.synthetic import AnatomyParams
+
     console = Console(highlight=False)
     with progress_bars(console) as progress:
         anatomy = AnatomyParams(sex_gm_difference=args.sex_gm_difference, male_atrophy_ratio=args.male_atrophy_ratio)

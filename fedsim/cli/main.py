@@ -14,6 +14,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "cohort": ("fedsim.cli.cohort", "write a synthetic T1 cohort (NIfTI + manifest.csv)"),
     "train": ("fedsim.cli.train", "federated training: FedAvg on Flower + Ray"),
     "centralized": ("fedsim.cli.centralized", "the centralized baseline"),
+    "audit": ("attacks.cli.audit", "every attack family from every seat: a verdict per seat"),
     "attack": ("attacks.cli.run", "membership inference on a run, with its controls"),
     "seats": ("attacks.cli.seats", "learner, controller and outsider attack the same victims"),
     "calibrated": ("attacks.cli.calibrated", "LiRA and RMIA with reference models"),
@@ -26,8 +27,8 @@ STAGES: dict[str, tuple[str, str]] = {
 PIPELINE = """\
   1. data    fedsim cohort                       NIfTI + manifest, or your own
   2. train   fedsim train | centralized          a run dir, a snapshot per round
-  3. attack  fedsim attack|seats|calibrated|attribute|reconstruct  leakage
-  4. report  RUN_DIR/attacks/.../report.html     numbers beside their controls
+  3. attack  fedsim audit | attack | seats | …   every family from every seat
+  4. report  RUN_DIR/audit/index.html            a verdict per seat, linked
   5. study   fedsim study | sweep                every environment; defenses"""
 
 
@@ -37,7 +38,7 @@ def usage() -> str:
             f"Federated brain-age learning on 3D MRI, simulated, then audited for leakage.\n\n"
             f"pipeline:\n{PIPELINE}\n\nstages:\n{stages}\n\n"
             f"examples:\n  fedsim train --env skewed-iid --snapshot-local --out runs/skewed-iid\n"
-            f"  fedsim attack runs/skewed-iid\n  fedsim seats runs/skewed-iid\n")
+            f"  fedsim audit runs/skewed-iid\n  fedsim seats runs/skewed-iid\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

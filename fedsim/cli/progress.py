@@ -10,7 +10,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from fedsim.data.bids import describe
 from fedsim.progress import Progress as ProgressCallback
 from fedsim.progress import listening
 
@@ -40,6 +39,8 @@ def progress_bars(console: Console) -> Iterator[ProgressCallback]:
 
 def say_start(console: Console, env: str, manifest: Path, run_dir: Path) -> None:
     """What is trained on and where it goes; for a BIDS cohort, what was taken from it."""
+    from fedsim.data.bids import describe  # nibabel and pandas: loaded when a run starts, not for --help
+
     console.print(f"[bold]{env}[/]: {manifest} → {run_dir}")
     bids = describe(manifest)
     if bids:

@@ -17,24 +17,26 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from fedsim import snapshots
 from fedsim.cli import add_cohort_option, add_out_option, command_parser
 from fedsim.cli.progress import echo_rounds, progress_bars, say_start
 from fedsim.config import available_environments, load_env, with_overrides
 from fedsim.errors import FedsimError
 from fedsim.federation import keys
-from fedsim.federation.run_setup import RunSetup
-from fedsim.federation.runs import check_options, federate, new_run, place_learners, resume_run
-from fedsim.federation.simulation import ray_address
 from fedsim.progress import Progress
 from fedsim.tracking import add_tensorboard_option, require_tensorboard, tensorboard
 
+if TYPE_CHECKING:
+    from fedsim.federation.run_setup import RunSetup
+
 
 def _print_summary(console: Console, setup: RunSetup, s: dict, seconds: float) -> None:
+    from fedsim import snapshots
+
     metrics = {m["round"]: m for m in snapshots.read_metrics(setup.run_dir)}
     counts = setup.sample_counts()
     table = Table(title=f"{setup.cfg.name}: community model after round {s['final_round']}")
@@ -88,6 +90,10 @@ def parser(prog: str = "python -m fedsim.run") -> argparse.ArgumentParser:
 
 def _run_dir(args: argparse.Namespace, console: Console, progress: Progress) -> Path:
     """A fresh run directory, or the one to resume (after checking it)."""
+    from fedsim import snapshots
+    from fedsim.federation.run_setup import RunSetup
+    from fedsim.federation.runs import new_run, resume_run
+
     if args.resume is not None:
         clash = [f"--{k}" for k in ("env", "seed", "cohort", "out") if getattr(args, k) is not None]
         clash += ["--snapshot-local"] if args.snapshot_local else []
@@ -107,6 +113,10 @@ def _run_dir(args: argparse.Namespace, console: Console, progress: Progress) -> 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m fedsim.run") -> int:
     args = parser(prog).parse_args(argv)
+    from fedsim.federation.run_setup import RunSetup
+    from fedsim.federation.runs import check_options, federate, place_learners
+    from fedsim.federation.simulation import ray_address
+
     console = Console(highlight=False)
     started = time.perf_counter()
     address = ray_address(args.ray_address)
@@ -141,6 +151,8 @@ def _stop_on_signal(run_dir: Path):
     waiting for replies), so the process reports, shuts Ray down and exits here. Snapshots are
     never half-written (atomic renames), so ``--resume`` picks up cleanly.
     """
+    from fedsim import snapshots
+
     def stop(signum: int, frame: object) -> None:
         done = snapshots.complete_rounds(run_dir)
         last = f"rounds 0..{done[-1]} are" if done else "no round is"

@@ -8,6 +8,14 @@ manifest beside it is the other input format. ``python -m fedsim.data.cohort --o
 
 from __future__ import annotations
 
+# ``python -m fedsim.data.cohort`` is the command (fedsim.cli.cohort): it takes over before this
+# module's own imports, so that --help loads none of them and the command imports this module once, by its name.
+if __name__ == "__main__":
+    from fedsim.cli import run_cli
+    from fedsim.cli.cohort import main
+
+    raise SystemExit(run_cli(main))
+
 import hashlib
 import json
 import os
@@ -148,9 +156,3 @@ def default_cohort(spec: CohortSpec, *, progress: Progress | None = None) -> Pat
     out = fedsim_home() / "cohorts" / f"synthetic-{spec.key()}"
     return write_cohort(spec, out, progress=progress)
 
-
-if __name__ == "__main__":
-    from fedsim.cli import run_cli
-    from fedsim.cli.cohort import main
-
-    raise SystemExit(run_cli(main))

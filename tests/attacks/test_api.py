@@ -7,6 +7,7 @@ import pytest
 
 import attacks
 from attacks import run
+from attacks.membership.selection import ZOO
 from fedsim.errors import FedsimError
 
 
@@ -18,7 +19,8 @@ def test_audit_returns_the_commands_numbers_prints_nothing_and_reports_progress(
     assert capsys.readouterr() == ("", "")  # nothing below the command line prints
     assert isinstance(results, pd.DataFrame) and set(results["seat"]) == {"centralized adversary"}
     assert set(results["control"]) == {"none", "round-0", "age-matched"}
-    assert set(results["classifier"]) == {"conv"}  # the commands' default classifier
+    assert set(results["classifier"]) == {"auto"}  # the commands' default classifier, with what it chose
+    assert set(results["chosen"]) <= set(ZOO)
     # progress: per-sample features of each snapshot, then the attacks, each reported to completion
     assert any(w.startswith("features of") for w, _, _ in steps) and any(w == "fitting attacks" for w, _, _ in steps)
     assert all(done <= total for _, done, total in steps) and steps[-1][1] == steps[-1][2]

@@ -233,6 +233,7 @@ def test_a_centralized_runs_interval_is_no_narrower_than_one_attacks_own():
                              for r in range(3) for v in victims])
     one = attribute_table(rows(["members"])).set_index("seat").loc[OUTSIDER]
     assert one["auc_low"] <= 0.60 - 0.079 and one["auc_high"] >= 0.60 + 0.079
-    assert one["kind"] == "none"  # 0.10 above the baseline, but not by two standard errors of the difference (0.115)
+    assert one["kind"] == "not-detected"  # 0.10 above the baseline, not by 1.96 standard errors of the difference
     many = attribute_table(rows([f"L{k}" for k in range(8)])).set_index("seat").loc[OUTSIDER]
-    assert many["auc_high"] - many["auc_low"] < 0.05 and many["kind"] == "unchecked"  # above, but no round-0 rows
+    assert many["auc_high"] - many["auc_low"] < 0.05 and many["kind"] == "detected"  # above; no round-0 rows to beat
+    assert many["verdict"] == "leak detected, large — round-0 control not run"

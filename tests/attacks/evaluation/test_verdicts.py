@@ -79,11 +79,12 @@ def test_attribute_and_reconstruction_speak_the_same_words():
 
 
 def test_one_seat_keeps_its_detected_leak_or_the_loosest_bound():
-    leak, null_a, null_b = (verdicts.Verdict(verdicts.DETECTED, "small"), verdicts.Verdict(verdicts.NOT_DETECTED, bound="a"),
-                            verdicts.Verdict(verdicts.NOT_DETECTED, bound="b"))
-    assert verdicts.strongest([(null_a, 0.6, 0.7), (leak, 0.55, 0.6)]) is leak
-    assert verdicts.strongest([(null_a, 0.6, 0.62), (null_b, 0.5, 0.66)]) is null_b
-    assert verdicts.strongest([]) is None
+    leak = {"kind": verdicts.DETECTED, "auc": 0.55, "auc_high": 0.6}
+    null_a, null_b = ({"kind": verdicts.NOT_DETECTED, "auc": 0.6, "auc_high": 0.62},
+                      {"kind": verdicts.NOT_DETECTED, "auc": 0.5, "auc_high": 0.66})
+    assert verdicts.strongest([null_a, leak], score="auc", upper="auc_high") is leak
+    assert verdicts.strongest([null_a, null_b], score="auc", upper="auc_high") is null_b
+    assert verdicts.strongest([], score="auc", upper="auc_high") is None
 
 
 def _simulated(seed: int, leak: float) -> pd.DataFrame:

@@ -181,6 +181,8 @@ def test_command_writes_results_and_reuses_references(tiny_run, capsys):
     assert main([str(tiny_run), "--references", "4"]) == 0
     printed = capsys.readouterr().out
     assert "4 trained now" in printed and "attacks.run" in printed  # the classifier's row is compared
+    assert f"report: {tiny_run / 'attacks' / 'calibrated.html'}" in printed and "logreg" in (
+        tiny_run / "attacks" / "calibrated.html").read_text()  # the page, with the classifier beside the attacks
     results = pd.read_csv(tiny_run / "attacks" / "calibrated.csv")
     # loss + 2 LiRA methods x 2 statistics + RMIA, on the best round and the round-0 control
     assert len(results) == 2 * 6

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attacks.signals.features import (
-    FEATURES, TABLE1, assemble, compute_features, extract, parse_features,
+    FEATURES, READERS, TABLE1, assemble, compute_features, extract, parse_features,
 )
 from attacks.signals.layout import feature_layout
 from attacks.target import load_snapshot
@@ -216,6 +216,7 @@ def test_aliases_resolve_and_every_table1_row_parses():
     assert parse_features("pred+label+grad:conv6+grad:output", net) == (
         "prediction", "label", "grad:conv6", "grad:output")
     assert {"prediction", "label", "error", "grad_norm", "activation", "grad"} <= set(FEATURES)
+    assert set(READERS) == set(FEATURES)  # every name the commands list is read by a function
     for spec in TABLE1.values():
         parse_features(spec, net)
 

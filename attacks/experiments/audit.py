@@ -1,0 +1,244 @@
+"""The audit: every attack family and seat a run supports, in one call, and a line for each it skipped.
+
+:func:`run_audit` opens the target once, asks each family what the run supports (a centralized run has one
+seat; the curious controller needs local models; the attribute family needs the attribute in the manifest;
+gradient inversion needs a learner's update), runs it at a :class:`Budget`, and returns every family's rows
+and the skips. It adds no attack logic of its own: membership is :func:`attacks.api.attack_run` from every
+seat with its controls plus the calibrated attacks, attribute is :func:`attacks.attribute.inference.attribute_attacks`,
+reconstruction is :mod:`attacks.reconstruction.run`. :mod:`attacks.reporting.audit` writes the pages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedsim.errors import FedsimError
+
+if TYPE_CHECKING:  # the command's --help reads FAMILIES and BUDGETS: this module imports nothing heavy until it runs
+    import pandas as pd
+
+    from attacks.target import Target
+
+__all__ = ["BUDGETS", "FAMILIES", "AuditResult", "Budget", "Skip", "parse_families", "run_audit"]
+
+FAMILIES = ("membership", "attribute", "reconstruction")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How hard each family tries: the feature sets, classifier and repeats of membership attacks (attribute attacks
+    take the repeats), the
+    calibrated attacks' reference models (0: none trained), the scans each reconstruction inverts and whether
+    gradient inversion (the costly one: every scan of a learner's update, its local steps replayed) runs."""
+
+    name: str
+    features: str
+    repeats: int
+    references: int
+    classifier: str = "auto"
+    attributes: tuple[str, ...] = ("sex", "site")
+    scans: int = 4
+    layers: tuple[str, ...] | None = None  # feature inversion's layers (None: every conv layer)
+    gradient: bool = False
+    why_not: dict[str, str] = field(default_factory=dict)
+
+
+BUDGETS = {
+    "quick": Budget(
+        "quick", features="error,pred+label,grad_norm", repeats=1, references=0, layers=("conv1",),
+        classifier="auto-quick",
+        why_not={"calibrated": "trains reference models (--budget full: 8); the controller's calibrated attacks, "
+                 "which reuse the other learners' local models, still run",
+                 "layers": "feature inversion of the deeper conv layers (--budget full: every conv layer)",
+                 "gradient": "inverts every scan of a learner's update with its local steps replayed (--budget full)"}),
+    "full": Budget("full", features="table1", repeats=3, references=8, scans=8, gradient=True),
+}
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A family or seat the audit did not run, and why — in the report, so no silence reads as a verdict."""
+
+    family: str
+    seat: str
+    why: str
+
+
+@dataclass
+class AuditResult:
+    """Each family's rows (``None``: not run), the skips, the seconds each family took and the budget."""
+
+    run_dir: Path
+    budget: Budget
+    round: int
+    membership: pd.DataFrame | None = None
+    calibrated: pd.DataFrame | None = None
+    calibrated_scores: pd.DataFrame | None = None
+    attribute: pd.DataFrame | None = None
+    properties: pd.DataFrame | None = None
+    reconstruction: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[Any] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def parse_families(families: str | Sequence[str]) -> list[str]:
+    """Family names from ``"membership,attribute"`` or a list; an unknown one is a one-line error."""
+    names = [f.strip() for f in families.split(",")] if isinstance(families, str) else list(families)
+    names = [f for f in names if f]
+    bad = [f for f in names if f not in FAMILIES]
+    if bad or not names:
+        raise FedsimError(f"unknown attack family {bad[0]!r}; choose from: {', '.join(FAMILIES)}" if bad else
+                          f"no attack family given; choose from: {', '.join(FAMILIES)}")
+    return list(dict.fromkeys(names))
+
+
+def _has_local_models(target: Target, rnd: int) -> bool:
+    from attacks.target import missing_local_models
+    from fedsim.data.partition import learner_groups
+
+    return len(missing_local_models(target, rnd)) < len(learner_groups(target.partitions["group"]))
+
+
+def run_audit(
+    run_dir: str | Path, *, families: str | Sequence[str] = FAMILIES, budget: str | Budget = "quick", seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None, say: Callable[[str], object] | None = None,
+) -> AuditResult:
+    """Every family of ``families`` from every seat the run supports, at ``budget`` (``quick`` or ``full``).
+
+    ``say(text)`` hears each step (the command prints it); ``progress(description, done, total)`` the long ones.
+    """
+    chosen = parse_families(families)
+    if isinstance(budget, str):
+        if budget not in BUDGETS:
+            raise FedsimError(f"unknown --budget {budget!r}; choose from: {', '.join(BUDGETS)}")
+        budget = BUDGETS[budget]
+    from attacks.target import is_centralized, open_run, resolve_rounds
+
+    say = say or (lambda text: None)
+    target = open_run(run_dir)
+    centralized = is_centralized(target)
+    rnd = resolve_rounds("default", target, centralized=centralized)[-1]
+    result = AuditResult(Path(run_dir), budget, rnd)
+    local = not centralized and _has_local_models(target, rnd)
+    if not centralized and not local:
+        result.skipped.append(Skip("every family", "curious controller",
+                                   "the run kept no local models; train with --snapshot-local"))
+    steps = {"membership": _membership, "attribute": _attribute, "reconstruction": _reconstruction}
+    for family in chosen:
+        say(f"[bold]{family}[/]")
+        start = time.perf_counter()
+        steps[family](target, result, centralized=centralized, local=local, seed=seed, progress=progress, say=say)
+        result.seconds[family] = time.perf_counter() - start
+    return result
+
+
+def _membership(target: Target, result: AuditResult, *, centralized: bool, local: bool, seed: int,
+                progress: Callable[[str, int, int], None] | None, say: Callable[[str], object]) -> None:
+    from attacks.api import attack_run
+    from attacks.membership.calibrated import run_calibrated
+    from attacks.membership.seats import MIN_CALIBRATION_LEARNERS, controller_calibrated
+    from attacks.signals.cache import FeatureCache
+    from attacks.signals.features import is_black_box
+    from attacks.threats.seats import SEAT_NAMES
+    from fedsim.data.partition import learner_groups
+
+    import pandas as pd
+
+    budget, cache = result.budget, FeatureCache(target, progress=progress)
+    seats = ["centralized"] if centralized else ["learner", "outsider"] + (["controller"] if local else [])
+    frames = []
+    for seat in seats:
+        specs = [s for s in _feature_sets(budget.features) if seat != "outsider" or is_black_box(s)]
+        say(f"  {SEAT_NAMES[seat]}: {', '.join(specs)}")
+        rows = attack_run(target, threat=seat, features=specs, rounds=str(result.round), classifier=budget.classifier,
+                          repeats=budget.repeats, seed=seed, cache=cache, progress=progress)
+        frames.append(pd.DataFrame(rows).assign(seat=SEAT_NAMES[seat]))
+    result.membership = pd.concat(frames, ignore_index=True)
+    if centralized:
+        if budget.references < 2:
+            result.skipped.append(Skip("membership", "centralized adversary",
+                                       f"calibrated attacks (LiRA, RMIA): {budget.why_not.get('calibrated', '')}"))
+            return
+        say(f"  calibrated: {budget.references} reference models")
+        rows, scores, _ = run_calibrated(target, references=budget.references, seed=seed,
+                                         progress=None if progress is None else
+                                         (lambda done, total: progress("reference models", done, total)))
+        result.calibrated, result.calibrated_scores = pd.DataFrame(rows), scores
+    elif local:
+        if len(learner_groups(target.partitions["group"])) < MIN_CALIBRATION_LEARNERS:
+            result.skipped.append(Skip("membership", SEAT_NAMES["controller"], "calibrated attacks need "
+                                       f"{MIN_CALIBRATION_LEARNERS} learners (2 other local models as references)"))
+            return
+        say("  curious controller, calibrated by the other local models")
+        rows = [r for matched in (False, True) for r in controller_calibrated(
+            target, rnd=result.round, repeats=budget.repeats, seed=seed, age_matched=matched, cache=cache)]
+        result.calibrated = pd.DataFrame(rows).assign(seat=SEAT_NAMES["controller"])
+
+
+def _feature_sets(text: str) -> list[str]:
+    from attacks.signals.features import TABLE1
+
+    return list(TABLE1.values()) if text == "table1" else [s for s in text.split(",") if s]
+
+
+def _attribute(target: Target, result: AuditResult, *, centralized: bool, local: bool, seed: int,
+               progress: Callable[[str, int, int], None] | None, say: Callable[[str], object]) -> None:
+    from attacks.attribute.inference import CONTROLLER, attribute_attacks, seats_of
+    from attacks.attribute.labels import questions
+    from attacks.attribute.properties import property_attack
+    from attacks.signals.cache import FeatureCache
+
+    import pandas as pd
+
+    cache, frames = FeatureCache(target, progress=progress), []
+    for attribute in result.budget.attributes:
+        try:
+            asked = questions(target, attribute)
+        except FedsimError as err:
+            result.skipped.append(Skip("attribute", "every seat", f"{attribute}: {err}"))
+            continue
+        for question in asked:
+            say(f"  {getattr(question, 'name', attribute)}")
+            frames.append(attribute_attacks(target, question, rnd=result.round, repeats=result.budget.repeats,
+                                            seed=seed, cache=cache, progress=progress))
+    result.attribute = pd.concat(frames, ignore_index=True) if frames else None
+    if not centralized and CONTROLLER in seats_of(target, result.round) and "sex" in result.budget.attributes:
+        try:
+            result.properties = property_attack(target, rnd=result.round, seed=seed, progress=progress)
+        except FedsimError as err:
+            result.skipped.append(Skip("attribute", "curious controller", f"property inference: {err}"))
+
+
+def _reconstruction(target: Target, result: AuditResult, *, centralized: bool, local: bool, seed: int,
+                    progress: Callable[[str, int, int], None] | None, say: Callable[[str], object]) -> None:
+    from attacks.reconstruction.run import feature_attack, gradient_attack
+
+    budget = result.budget
+    layers = "every conv layer" if budget.layers is None else ", ".join(budget.layers)
+    say(f"  feature inversion of {layers}'s activations, {budget.scans} scans")
+    outcomes = [feature_attack(target, subjects=budget.scans, rnd=result.round, layers=budget.layers, progress=progress)]
+    if budget.layers is not None:
+        result.skipped.append(Skip("reconstruction", "holder of deeper layers' activations",
+                                   f"at --budget {budget.name}: {budget.why_not['layers']}"))
+    result.skipped.append(Skip("reconstruction", "whoever holds the model", "model inversion: its verdict is a "
+                               "closeness AUC on its own page (fedsim reconstruct RUN_DIR --attack model)"))
+    if centralized:
+        result.skipped.append(Skip("reconstruction", "curious controller", "gradient inversion attacks a learner's "
+                                   "update: a centralized run has none"))
+    elif not local:
+        result.skipped.append(Skip("reconstruction", "curious controller", "gradient inversion needs the learner's "
+                                   "update: train with --snapshot-local"))
+    elif not budget.gradient:
+        result.skipped.append(Skip("reconstruction", "curious controller",
+                                   f"gradient inversion at --budget {budget.name}: {budget.why_not['gradient']}"))
+    else:
+        say("  gradient inversion of the first learner's update, every scan")
+        outcomes.append(gradient_attack(target, rnd=result.round, progress=progress))
+    for outcome in outcomes:
+        result.reconstruction += outcome.rows
+        result.examples += outcome.examples

@@ -1,0 +1,89 @@
+"""``fedsim audit``: every family from every seat of a tiny --snapshot-local federation, one index over their pages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from attacks.cli.audit import main
+from attacks.evaluation.summary import controls_table
+from attacks.experiments.audit import parse_families, run_audit
+from attacks.reporting.attribute import attribute_table
+from fedsim.cli import run_cli
+from fedsim.errors import FedsimError
+from federations import federate
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory) -> Path:
+    """tiny-learners (local models kept), 2 rounds, audited at the quick budget through the command."""
+    run = federate(tmp_path_factory.mktemp("audit") / "run", env="tiny-learners")
+    assert run_cli(main, [str(run), "--budget", "quick"]) == 0
+    return run
+
+
+def test_the_index_links_every_familys_page_and_each_links_back(audited):
+    index = (audited / "audit" / "index.html").read_text()
+    pages = {"membership": audited / "audit" / "membership.html",
+             "attribute": audited / "attacks" / "attribute" / "report.html",
+             "reconstruction": audited / "attacks" / "reconstruct" / "report.html"}
+    for name, page in pages.items():
+        href = page.relative_to(audited).as_posix()
+        assert (f'href="{Path("..", href).as_posix()}"' in index) or (f'href="{page.name}"' in index), name
+        back = Path("..", "..", "audit", "index.html").as_posix() if page.parent != audited / "audit" else "index.html"
+        assert f'href="{back}"' in page.read_text(), name
+    assert "What the verdicts mean" in index and "Not run, and why" in index
+
+
+def test_summary_rows_match_each_familys_own_results(audited):
+    document = json.loads((audited / "audit" / "summary.json").read_text())
+    summary = pd.DataFrame(document["summary"])
+    assert {"membership", "attribute", "reconstruction"} <= set(summary["family"])
+    assert {"malicious learner", "curious controller", "outsider"} <= set(summary.loc[summary["family"] == "membership", "seat"])
+    # membership: every attack's AUC in summary.json is the page's table (controls_table of the family's rows)
+    attacks = pd.DataFrame(document["attacks"])
+    learner = attacks[(attacks["family"] == "membership") & (attacks["seat"] == "malicious learner")].set_index("attack")
+    assert len(learner) == 3  # quick: error, pred + label, gradient magnitude
+    # attribute: the same numbers as the attribute page's table, rebuilt from its results.csv
+    own = attribute_table(pd.read_csv(audited / "attacks" / "attribute" / "results.csv",
+                                      dtype={"attacker": str, "victim": str, "features": str},
+                                      keep_default_na=False, na_values=[""]))
+    for r in attacks[attacks["family"] == "attribute"].itertuples():
+        mine = own[(own["attribute"] == r.question) & (own["seat"] == r.seat) & (own["features"] == r.attack)]
+        assert len(mine) == 1 and mine["auc"].iloc[0] == pytest.approx(r.value) and mine["verdict"].iloc[0] == r.verdict
+    # each seat's row is one of its attacks: the verdict and number of that attack
+    for r in summary.itertuples():
+        rows = attacks[(attacks["family"] == r.family) & (attacks["question"] == r.question) & (attacks["seat"] == r.seat)]
+        assert ((rows["attack"] == r.attack) & (rows["verdict"] == r.verdict)).any()
+    # quick skips gradient inversion and says why
+    assert any(s["family"] == "reconstruction" and "gradient inversion" in s["why"] for s in document["skipped"])
+
+
+def test_membership_numbers_are_the_controls_table_of_every_attacks_row(audited):
+    document = json.loads((audited / "audit" / "summary.json").read_text())
+    rows = pd.read_csv(audited / "audit" / "membership.csv", dtype={"attacker": str, "victim": str})
+    assert set(rows["chosen"]) <= {"threshold", "logreg", "shallow_hgb", "hgb", "conv"}  # the zoo's choice, per attack
+    table = controls_table(rows, document["round"], by=["seat"])
+    attacks = pd.DataFrame(document["attacks"])
+    trained = attacks[attacks["attack_kind"] == "trained classifier"]
+    assert len(trained) == len(table) == 3 + 2 + 3  # learner and controller: 3 sets; the outsider: the 2 black-box ones
+    for r, t in zip(trained.itertuples(), table.itertuples()):
+        assert (r.seat, r.value, r.verdict) == (t.seat, pytest.approx(t.auc), t.verdict)
+
+
+def test_a_run_without_local_models_lists_the_controller_as_skipped(tmp_path):
+    run = federate(tmp_path / "run", env="tiny", rounds=1)
+    result = run_audit(run, families="reconstruction", budget="quick")
+    assert any(s.seat == "curious controller" and "--snapshot-local" in s.why for s in result.skipped)
+    assert any(s.family == "reconstruction" and "gradient inversion needs the learner's update" in s.why
+               for s in result.skipped)
+
+
+def test_bad_families_and_budgets_are_one_line_errors(tmp_path):
+    with pytest.raises(FedsimError, match="unknown attack family 'membershp'"):
+        parse_families("membershp,attribute")
+    with pytest.raises(FedsimError, match="unknown --budget"):
+        run_audit(tmp_path, budget="huge")
