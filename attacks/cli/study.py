@@ -14,23 +14,20 @@ import argparse
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from attacks.cli.options import add_attack_options, add_families_option, parse_families
-from attacks.experiments.study import (
-    DEFAULT_ENVS, AttackSettings, attack_cached, attribute_cached, attribute_row, environment_row, pair_table, table1,
-    train_env,
-)
-from attacks.reporting.attribute import attribute_table
-from attacks.reporting.markdown import write_summary
+from attacks.experiments.names import DEFAULT_ENVS
 from fedsim.cli import add_cohort_option, add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
 from fedsim.config import available_environments, load_env
-from fedsim.device import using_device
 from fedsim.errors import FedsimError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def parser(prog: str = "python -m attacks.study") -> argparse.ArgumentParser:
@@ -60,6 +57,15 @@ def print_frame(console: Console, frame: pd.DataFrame, title: str) -> None:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.study") -> int:
     args = parser(prog).parse_args(argv)
+    import pandas as pd
+
+    from attacks.experiments.study import (
+        AttackSettings, attack_cached, attribute_cached, attribute_row, environment_row, pair_table, table1, train_env,
+    )
+    from attacks.reporting.attribute import attribute_table
+    from attacks.reporting.markdown import write_summary
+    from fedsim.device import using_device
+
     with using_device(args.device):
         envs = [e.strip() for e in args.envs.split(",") if e.strip()]
         if not envs:

@@ -2,7 +2,9 @@
 
 A defense is only worth what it buys: how much membership leakage it removes for how much accuracy
 it costs. Every value trains (``DIR/<value>/run/``) and is attacked as ``python -m attacks.run``
-does (:mod:`attacks.experiments.sweep`); the command writes ``sweep.csv``, ``sweep.md``,
+does and, with the calibrated family, as ``python -m attacks.calibrated`` does (a federation: its curious
+controller), so that each value is judged by the strongest attack (:mod:`attacks.experiments.sweep`);
+the command writes ``sweep.csv``, ``sweep.md``,
 ``sweep.png`` and a self-contained ``sweep.html``. Training and attacks already on disk and still
 valid are skipped, so rerunning the same command, or adding a value, redoes nothing that finished.
 """
@@ -15,28 +17,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from attacks.api import feature_sets
-from attacks.cli.options import add_attack_options, add_families_option, parse_families
+from attacks.cli.options import SWEEP_FAMILIES, add_attack_options, add_families_option, parse_families
 from attacks.cli.study import print_frame
-from attacks.experiments.study import AttackSettings, attack_cached, attribute_cached, train_env
-from attacks.experiments.sweep import (
-    DEFAULT_FEATURES, SWEEPABLE, attribute_sweep_rows, parse_settings, parse_values, plan_settings, sweep_rows,
-)
-from attacks.reporting.sweep import CONSOLE_DROPS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG, attribute_display, display_table, write_outputs
-from attacks.signals.features import parse_features
-from fedsim import snapshots
+from attacks.experiments.names import DEFAULT_FEATURES, SWEEPABLE
+from attacks.membership.calibration import FAMILY_REFERENCES
 from fedsim.cli import add_cohort_option, add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
 from fedsim.config import available_environments, load_env
-from fedsim.device import using_device
 from fedsim.errors import FedsimError
-from fedsim.models import build_model
 
 
 def parser(prog: str = "python -m attacks.sweep") -> argparse.ArgumentParser:
@@ -56,13 +49,35 @@ def parser(prog: str = "python -m attacks.sweep") -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="sweep directory (default: runs/sweep-<env>-<KEY>)")
     add_cohort_option(p)
     add_attack_options(p, features=DEFAULT_FEATURES, seed=False)
-    add_families_option(p)
+    add_families_option(p, SWEEP_FAMILIES)
+    p.add_argument("--references", type=int, default=FAMILY_REFERENCES, metavar="N",
+                   help=f"reference models of the calibrated family on a centralized run, an even number ≥ {FAMILY_REFERENCES} "
+                   f"(default: {FAMILY_REFERENCES}; each trains like the run, cached and reused)")
     add_device_option(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sweep") -> int:
     args = parser(prog).parse_args(argv)
+    import pandas as pd
+
+    from attacks.api import feature_sets
+    from attacks.experiments.study import (
+        AttackSettings, attack_cached, attribute_cached, calibrated_cached, calibrated_skipped, train_env,
+    )
+    from attacks.experiments.sweep import (
+        attribute_sweep_rows, calibrated_sweep_rows, parse_settings, parse_values, plan_settings, strongest_rows,
+        sweep_rows,
+    )
+    from attacks.membership.calibration import DEFAULT_METHODS, parse_methods
+    from attacks.reporting.sweep import (
+        CONSOLE_DROPS, SWEEP_CSV, SWEEP_MD, SWEEP_PNG, attribute_display, display_table, write_outputs,
+    )
+    from attacks.signals.features import parse_features
+    from fedsim import snapshots
+    from fedsim.device import using_device
+    from fedsim.models import build_model
+
     with using_device(args.device):
         key = args.defense
         if key not in SWEEPABLE:
@@ -76,17 +91,23 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
             parse_features(spec, model)
         if args.cohort is not None and not args.cohort.is_file():
             raise FedsimError(f"--cohort {str(args.cohort)!r} is not a file")
+        families = parse_families(args.families, SWEEP_FAMILIES)
+        if "calibrated" in families:
+            if args.references % 2:
+                raise FedsimError(f"--references must be even (references come in complementary pairs), got {args.references}")
+            parse_methods(DEFAULT_METHODS, args.references)  # LiRA's minimum, before anything trains
         out = args.out or Path("runs") / f"sweep-{base.name}-{key}"
         settings = plan_settings(args.env, key, values, fixed, out)
         command = shlex.join(["python", "-m", "attacks.sweep", "--env", args.env, "--defense", key,
                               "--values", ",".join(s.label for s in settings),
                               *(a for item in args.set for a in ("--set", item)), "--out", str(out), *attack.args(),
-                              "--families", args.families,
+                              "--families", ",".join(families),
+                              *(["--references", str(args.references)] if "calibrated" in families else []),
                               *(["--cohort", str(args.cohort)] if args.cohort else [])])
         console = Console(highlight=False)
-        families = parse_families(args.families)
         rows: list[dict[str, Any]] = []
         attribute: list[dict[str, Any]] = []
+        notes: list[str] = []
         for i, s in enumerate(settings, start=1):
             console.rule(f"[bold]{key} = {s.label}[/] ({i}/{len(settings)}): {s.env_file}")
             if not s.env_file.is_file() or s.env_file.read_text() != s.text:  # unchanged files keep their time stamps
@@ -98,9 +119,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
                 found = (attribute_cached(s.run_dir, controls=False, say=console.print, progress=progress)
                          if "attribute" in families else None)
                 attribute += [] if found is None else attribute_sweep_rows(key, s, found)
+                why = calibrated_skipped(s.run_dir) if "calibrated" in families else ""
+                if why:
+                    notes.append(f"{key} = {s.label}: calibrated attacks skipped: {why}.")
+                    console.print(f"[yellow]note:[/] {escape(notes[-1])}")
+                elif "calibrated" in families:
+                    rows += calibrated_sweep_rows(key, s, calibrated_cached(
+                        s.run_dir, references=args.references, repeats=args.repeats, say=console.print, progress=progress))
         frame = pd.DataFrame(rows)
         page = write_outputs(out, frame, command, f"Privacy–utility sweep of [defense] {key} on {base.name}",
-                             pd.DataFrame(attribute))
+                             pd.DataFrame(attribute), notes)
         shown = display_table(frame).drop(columns=list(CONSOLE_DROPS))
         table = Table(title=escape(f"[defense] {key} on {base.name}"))
         for col in shown.columns:
@@ -108,6 +136,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
         for row in shown.itertuples(index=False):
             table.add_row(*(Text(str(v)) for v in row))
         console.print(table)
+        print_frame(console, display_table(strongest_rows(frame))[[key, "ε", "unseen MAE", "attack", "AUC", "verdict"]],
+                    escape(f"judged by the strongest attack: [defense] {key} on {base.name}"))
+        for note in notes:
+            console.print(f"[yellow]note:[/] {escape(note)}")
         if attribute:
             print_frame(console, attribute_display(pd.DataFrame(attribute)).drop(columns=["ε", "95% CI", "verdict"]),
                         escape(f"attribute inference: [defense] {key} on {base.name}"))

@@ -4,7 +4,8 @@ Each step is skipped when its output is on disk and still describes its inputs: 
 found by its ``DONE``, an attack by a stamp (``attacks/study.json``) that records the attack's
 arguments, the digest of every snapshot of the run and the digest of the ``results.csv`` it wrote.
 ``python -m attacks.run`` rewriting the results, or ``fedsim.run --resume --rounds N`` extending
-the run, therefore makes the study attack again instead of reusing stale numbers.
+the run, therefore makes the study attack again instead of reusing stale numbers. The sweep
+(:mod:`attacks.experiments.sweep`) reuses these steps, and adds the calibrated attacks (:func:`calibrated_cached`).
 """
 
 from __future__ import annotations
@@ -27,30 +28,40 @@ from attacks.attribute.inference import DEFAULT_CLASSIFIER as ATTRIBUTE_CLASSIFI
 from attacks.attribute.inference import NO_MODEL, attribute_attacks
 from attacks.attribute.labels import ATTRIBUTES, questions
 from attacks.evaluation.summary import controls_table, main_round, summarise
+from attacks.experiments.names import DEFAULT_ENVS
+from attacks.membership.calibrated import run_calibrated
+from attacks.membership.calibration import FAMILY_REFERENCES
 from attacks.membership.classifiers import DEFAULT_CLASSIFIER
+from attacks.membership.seats import MIN_CALIBRATION_LEARNERS, controller_calibrated
 from attacks.reporting.attribute import OUT_DIR as ATTRIBUTE_DIR
 from attacks.reporting.attribute import RESULTS_CSV as ATTRIBUTE_CSV
 from attacks.reporting.attribute import write_outputs as write_attribute
 from attacks.reporting.membership import PAPER_TABLE1, RESULTS_CSV, pair_matrix, paper_column, write_report, write_results
 from attacks.signals.cache import FEATURES_VERSION
 from attacks.signals.features import TABLE1
-from attacks.target import is_centralized, open_run, resolve_rounds
+from attacks.target import is_centralized, missing_local_models, open_run, resolve_rounds
 from attacks.threats.seats import skipped_pairs_said
 from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim import snapshots
 from fedsim.config import load_env
+from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
 __all__ = [
-    "DEFAULT_ENVS", "AttackSettings", "attack_cached", "attribute_cached", "attribute_row", "environment_row",
-    "pair_table", "stamp_of", "table1", "train_env",
+    "DEFAULT_ENVS", "AttackSettings", "attack_cached", "attribute_cached", "attribute_row",
+    "calibrated_cached", "calibrated_skipped", "environment_row", "pair_table", "stamp_of", "table1", "train_env",
 ]
 
-DEFAULT_ENVS = ("centralized", "centralized-2d", "uniform-iid", "uniform-noniid", "skewed-iid", "skewed-noniid")
 DEFAULT_ATTRIBUTE_REPEATS = 3  # a centralized run's draws of the attack halves (a federation's are fixed)
 #: Bump when the attribute family's attacks change what they compute, so the study attacks again.
 ATTRIBUTE_VERSION = 1
+#: Bump when the calibrated family's attacks change what they compute, so the sweep attacks again.
+CALIBRATED_VERSION = 1
+#: What ``python -m attacks.calibrated`` writes (a centralized run), and the curious controller's rows (a federation).
+CALIBRATED_CSV, CALIBRATED_SCORES, CALIBRATED_JSON = "calibrated.csv", "calibrated_scores.csv", "calibrated.json"
+CONTROLLER_CSV = "calibrated-controller.csv"
 STAMP = "study.json"
+CALIBRATED_STAMP = "calibrated-study.json"
 Say = Callable[[str], object]
 
 
@@ -123,6 +134,12 @@ def attack_cached(run_dir: Path, settings: AttackSettings, *, say: Say, progress
     return pd.read_csv(out / RESULTS_CSV)
 
 
+def _local_models(run_dir: Path) -> dict[str, str | None]:
+    """Every learner's local model of every round, by content: what the curious controller reads."""
+    return {f"{r}/{p.name}": _sha256(p) for r in snapshots.complete_rounds(run_dir)
+            for p in sorted(snapshots.round_dir(run_dir, r).glob("L*.safetensors"))}
+
+
 def _attributes(target: Any) -> list[str]:
     """The attributes a run's cohort can be asked about: sex, and site where it has more than one."""
     manifest = target.manifest
@@ -143,12 +160,10 @@ def attribute_cached(run_dir: Path, *, controls: bool = True, say: Say, progress
         attributes), every learner's local model (the controller), the family's version and settings."""
         stamp = stamp_of(run_dir, AttackSettings(), seed=seed)
         manifest = snapshots.read_config(run_dir).get("cohort", {}).get("manifest")
-        local = {f"{r}/{p.name}": _sha256(p) for r in snapshots.complete_rounds(run_dir)
-                 for p in sorted(snapshots.round_dir(run_dir, r).glob("L*.safetensors"))}
         settings = {"classifier": ATTRIBUTE_CLASSIFIER, "repeats": repeats, "controls": controls,
                     "version": ATTRIBUTE_VERSION}
         return {**stamp, "settings": settings, "manifest": _sha256(Path(manifest)) if manifest else None,
-                "local_models": local, "results": _sha256(out / ATTRIBUTE_CSV)}
+                "local_models": _local_models(run_dir), "results": _sha256(out / ATTRIBUTE_CSV)}
     if stamp.is_file() and json.loads(stamp.read_text()) == current():
         say(f"[dim]{run_dir.name}: attribute results found in {out}[/]")
         return pd.read_csv(out / ATTRIBUTE_CSV, dtype={"attacker": str, "victim": str})
@@ -177,6 +192,73 @@ def attribute_cached(run_dir: Path, *, controls: bool = True, say: Say, progress
     write_attribute(run_dir, pd.concat(frames, ignore_index=True), None, command=" ".join(command))
     snapshots.write_text(stamp, json.dumps(current(), indent=1))
     return pd.read_csv(out / ATTRIBUTE_CSV, dtype={"attacker": str, "victim": str})
+
+
+def calibrated_skipped(run_dir: Path) -> str:
+    """Why the calibrated family cannot attack ``run_dir``, or "" where it can. A centralized run trains its own
+    reference models; a federation's calibrated attacks are the curious controller's, whose references are the
+    other learners' local models of the last round, so the run must have kept them."""
+    target = open_run(run_dir)
+    if is_centralized(target):
+        return ""
+    learners = learner_groups(target.partitions["group"])
+    if len(learners) < MIN_CALIBRATION_LEARNERS:
+        return (f"the curious controller's calibrated attacks need {MIN_CALIBRATION_LEARNERS} learners (a victim's "
+                f"subjects need 2 other local models as references); this federation has {len(learners)}")
+    missing = missing_local_models(target, target.rounds[-1])
+    if len(missing) == len(learners):
+        return ("the run kept no local models, which the curious controller's calibrated attacks use as references "
+                "(train with --snapshot-local, or [federation] snapshot_local = true)")
+    if missing:
+        return f"round {target.rounds[-1]} has no local model of {', '.join(missing)}"
+    return ""
+
+
+def calibrated_cached(run_dir: Path, *, references: int = FAMILY_REFERENCES, repeats: int = DEFAULT_REPEATS,
+                      say: Say, progress: Callable[[str, int, int], None] | None = None, seed: int = 0) -> pd.DataFrame:
+    """The calibrated attacks on ``run_dir``, unless stamped as computed from the same snapshots and settings; their rows.
+
+    A centralized run: ``python -m attacks.calibrated RUN_DIR --references N`` (LiRA online and offline, RMIA and the
+    loss baseline on the best epoch, beside the round-0 control), written where that command writes; its reference
+    models are cached by content (:mod:`attacks.membership.references`), so a rerun trains none. A federation: the
+    curious controller's on the last round, plain and age-matched, ``repeats`` draws of the classifiers' splits
+    (``attacks/calibrated-controller.csv``). A run :func:`calibrated_skipped` gives a reason for is refused.
+    """
+    why = calibrated_skipped(run_dir)
+    if why:
+        raise FedsimError(f"calibrated attacks cannot run on {str(run_dir)!r}: {why}")
+    target = open_run(run_dir)
+    centralized = is_centralized(target)
+    out = run_dir / "attacks"
+    results, stamp = out / (CALIBRATED_CSV if centralized else CONTROLLER_CSV), out / CALIBRATED_STAMP
+    settings = {"version": CALIBRATED_VERSION, **({"references": references} if centralized else {"repeats": repeats})}
+
+    def current() -> dict[str, Any]:
+        """The membership stamp's snapshots and DONE, the family's settings and results, the local models it reads."""
+        return {**stamp_of(run_dir, AttackSettings(), seed=seed), "settings": settings,
+                "local_models": _local_models(run_dir), "results": _sha256(results)}
+    if stamp.is_file() and json.loads(stamp.read_text()) == current():
+        say(f"[dim]{run_dir.name}: calibrated attack results found in {results}[/]")
+        return pd.read_csv(results)
+    if centralized:
+        say(f"[bold]{run_dir.name}[/]: python -m attacks.calibrated {run_dir} --references {references}")
+        report = None if progress is None else (lambda done, total: progress("reference models", done, total))
+        rows, scores, refs = run_calibrated(target, references=references, seed=seed, progress=report)
+        say(f"references: {len(refs)} in {refs.folder} ({len(refs.trained)} trained now in {refs.seconds:.0f} s, "
+            f"{len(refs) - len(refs.trained)} reused)")
+        snapshots.atomic_write(out / CALIBRATED_SCORES, lambda tmp: scores.to_csv(tmp, index=False))
+        snapshots.write_text(out / CALIBRATED_JSON, json.dumps({
+            "run_dir": str(run_dir), "references_dir": str(refs.folder), "references": len(refs),
+            "trained_now": refs.trained, "training_seconds": refs.seconds, "rows": rows}, indent=1, default=str))
+    else:
+        rnd = target.rounds[-1]
+        say(f"[bold]{run_dir.name}[/]: the curious controller's calibrated attacks on round {rnd} "
+            "(references: the other learners' local models)")
+        rows = [row for matched in (False, True)
+                for row in controller_calibrated(target, rnd=rnd, repeats=repeats, seed=seed, age_matched=matched)]
+    snapshots.atomic_write(results, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+    snapshots.write_text(stamp, json.dumps(current(), indent=1))
+    return pd.read_csv(results)
 
 
 def attribute_row(env: str, table: pd.DataFrame) -> list[dict[str, Any]]:

@@ -5,7 +5,9 @@ For every value this derives an environment from the base with ``[defense] KEY =
 beside its run, so each run can be reproduced from its file), and after the study's training and
 attack steps (:mod:`attacks.experiments.study`, skipped when still valid) collects the utility (MAE
 of the released predictions), the privacy spent where DP reports it (ε, δ) and per feature set the
-attack beside its round-0 and age-matched controls.
+attack beside its round-0 and age-matched controls. With the calibrated family, each value is also attacked by
+LiRA and RMIA (a federation: by its curious controller), and judged by the strongest attack of either kind
+(:func:`strongest_rows`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ import pandas as pd
 import tomli_w
 
 from attacks.attribute.inference import NO_MODEL
+from attacks.evaluation import verdicts
 from attacks.evaluation.summary import controls_table, main_round
+from attacks.experiments.names import DEFAULT_FEATURES, SWEEPABLE
+from attacks.membership.calibration import attack_name
 from attacks.reporting.attribute import attribute_table
+from attacks.reporting.calibrated import calibrated_table
 from attacks.signals.cache import FeatureCache
 from attacks.target import load_snapshot, open_run
 from fedsim import snapshots
@@ -31,12 +37,14 @@ from fedsim.config import DefenseConfig, env_path, from_resolved, load_env, toml
 from fedsim.errors import FedsimError
 
 __all__ = [
-    "DEFAULT_FEATURES", "SWEEPABLE", "Setting", "derive", "parse_settings", "parse_values", "plan_settings",
-    "attribute_sweep_rows", "privacy_spent", "released_mae", "sweep_rows", "value_label",
+    "CALIBRATED", "DEFAULT_FEATURES", "SWEEPABLE", "TRAINED", "Setting", "derive", "parse_settings", "parse_values",
+    "plan_settings", "attribute_sweep_rows", "calibrated_sweep_rows", "privacy_spent", "released_mae", "strongest_rows",
+    "sweep_rows", "value_label",
 ]
 
-DEFAULT_FEATURES = "error,pred+label,grad_norm"  # black-box and cheap white-box sets: one gradient pass
 MIN_VALUES = 2  # one value is a run, not a trade-off
+#: The ``family`` of a membership row: a trained attack classifier on a feature set, or a calibrated attack.
+TRAINED, CALIBRATED = "trained", "calibrated"
 #: Groups of partitions.csv whose subjects the model never trained on; every other group holds members.
 NON_MEMBERS = ("unseen", "val")
 #: A value of 0 switches these defenses off. Their keys must be positive when present, so "off" drops
@@ -46,8 +54,6 @@ OFF_AT_ZERO: dict[str, tuple[str, ...]] = {
     "central_noise_multiplier": ("central_dp", "central_noise_multiplier", "central_clipping_norm"),
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(DefenseConfig)}
-#: The [defense] keys that take a number (``central_dp`` names who clips).
-SWEEPABLE = tuple(name for name, f in _FIELDS.items() if f.type == "int" or "float" in f.type)
 
 
 @dataclass(frozen=True)
@@ -178,15 +184,49 @@ def privacy_spent(done: Mapping[str, Any]) -> dict[str, float]:
             "delta": done.get("delta", float("nan"))}
 
 
-def sweep_rows(key: str, setting: Setting, results: pd.DataFrame) -> list[dict[str, Any]]:
-    """One row per feature set of one value: utility, privacy spent, the attack and its controls."""
+def sweep_rows(key: str, setting: Setting, results: pd.DataFrame, *, family: str = TRAINED) -> list[dict[str, Any]]:
+    """One row per feature set (attack) of one value: utility, privacy spent, the attack and its controls."""
     rnd = main_round(results)
-    common = _common(key, setting, rnd)
-    return [{**common, "features": c.features, "accuracy": c.attack, "accuracy_low": c.attack_low,
+    return _membership_rows(_common(key, setting, rnd), family, controls_table(results, rnd))
+
+
+def calibrated_sweep_rows(key: str, setting: Setting, results: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per calibrated attack of one value, in :func:`sweep_rows`' columns (``features``: the attack).
+
+    A centralized run's rows (``calibrated.csv``) are one attack each on one test set: their own intervals and
+    their round-0 control judge them, as on the calibrated page (:func:`calibrated_table`; no age-matched control
+    is run). A federation's are the curious controller's over attacker × victim pairs, judged as the classifiers'.
+    """
+    if "method" not in results:
+        return sweep_rows(key, setting, results, family=CALIBRATED)
+    table = calibrated_table(results).rename(columns={
+        "accuracy": "attack", "accuracy_low": "attack_low", "accuracy_high": "attack_high", "round0_accuracy": "round0"})
+    table = table.assign(features=[attack_name(m, s) for m, s in zip(table["method"], table["statistic"])],
+                         matched=math.nan)
+    return _membership_rows(_common(key, setting, int(table["round"].iloc[0])), CALIBRATED, table)
+
+
+def _membership_rows(common: dict[str, Any], family: str, table: pd.DataFrame) -> list[dict[str, Any]]:
+    """``sweep.csv`` rows of a :func:`controls_table`-shaped table (attack, its controls, AUC, TPR, verdict)."""
+    return [{**common, "family": family, "features": c.features, "accuracy": c.attack, "accuracy_low": c.attack_low,
              "accuracy_high": c.attack_high, "auc": c.auc, "auc_low": c.auc_low, "auc_high": c.auc_high,
              "tpr_at_1pct": c.tpr_at_1pct, "tpr_at_1pct_low": c.tpr_at_1pct_low, "tpr_at_1pct_high": c.tpr_at_1pct_high,
-             "age_matched": c.matched, "round0": c.round0, "verdict": c.verdict}
-            for c in controls_table(results, rnd).itertuples()]
+             "age_matched": c.matched, "round0": c.round0, "kind": c.kind, "verdict": c.verdict}
+            for c in table.itertuples()]
+
+
+def strongest_rows(frame: pd.DataFrame, by: Sequence[str] = ("value",)) -> pd.DataFrame:
+    """Per group of ``by`` (a value of the sweep), the row of the attack that judges it: a defense is worth what
+    the strongest attack against it finds. The pick is :func:`attacks.evaluation.verdicts.strongest`'s (the
+    highest-AUC detected leak; else the most telling verdict; among "not detected" the attack whose interval allows
+    the largest AUC, so that the bound stated holds for every attack that was run); ``frame`` needs ``kind``,
+    ``auc`` and ``auc_high``."""
+    picks = []
+    for _, rows in frame.groupby(list(by), sort=False):
+        records = rows.to_dict("index")
+        chosen = verdicts.strongest(list(records.values()), score="auc", upper="auc_high")
+        picks.append(next(i for i, r in records.items() if r is chosen))
+    return frame.loc[picks]
 
 
 def _common(key: str, setting: Setting, rnd: int) -> dict[str, Any]:

@@ -1,15 +1,18 @@
 """The sweep's outputs: ``sweep.csv``, ``sweep.md``, ``sweep.png`` and a self-contained ``sweep.html``, and for the
-attribute family ``sweep-attribute.csv`` and ``sweep-attribute.png`` (one privacy–utility plot per family)."""
+attribute family ``sweep-attribute.csv`` and ``sweep-attribute.png`` (one privacy–utility plot per family). The
+membership rows of the trained classifiers and the calibrated attacks share ``sweep.csv`` (its ``family`` column);
+the outputs lead with the strongest attack on each value, which is what judges the defense there."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from attacks.evaluation.summary import CHANCE, TPR
-from attacks.experiments.sweep import value_label
+from attacks.experiments.sweep import CALIBRATED, TRAINED, strongest_rows, value_label
 from attacks.reporting.figures import plot_privacy_utility
 from attacks.reporting.html import png, write_page
 from attacks.reporting.markdown import markdown_table
@@ -42,7 +45,8 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
         "δ": frame["delta"].map(lambda d: "—" if pd.isna(d) else f"{d:g}"),
         "unseen MAE": frame["unseen_mae"].map("{:.2f}".format),
         "members MAE": frame["members_mae"].map("{:.2f}".format),
-        "gap": frame["gap"].map("{:+.2f}".format), "features": frame["features"],
+        "gap": frame["gap"].map("{:+.2f}".format),
+        "attack": [f if family == TRAINED else f"{family}: {f}" for family, f in zip(frame["family"], frame["features"])],
         "accuracy %": frame["accuracy"].map(lambda a: f"{100 * a:.1f}"), "AUC": frame["auc"].map("{:.3f}".format),
         TPR_COLUMN: frame["tpr_at_1pct"].map("{:.3f}".format),
         "95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(frame["tpr_at_1pct_low"], frame["tpr_at_1pct_high"])],
@@ -83,9 +87,16 @@ HOW_TO_READ = (
     "reports them. Each run is attacked as attacks.run chooses (centralized: its best-validation epoch; federated: "
     "its last round, the mean over attacker × victim pairs; sweep.csv has the round), mean over repeats. Chance is "
     f"{100 * CHANCE:.0f}% accuracy, AUC {CHANCE}, TPR {TARGET_FPR:g} at {100 * TARGET_FPR:g}% FPR (interval: 95% "
-    "bootstrap over victims and repeats). What beats the round-0 (untrained) and age-matched controls is "
-    "membership signal."
+    "bootstrap over victims and repeats). Verdicts as on every page: 'leak detected' where the age-matched attack's "
+    "interval excludes chance and the round-0 (untrained) control; 'not detected' with the largest AUC its interval "
+    "allows. Calibrated attacks (LiRA, RMIA, the loss baseline) test each subject against reference models trained as "
+    "the run was, its defense included; on a centralized run each is one attack on one test set (AUC interval from "
+    "the sample sizes, round-0 control, no age-matched one), on a federation the curious controller's, with the other "
+    "learners' local models as references. Each value is judged by its strongest attack, trained or calibrated."
 )
+STRONGEST_NOTE = ("The attack that judges each value: the strongest detected leak (by AUC), else the most telling "
+                  "verdict; where nothing is detected, the attack whose interval allows the largest AUC, so that bound "
+                  "holds for every attack run on that value.")
 
 
 def _figure(frame: pd.DataFrame, title: str, path: Path) -> str:
@@ -97,12 +108,28 @@ def _figure(frame: pd.DataFrame, title: str, path: Path) -> str:
     return figure
 
 
-def write_outputs(out: Path, frame: pd.DataFrame, command: str, title: str, attribute: pd.DataFrame | None = None) -> Path:
+def _membership_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """What the membership plot draws: a line per trained feature set, and one through each value's strongest
+    calibrated attack (a line per calibrated attack would hide the classifiers')."""
+    trained = frame[frame["family"] == TRAINED]
+    calibrated = frame[frame["family"] == CALIBRATED]
+    if calibrated.empty:
+        return trained
+    return pd.concat([trained, strongest_rows(calibrated).assign(features=f"{CALIBRATED} (strongest)")])
+
+
+def write_outputs(out: Path, frame: pd.DataFrame, command: str, title: str, attribute: pd.DataFrame | None = None,
+                  notes: Sequence[str] = ()) -> Path:
     """``sweep.csv``, ``sweep.md``, ``sweep.png`` (and the attribute family's csv and png) and the self-contained
-    ``sweep.html``; returns the page."""
+    ``sweep.html``, led by each value's strongest attack; ``notes``: what was not run and why (e.g. a federation
+    that kept no local models has no calibrated attack). Returns the page."""
     snapshots.atomic_write(out / SWEEP_CSV, lambda tmp: frame.to_csv(tmp, index=False))
     shown = display_table(frame)
-    blocks = [{"title": "Membership inference", "figure": _figure(frame, title, out / SWEEP_PNG), "table": shown}]
+    strongest = strongest_rows(frame)
+    blocks = [{"title": "Judged by the strongest attack", "note": " ".join([STRONGEST_NOTE, *notes]),
+               "table": display_table(strongest), "kinds": list(strongest["kind"])},
+              {"title": "Membership inference", "figure": _figure(_membership_points(frame), title, out / SWEEP_PNG),
+               "table": shown, "kinds": list(frame["kind"])}]
     if attribute is not None and len(attribute):
         snapshots.atomic_write(out / ATTRIBUTE_CSV, lambda tmp: attribute.to_csv(tmp, index=False))
         blocks.append({"title": "Attribute inference (AUC on members; compare with the label-only AUC)",
@@ -113,7 +140,7 @@ def write_outputs(out: Path, frame: pd.DataFrame, command: str, title: str, attr
         for stale in (ATTRIBUTE_CSV, ATTRIBUTE_PNG):  # no attribute rows this time: none from an earlier sweep
             (out / stale).unlink(missing_ok=True)
     snapshots.write_text(out / SWEEP_MD, f"# {title}\n\n```\n{command}\n```\n\n{HOW_TO_READ}\n\n" + "\n".join(
-        f"## {b['title']}\n\n" + markdown_table(b["table"]) for b in blocks))
+        f"## {b['title']}\n\n" + (f"{b['note']}\n\n" if b.get("note") else "") + markdown_table(b["table"]) for b in blocks))
     for b in blocks:
         b["columns"], b["rows"] = list(b["table"].columns), [list(map(str, r)) for r in b.pop("table").itertuples(index=False)]
     return write_page(out / SWEEP_HTML, "sweep.html", title=title, command=command, how_to_read=HOW_TO_READ, blocks=blocks)

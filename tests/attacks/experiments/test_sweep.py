@@ -1,4 +1,5 @@
-"""The privacy–utility sweep: input checks, derived environments, and one end-to-end run on tiny-centralized."""
+"""The privacy–utility sweep: input checks, derived environments, one end-to-end run on tiny-centralized (trained and
+calibrated attacks), the calibrated family on federations, and the strongest attack that judges each value."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import pandas as pd
 import pytest
 
 from attacks import sweep
+from attacks.evaluation import verdicts
+from attacks.experiments import study
 from attacks.experiments import sweep as experiment
 from attacks.reporting import sweep as outputs
 from commands import one_error_line
+from federations import federate
 from fedsim import snapshots
 from fedsim.config import load_env, tomllib
 from fedsim.errors import FedsimError
@@ -30,6 +34,12 @@ BAD_INPUTS = {
     "zero clip norm": (["--env", "tiny-dp", "--defense", "dp_max_grad_norm", "--values", "0,1"], "dp_max_grad_norm"),
     "feature typo": (["--env", "tiny-centralized", "--defense", "label_noise", "--values", "0,1", "--features", "eror"],
                      "eror"),
+    "odd references": (["--env", "tiny-centralized", "--defense", "label_noise", "--values", "0,1", "--references", "5"],
+                       "even"),
+    "too few references for LiRA": (["--env", "tiny-centralized", "--defense", "label_noise", "--values", "0,1",
+                                     "--references", "2"], "at least 4"),
+    "unknown family": (["--env", "tiny-centralized", "--defense", "label_noise", "--values", "0,1", "--families", "lira"],
+                       "lira"),
 }
 
 
@@ -93,9 +103,20 @@ def test_prediction_noise_sweep_end_to_end_and_rerun_redoes_nothing(tmp_path: Pa
     args = ["--env", "tiny-centralized", "--defense", "prediction_noise", "--values", "0,20", "--out", str(out),
             "--classifier", "logreg", "--repeats", "2"]
     assert sweep.main(args) == 0
-    frame = pd.read_csv(out / outputs.SWEEP_CSV)
+    everything = pd.read_csv(out / outputs.SWEEP_CSV)
+    frame = everything[everything["family"] == experiment.TRAINED]
     assert len(frame) == 2 * 3 and set(frame["features"]) == {"error", "pred+label", "grad_norm"}
     assert frame[["unseen_mae", "members_mae", "auc", "accuracy"]].notna().all().all()
+    # the calibrated family (a default): LiRA, RMIA and the loss baseline on every value, each with its verdict
+    calibrated = everything[everything["family"] == experiment.CALIBRATED]
+    attacks = {"loss", "lira-online/log-abs", "lira-online/residual", "lira-offline/log-abs", "lira-offline/residual", "rmia"}
+    assert {v: set(rows["features"]) for v, rows in calibrated.groupby("value")} == {0: attacks, 20: attacks}
+    assert calibrated["kind"].isin(list(verdicts.KINDS)).all() and calibrated["verdict"].str.len().gt(0).all()
+    assert calibrated[["auc", "auc_low", "auc_high", "round0", "unseen_mae"]].notna().all().all()
+    assert calibrated["age_matched"].isna().all()  # a centralized calibrated attack has no age-matched control
+    assert len(list((out / "0" / "run" / "attacks" / "references").glob("*/ref-03/meta.json"))) == 1  # 4 references
+    page = (out / outputs.SWEEP_HTML).read_text()
+    assert "Judged by the strongest attack" in page and "calibrated: lira-online/residual" in page
     assert frame["epsilon"].isna().all()  # no DP: no ε
     by = {v: rows.set_index("features") for v, rows in frame.groupby("value")}
     done = {v: snapshots.read_done(out / experiment.value_label(v) / "run") for v in by}
@@ -123,3 +144,60 @@ def test_prediction_noise_sweep_end_to_end_and_rerun_redoes_nothing(tmp_path: Pa
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in written}
     assert sweep.main(args) == 0  # everything on disk: nothing retrained, nothing re-attacked
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def _row(value: float, family: str, features: str, kind: str, auc: float, high: float) -> dict:
+    """A sweep.csv row with the numbers a report shows (utility and privacy made up)."""
+    return {"defense": "label_noise", "value": value, "epsilon": math.nan, "central_epsilon": math.nan, "delta": math.nan,
+            "round": 2, "unseen_mae": 6.0, "members_mae": 5.0, "gap": 1.0, "family": family, "features": features,
+            "accuracy": auc, "accuracy_low": math.nan, "accuracy_high": math.nan, "auc": auc, "auc_low": 2 * auc - high,
+            "auc_high": high, "tpr_at_1pct": 0.02, "tpr_at_1pct_low": 0.0, "tpr_at_1pct_high": 0.1, "age_matched": math.nan,
+            "round0": 0.5, "kind": kind, "verdict": verdicts.KINDS[kind]}
+
+
+def test_a_federation_without_local_models_is_skipped_and_the_report_says_why(tmp_path: Path):
+    run_dir = federate(tmp_path / "run", env="tiny-learners", snapshot_local=False)
+    why = study.calibrated_skipped(run_dir)
+    assert "kept no local models" in why and "--snapshot-local" in why
+    with pytest.raises(FedsimError, match="kept no local models"):
+        study.calibrated_cached(run_dir, say=print)
+    out = tmp_path / "sweep"
+    frame = pd.DataFrame([_row(v, experiment.TRAINED, "error", verdicts.NOT_DETECTED, 0.52, 0.6) for v in (0, 1)])
+    notes = [f"label_noise = {v}: calibrated attacks skipped: {why}." for v in (0, 1)]  # as the command words them
+    outputs.write_outputs(out, frame, "python -m attacks.sweep …", "a sweep", None, notes)
+    for written in (outputs.SWEEP_MD, outputs.SWEEP_HTML):
+        text = (out / written).read_text()
+        assert "label_noise = 0: calibrated attacks skipped: the run kept no local models" in text
+        assert "label_noise = 1: calibrated attacks skipped" in text
+
+
+def test_a_federation_that_kept_its_local_models_gets_the_controllers_calibrated_attacks(tmp_path: Path):
+    run_dir = federate(tmp_path / "run", env="tiny-learners")
+    assert study.calibrated_skipped(run_dir) == ""
+    said: list[str] = []
+    results = study.calibrated_cached(run_dir, repeats=1, say=said.append)
+    assert set(results["classifier"]) == {"calibrated"} and set(results["control"]) == {"none", "age-matched"}
+    assert set(results["round"]) == {2} and len(set(zip(results["attacker"], results["victim"]))) == 6
+    setting = experiment.Setting(0.0, "0", tmp_path / "unused.toml", run_dir, "")
+    rows = experiment.calibrated_sweep_rows("label_noise", setting, results)
+    assert {r["family"] for r in rows} == {experiment.CALIBRATED}
+    assert {r["features"] for r in rows} == {"lira-offline/residual", "lira-offline/log-abs", "rmia"}
+    assert all(r["kind"] in verdicts.KINDS and r["verdict"] and r["age_matched"] == r["age_matched"] for r in rows)
+    stamp = run_dir / "attacks" / study.CALIBRATED_STAMP
+    before = stamp.stat().st_mtime_ns
+    assert study.calibrated_cached(run_dir, repeats=1, say=said.append).equals(results)  # stamped: not attacked again
+    assert stamp.stat().st_mtime_ns == before and "calibrated attack results found" in said[-1]
+
+
+def test_each_value_is_judged_by_its_strongest_attack():
+    frame = pd.DataFrame([
+        _row(0, "trained", "error", verdicts.DETECTED, 0.80, 0.84),
+        _row(0, "calibrated", "lira-online/residual", verdicts.DETECTED, 0.84, 0.89),
+        _row(0, "calibrated", "rmia", verdicts.NOT_DETECTED, 0.55, 0.62),
+        _row(1, "trained", "error", verdicts.NOT_DETECTED, 0.52, 0.55),
+        _row(1, "trained", "grad_norm", verdicts.SHIFT, 0.50, 0.53),
+        _row(2, "trained", "error", verdicts.NOT_DETECTED, 0.52, 0.55),
+        _row(2, "calibrated", "rmia", verdicts.NOT_DETECTED, 0.49, 0.58),  # a wider interval: the bound that holds
+    ])
+    picked = experiment.strongest_rows(frame)
+    assert list(picked["features"]) == ["lira-online/residual", "grad_norm", "rmia"]
