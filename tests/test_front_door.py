@@ -130,7 +130,8 @@ def test_cohort_train_attack_through_the_console_script(tmp_path: Path, fedsim_h
     on_disk = pd.read_json(run / "metrics.jsonl", lines=True)
     assert [e.step for e in events.Scalars("mae/unseen")] == [0, 1, 2] == list(on_disk["round"])
     assert [e.value for e in events.Scalars("mae/unseen")] == pytest.approx(list(on_disk["unseen_mae"]))
-    attack = _fedsim("attack", str(run), "--features", "error", "--repeats", "2", env=env, timeout=600)
+    attack = _fedsim("attack", str(run), "--features", "error", "--repeats", "2", "--classifier", "logreg", env=env,
+                     timeout=600)
     assert attack.returncode == 0, attack.stderr
     results = pd.read_csv(run / "attacks" / "results.csv")
     assert set(results["control"]) == {"none", "round-0", "age-matched"} and (run / "attacks" / "report.html").is_file()

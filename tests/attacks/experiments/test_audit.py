@@ -81,7 +81,7 @@ def test_membership_numbers_are_the_controls_table_of_every_attacks_row(audited)
 
 def test_a_run_without_local_models_lists_the_controller_as_skipped(tmp_path):
     run = federate(tmp_path / "run", env="tiny", rounds=1)
-    result = run_audit(run, families="reconstruction", budget="quick")
+    result = run_audit(run, families="reconstruction", budget=TINY)
     assert any(s.seat == "curious controller" and "--snapshot-local" in s.why for s in result.skipped)
     assert any(s.family == "reconstruction" and "gradient inversion needs the learner's update" in s.why
                for s in result.skipped)
