@@ -14,17 +14,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from attacks.evaluation.metrics import best_threshold
 from attacks.membership.nets import GradientConvAttack, MLPAttack, binary_targets
 from attacks.membership.names import CLASSIFIERS, DEFAULT_CLASSIFIER  # by name, without importing them
-from attacks.membership.selection import SelectedAttack
+from attacks.membership.selection import SelectedAttack, ThresholdRule
 from attacks.signals.layout import Block
 from attacks.threats.splits import MEMBER
 from fedsim.errors import FedsimError
@@ -35,7 +34,7 @@ __all__ = [
 ]
 
 
-class LossThresholdAttack(ClassifierMixin, BaseEstimator):
+class LossThresholdAttack(ThresholdRule):
     """Call a subject a member when its loss is below a threshold (Yeom et al. 2018); no training.
 
     ``X`` is the ``error`` feature (prediction − label, one column). The score is minus
@@ -50,11 +49,6 @@ class LossThresholdAttack(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, loss: str = "mse"):
         self.loss = loss
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = False
-        return tags
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         if X.shape[1] != 1:
@@ -73,16 +67,6 @@ class LossThresholdAttack(ClassifierMixin, BaseEstimator):
         target = binary_targets(self, y)
         self.threshold_ = best_threshold(target, self._score(X))
         return self
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Minus the loss, minus the threshold (>= 0: member)."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
-        return self._score(X) - self.threshold_
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        member = self.decision_function(X) >= 0
-        return self.classes_[member.astype(int)]
 
 
 def logistic_regression(*, C: float = 1.0, random_state: int | None = None) -> Pipeline:

@@ -28,7 +28,7 @@ from attacks.membership.names import CLASSIFIERS
 from attacks.membership.nets import binary_targets
 from attacks.signals.layout import Block
 
-__all__ = ["ColumnThreshold", "QUICK_ZOO", "SelectedAttack", "ZOO", "quick_selection", "shallow_boosting"]
+__all__ = ["ColumnThreshold", "QUICK_ZOO", "ThresholdRule", "SelectedAttack", "ZOO", "quick_selection", "shallow_boosting"]
 
 #: The candidates, simplest first (a tie goes to the simpler one): a threshold on a one-column
 #: signal, the linear baseline, shallow and deeper gradient boosting, the paper's deep classifier.
@@ -38,7 +38,29 @@ ZOO = ("threshold", "logreg", "shallow_hgb", "hgb", "conv")
 QUICK_ZOO, QUICK_FOLDS = ("threshold", "logreg", "shallow_hgb", "hgb"), 3
 
 
-class ColumnThreshold(ClassifierMixin, BaseEstimator):
+class ThresholdRule(ClassifierMixin, BaseEstimator):
+    """A binary rule: a score (``_score``, higher for members) against the threshold ``fit`` set in ``threshold_``."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """The score minus the threshold (>= 0: member)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        return self._score(X) - self.threshold_
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        member = self.decision_function(X) >= 0
+        return self.classes_[member.astype(int)]
+
+
+class ColumnThreshold(ThresholdRule):
     """Call a subject a member when one column, or its magnitude, lies on the members' side of a threshold.
 
     ``fit`` picks the score (the column x or its magnitude |x|, either sign) with the highest AUC
@@ -46,11 +68,6 @@ class ColumnThreshold(ClassifierMixin, BaseEstimator):
     loss threshold of Yeom et al. (2018), and on the signed ``error`` −|x| is the same rule, so the
     zoo needs no knowledge of which feature it reads.
     """
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = False
-        return tags
 
     @staticmethod
     def _transform(column: np.ndarray, sign: float, magnitude: bool) -> np.ndarray:
@@ -70,16 +87,6 @@ class ColumnThreshold(ClassifierMixin, BaseEstimator):
         self.sign_, self.magnitude_ = max(ways, key=lambda way: roc_auc_score(target, self._transform(column, *way)))
         self.threshold_ = best_threshold(target, self._score(X))
         return self
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """The chosen score minus the threshold (>= 0: member)."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
-        return self._score(X) - self.threshold_
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        member = self.decision_function(X) >= 0
-        return self.classes_[member.astype(int)]
 
 
 def shallow_boosting(*, random_state: int | np.random.RandomState | None = None) -> HistGradientBoostingClassifier:

@@ -47,12 +47,12 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
         "members MAE": frame["members_mae"].map("{:.2f}".format),
         "gap": frame["gap"].map("{:+.2f}".format),
         "attack": [f if family == TRAINED else f"{family}: {f}" for family, f in zip(frame["family"], frame["features"])],
+        "verdict": frame["verdict"],
         "accuracy %": frame["accuracy"].map(lambda a: f"{100 * a:.1f}"), "AUC": frame["auc"].map("{:.3f}".format),
         TPR_COLUMN: frame["tpr_at_1pct"].map("{:.3f}".format),
         "95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(frame["tpr_at_1pct_low"], frame["tpr_at_1pct_high"])],
         "age-matched %": frame["age_matched"].map(lambda a: "—" if pd.isna(a) else f"{100 * a:.1f}"),
         "round-0 %": frame["round0"].map(lambda a: "—" if pd.isna(a) else f"{100 * a:.1f}"),
-        "verdict": frame["verdict"],
     })
 
 
@@ -64,10 +64,9 @@ def attribute_display(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         key: best["value"].map(value_label), "ε": best.apply(_epsilon_text, axis=1),
         "unseen MAE": best["unseen_mae"].map("{:.2f}".format), "question": best["question"], "seat": best["seat"],
-        "features": best["features"], "AUC": best["auc"].map("{:.3f}".format),
+        "features": best["features"], "verdict": best["verdict"], "AUC": best["auc"].map("{:.3f}".format),
         "95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(best["auc_low"], best["auc_high"])],
         "label-only AUC": best["label_only"].map("{:.3f}".format), "unseen AUC": best["unseen_auc"].map("{:.3f}".format),
-        "verdict": best["verdict"],
     })
 
 
