@@ -1,7 +1,7 @@
 """Calibrated attacks on a centralized run: ``python -m attacks.calibrated RUN_DIR [--references 8]
 [--method lira-online,lira-offline,rmia]``; the attacks are :mod:`attacks.membership.calibrated`.
 
-Writes ``RUN_DIR/attacks/calibrated.csv`` + ``.json`` (one row per attack and control) and
+Writes ``RUN_DIR/attacks/calibrated.csv`` + ``.json`` (one row per attack and control), ``calibrated.html`` and
 ``calibrated_scores.csv`` (every subject's score), and prints them beside ``attacks.run``'s classifiers.
 """
 
@@ -50,7 +50,7 @@ def _classifier_rows(run_dir: Path) -> pd.DataFrame | None:
 def parser(prog: str = "python -m attacks.calibrated") -> argparse.ArgumentParser:
     p = command_parser(
         prog, "Calibrated membership attacks (LiRA, RMIA) with reference models.",
-        "Trains (and caches) reference models on random halves of the population, then scores every subject against them; writes RUN_DIR/attacks/calibrated.csv and .json beside the trained classifiers of fedsim attack.",
+        "Trains (and caches) reference models on random halves of the population, then scores every subject against them; writes RUN_DIR/attacks/calibrated.csv and .json and the page calibrated.html (each attack's verdict, AUC and TPR at low FPR beside its round-0 control), beside the trained classifiers of fedsim attack.",
         examples=["runs/centralized", "runs/centralized --references 16 --method rmia"])
     add_run_dir(p, "a centralized run directory written by fedsim centralized")
     add_device_option(p)
