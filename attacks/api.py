@@ -20,14 +20,13 @@ from attacks.membership.classifiers import CLASSIFIERS, DEFAULT_CLASSIFIER
 from attacks.membership.trained import run_attacks
 from attacks.signals.cache import FeatureCache
 from attacks.signals.features import TABLE1, is_black_box, parse_features
-from attacks.target import Target, is_centralized, load_snapshot, missing_local_models, open_run, resolve_rounds
+from attacks.target import Target, has_local_models, is_centralized, load_snapshot, open_run, resolve_rounds
 from attacks.threats.seats import SEAT_NAMES, THREATS
 from attacks.threats.splits import DEFAULT_REPEATS
 from fedsim.device import using_device
-from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
-__all__ = ["attack_run", "audit", "feature_sets"]
+__all__ = ["attack_run", "audit", "feature_sets", "seat_attacks"]
 
 
 def feature_sets(features: str | Sequence[str], *, classifier: str = DEFAULT_CLASSIFIER, repeats: int = DEFAULT_REPEATS) -> list[str]:
@@ -77,10 +76,6 @@ def attack_run(
     return rows
 
 
-def _has_local_models(target: Target) -> bool:
-    return len(missing_local_models(target, target.rounds[-1])) < len(learner_groups(target.partitions["group"]))
-
-
 def audit(
     run_dir: str | Path, *, features: str | Sequence[str] = "table1", seats: Sequence[str] | None = None,
     rounds: str = "default", classifier: str = DEFAULT_CLASSIFIER, repeats: int = DEFAULT_REPEATS, seed: int = 0,
@@ -114,7 +109,8 @@ def _audit(
     target = open_run(run_dir)
     centralized = is_centralized(target)
     if seats is None:
-        seats = ["centralized"] if centralized else ["learner", "outsider"] + (["controller"] if _has_local_models(target) else [])
+        seats = (["centralized"] if centralized else
+                 ["learner", "outsider"] + (["controller"] if has_local_models(target, target.rounds[-1]) else []))
     unknown = [s for s in seats if s not in THREATS]
     if unknown:
         raise FedsimError(f"unknown seat {unknown[0]!r}; choose from: {', '.join(THREATS)}")
@@ -123,12 +119,24 @@ def _audit(
     if not centralized and "centralized" in seats:
         raise FedsimError("'centralized' is the seat of a centralized run; a federation has: learner, controller, outsider")
     specs = feature_sets(features, classifier=classifier, repeats=repeats)
-    cache = FeatureCache(target, progress=progress)
+    return seat_attacks(target, seats, specs, rounds=rounds, classifier=classifier, repeats=repeats, seed=seed,
+                        controls=controls, cache=FeatureCache(target, progress=progress), progress=progress)
+
+
+def seat_attacks(
+    target: Target, seats: Sequence[str], specs: Sequence[str], *, rounds: str, classifier: str, repeats: int, seed: int,
+    controls: bool, cache: FeatureCache, progress: Callable[[str, int, int], None] | None = None,
+    say: Callable[[str], object] | None = None,
+) -> pd.DataFrame:
+    """:func:`attack_run` from each seat of ``seats`` (threat names), the outsider on the black-box sets of
+    ``specs`` only: one row per attack with a ``seat`` column. ``say(text)`` hears each seat's feature sets."""
     frames = []
     for seat in seats:
-        mine = [s for s in specs if is_black_box(s)] if seat == "outsider" else specs
+        mine = [s for s in specs if is_black_box(s)] if seat == "outsider" else list(specs)
         if not mine:
             raise FedsimError("the outsider sees predicted ages only: give it a black-box feature set, e.g. pred+label or error")
+        if say is not None:
+            say(f"  {SEAT_NAMES[seat]}: {', '.join(mine)}")
         rows = attack_run(target, threat=seat, features=mine, rounds=rounds, classifier=classifier, repeats=repeats,
                           seed=seed, controls=controls, cache=cache, progress=progress)
         frames.append(pd.DataFrame(rows).assign(seat=SEAT_NAMES[seat]))
@@ -138,10 +146,10 @@ def _audit(
 def _audit_families(run_dir: str | Path, *, families: str | Sequence[str], budget: str, seed: int,
                     progress: Callable[[str, int, int], None] | None) -> pd.DataFrame:
     from attacks.experiments.audit import run_audit
-    from attacks.reporting.audit import attack_rows, write_audit
+    from attacks.reporting.audit import write_audit
 
     result = run_audit(run_dir, families=families, budget=budget, seed=seed, progress=progress)
-    write_audit(result, command=f"attacks.audit({str(run_dir)!r}, families={families!r}, budget={budget!r})")
-    rows = attack_rows(result)
+    command = f"attacks.audit({str(run_dir)!r}, families={families!r}, budget={budget!r})"
+    rows = write_audit(result, command=command).attacks
     rows.attrs["skipped"] = [vars(s) for s in result.skipped]
     return rows

@@ -30,7 +30,7 @@ from fedsim.errors import FedsimError
 from fedsim.models import build_model
 
 __all__ = [
-    "Snapshot", "Target", "is_centralized", "load_snapshot", "missing_local_models", "open_run", "resolve_rounds", "run_model",
+    "Snapshot", "Target", "has_local_models", "is_centralized", "load_snapshot", "missing_local_models", "open_run", "resolve_rounds", "run_model",
 ]
 
 
@@ -131,6 +131,11 @@ def missing_local_models(target: Target, rnd: int) -> list[str]:
     ``--snapshot-local``); what every curious-controller attack checks first."""
     return [g for g in learner_groups(target.partitions["group"])
             if not (snapshots.round_dir(target.run_dir, rnd) / f"{g}.safetensors").is_file()]
+
+
+def has_local_models(target: Target, rnd: int) -> bool:
+    """Whether the run kept local models of round ``rnd`` (some learner's is on disk): the curious controller's seat."""
+    return len(missing_local_models(target, rnd)) < len(learner_groups(target.partitions["group"]))
 
 
 def run_model(config: dict[str, Any], **changes: Any) -> nn.Module:

@@ -19,7 +19,7 @@ from pathlib import Path
 from results_table import append_row, machine
 
 from attacks.experiments.audit import BUDGETS, run_audit
-from attacks.reporting.audit import attack_rows, seat_summary, write_audit
+from attacks.reporting.audit import write_audit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "audit.md"
 
@@ -33,10 +33,10 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     result = run_audit(args.run_dir, budget=args.budget)
-    write_audit(result, command=f"python benchmarks/audit_budget.py {args.run_dir} --budget {args.budget}")
+    command = f"python benchmarks/audit_budget.py {args.run_dir} --budget {args.budget}"
+    summary = write_audit(result, command=command).summary
     seconds = time.perf_counter() - start
     load = (load_before + os.getloadavg()[0]) / 2
-    summary = seat_summary(attack_rows(result))
     verdicts = "; ".join(f"{r.family}/{r.seat}: {r.verdict.split(' — ')[0]}" for r in summary.itertuples())
     append_row(RESULTS, "fedsim audit: wall time by budget (target: quick ≤ 15 min on 2 cores)",
                ["run", "budget", "wall", "membership / attribute / reconstruction s", "load avg", "verdicts", "machine"],

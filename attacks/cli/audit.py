@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.au
     from rich.table import Table
 
     from attacks.experiments.audit import parse_families, run_audit
-    from attacks.reporting.audit import attack_rows, seat_summary, write_audit
+    from attacks.reporting.audit import write_audit
     from attacks.threats.seats import skipped_pairs_said
     from fedsim.cli.progress import progress_bars
     from fedsim.device import using_device
@@ -56,13 +56,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.au
                 progress_bars(console) as progress:
             result = run_audit(args.run_dir, families=families, budget=args.budget, seed=args.seed, progress=progress,
                                say=console.print)
-        index = write_audit(result, command=command)
-    attacks = attack_rows(result)
+        report = write_audit(result, command=command)
     table = Table(title=f"audit of {args.run_dir}, round {result.round}, budget {args.budget}: the strongest attack per seat")
     for col in ("family: question", "seat", "verdict", "strongest attack", "number [95% CI]"):
         table.add_column(col, overflow="fold")
-    if len(attacks):
-        for r in seat_summary(attacks).itertuples():
+    if len(report.summary):
+        for r in report.summary.itertuples():
             number = f"{r.metric} {r.value:.2f}" + ("" if r.low != r.low else f" [{r.low:.2f}, {r.high:.2f}]")
             words = r.verdict.split(" — ")[0].split(":")[0]  # the bound is the interval's end, beside it
             question = r.family if r.question == r.family else f"{r.family}: {r.question}"
@@ -70,5 +69,5 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.au
     console.print(table)
     for skip in result.skipped:
         console.print(f"[yellow]not run:[/] {skip.family}, {skip.seat}: {skip.why}")
-    console.print(f"report: {index}")
+    console.print(f"report: {report.index}")
     return 0

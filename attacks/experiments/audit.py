@@ -97,13 +97,6 @@ def parse_families(families: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _has_local_models(target: Target, rnd: int) -> bool:
-    from attacks.target import missing_local_models
-    from fedsim.data.partition import learner_groups
-
-    return len(missing_local_models(target, rnd)) < len(learner_groups(target.partitions["group"]))
-
-
 def run_audit(
     run_dir: str | Path, *, families: str | Sequence[str] = FAMILIES, budget: str | Budget = "quick", seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None, say: Callable[[str], object] | None = None,
@@ -117,14 +110,14 @@ def run_audit(
         if budget not in BUDGETS:
             raise FedsimError(f"unknown --budget {budget!r}; choose from: {', '.join(BUDGETS)}")
         budget = BUDGETS[budget]
-    from attacks.target import is_centralized, open_run, resolve_rounds
+    from attacks.target import has_local_models, is_centralized, open_run, resolve_rounds
 
     say = say or (lambda text: None)
     target = open_run(run_dir)
     centralized = is_centralized(target)
     rnd = resolve_rounds("default", target, centralized=centralized)[-1]
     result = AuditResult(Path(run_dir), budget, rnd)
-    local = not centralized and _has_local_models(target, rnd)
+    local = not centralized and has_local_models(target, rnd)
     if not centralized and not local:
         result.skipped.append(Skip("every family", "curious controller",
                                    "the run kept no local models; train with --snapshot-local"))
@@ -139,11 +132,10 @@ def run_audit(
 
 def _membership(target: Target, result: AuditResult, *, centralized: bool, local: bool, seed: int,
                 progress: Callable[[str, int, int], None] | None, say: Callable[[str], object]) -> None:
-    from attacks.api import attack_run
+    from attacks.api import feature_sets, seat_attacks
     from attacks.membership.calibrated import run_calibrated
     from attacks.membership.seats import MIN_CALIBRATION_LEARNERS, controller_calibrated
     from attacks.signals.cache import FeatureCache
-    from attacks.signals.features import is_black_box
     from attacks.threats.seats import SEAT_NAMES
     from fedsim.data.partition import learner_groups
 
@@ -151,14 +143,10 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
 
     budget, cache = result.budget, FeatureCache(target, progress=progress)
     seats = ["centralized"] if centralized else ["learner", "outsider"] + (["controller"] if local else [])
-    frames = []
-    for seat in seats:
-        specs = [s for s in _feature_sets(budget.features) if seat != "outsider" or is_black_box(s)]
-        say(f"  {SEAT_NAMES[seat]}: {', '.join(specs)}")
-        rows = attack_run(target, threat=seat, features=specs, rounds=str(result.round), classifier=budget.classifier,
-                          repeats=budget.repeats, seed=seed, cache=cache, progress=progress)
-        frames.append(pd.DataFrame(rows).assign(seat=SEAT_NAMES[seat]))
-    result.membership = pd.concat(frames, ignore_index=True)
+    specs = feature_sets(budget.features, classifier=budget.classifier, repeats=budget.repeats)
+    result.membership = seat_attacks(target, seats, specs, rounds=str(result.round), classifier=budget.classifier,
+                                     repeats=budget.repeats, seed=seed, controls=True, cache=cache, progress=progress,
+                                     say=say)
     if centralized:
         if budget.references < 2:
             result.skipped.append(Skip("membership", "centralized adversary",
@@ -178,12 +166,6 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
         rows = [r for matched in (False, True) for r in controller_calibrated(
             target, rnd=result.round, repeats=budget.repeats, seed=seed, age_matched=matched, cache=cache)]
         result.calibrated = pd.DataFrame(rows).assign(seat=SEAT_NAMES["controller"])
-
-
-def _feature_sets(text: str) -> list[str]:
-    from attacks.signals.features import TABLE1
-
-    return list(TABLE1.values()) if text == "table1" else [s for s in text.split(",") if s]
 
 
 def _attribute(target: Target, result: AuditResult, *, centralized: bool, local: bool, seed: int,

@@ -16,7 +16,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from attacks.experiments.audit import AuditResult
 from attacks.reporting.html import interval, linked_to, write_page
 from fedsim import snapshots
 
-__all__ = ["INDEX", "SUMMARY_JSON", "attack_rows", "seat_summary", "write_audit"]
+__all__ = ["INDEX", "SUMMARY_JSON", "AuditReport", "attack_rows", "seat_summary", "write_audit"]
 
 INDEX, SUMMARY_JSON, MEMBERSHIP_PAGE = "audit/index.html", "audit/summary.json", "audit/membership.html"
 HOW_TO_READ = (
@@ -58,9 +58,14 @@ def _membership_attacks(result: AuditResult) -> pd.DataFrame:
                         high=pick("auc_high"))
 
 
+def _centralized_calibrated(result: AuditResult) -> bool:
+    """Whether the audit ran a centralized run's calibrated attacks (the controller's carry a ``seat``)."""
+    return result.calibrated is not None and not result.calibrated.empty and "seat" not in result.calibrated
+
+
 def _calibrated_attacks(result: AuditResult) -> pd.DataFrame:
     """A centralized run's calibrated attacks (LiRA, RMIA), as their own page summarises them."""
-    if result.calibrated is None or result.calibrated.empty or "seat" in result.calibrated:
+    if not _centralized_calibrated(result):
         return pd.DataFrame()
     from attacks.reporting.calibrated import PAGE, summary_rows
 
@@ -107,7 +112,10 @@ def _reconstruction_attacks(result: AuditResult) -> pd.DataFrame:
 def attack_rows(result: AuditResult) -> pd.DataFrame:
     """Every attack the audit ran, one row each: family, question, seat, attack, verdict (kind, words, bound),
     and its number (``metric``, ``value``, ``low``, ``high``) as the family's own table has it."""
-    membership = _membership_attacks(result)
+    return _attack_rows(result, _membership_attacks(result))
+
+
+def _attack_rows(result: AuditResult, membership: pd.DataFrame) -> pd.DataFrame:
     if len(membership):  # controls_table's "attack" is the attack's accuracy; here it names the attack
         membership = membership.drop(columns="attack").rename(columns={"label": "attack"})
     parts = [p for p in (membership, _calibrated_attacks(result), _attribute_attacks(result),
@@ -129,30 +137,38 @@ def seat_summary(attacks: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _membership_page(result: AuditResult, attacks: pd.DataFrame, path: Path) -> Path:
-    mine = attacks[attacks["family"] == "membership"]
-    seats = []
-    for seat, group in mine[mine["link"] == MEMBERSHIP_PAGE].groupby("seat", sort=False):
-        seats.append({"seat": seat, "rows": [{**r, "name": f"{r['label']} ({r['attack_kind']})"}
-                                             for r in _membership_attacks(result).query("seat == @seat").to_dict("records")]})
+def _membership_page(result: AuditResult, membership: pd.DataFrame, path: Path) -> Path:
+    """Each seat's trained and calibrated attacks beside their controls (``membership``: :func:`_membership_attacks`)."""
+    seats = [{"seat": seat, "rows": [{**r, "name": f"{r['label']} ({r['attack_kind']})"}
+                                     for r in group.to_dict("records")]}
+             for seat, group in membership.groupby("seat", sort=False)]
     return write_page(path, "audit_membership.html", title=f"Membership inference on {result.run_dir.name}",
                       round=result.round, seats=seats, budget=result.budget.name, repeats=result.budget.repeats)
 
 
-def write_audit(result: AuditResult, *, command: str) -> Path:
-    """Every family's page (each linking back), then ``audit/index.html`` and ``audit/summary.json``; returns the index."""
+class AuditReport(NamedTuple):
+    """What :func:`write_audit` wrote: the index page, every attack's row and the index's first table."""
+
+    index: Path
+    attacks: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def write_audit(result: AuditResult, *, command: str) -> AuditReport:
+    """Every family's page (each linking back), then ``audit/index.html`` and ``audit/summary.json``."""
     run_dir = result.run_dir
     index = run_dir / INDEX
     index.parent.mkdir(parents=True, exist_ok=True)
-    attacks = attack_rows(result)
+    membership = _membership_attacks(result)  # its bootstraps once, for the rows and the page
+    attacks = _attack_rows(result, membership)
     pages: dict[str, Path] = {}
     for name, frame in (("membership", result.membership), ("calibrated", result.calibrated)):
         if frame is not None:  # every attack's row, so that the pages can be rebuilt and checked
             snapshots.atomic_write(run_dir / "audit" / f"{name}.csv", lambda tmp, f=frame: f.to_csv(tmp, index=False))
     with linked_to(index):
         if result.membership is not None:
-            pages["membership"] = _membership_page(result, attacks, run_dir / MEMBERSHIP_PAGE)
-        if len(_calibrated_attacks(result)):
+            pages["membership"] = _membership_page(result, membership, run_dir / MEMBERSHIP_PAGE)
+        if _centralized_calibrated(result):
             from attacks.reporting.calibrated import write_report
 
             pages["calibrated"] = write_report(run_dir, result.calibrated, scores=result.calibrated_scores)
@@ -175,9 +191,10 @@ def write_audit(result: AuditResult, *, command: str) -> Path:
     rows = [{**r, "href": os.path.relpath(run_dir / r["link"], index.parent),
              "number": interval(r["value"], r["low"], r["high"], digits=2 if r["family"] == "reconstruction" else 3)}
             for r in summary.to_dict("records")]
-    return write_page(index, "audit.html", title=f"Privacy audit of {run_dir.name}", command=command,
-                      how_to_read=HOW_TO_READ, rows=rows, skipped=skipped, pages=links, round=result.round,
-                      budget=result.budget.name, seconds=result.seconds)
+    write_page(index, "audit.html", title=f"Privacy audit of {run_dir.name}", command=command,
+               how_to_read=HOW_TO_READ, rows=rows, skipped=skipped, pages=links, round=result.round,
+               budget=result.budget.name, seconds=result.seconds)
+    return AuditReport(index, attacks, summary)
 
 
 def _plain(value: Any) -> Any:
