@@ -8,7 +8,6 @@ Writes ``RUN_DIR/attacks/calibrated.csv`` + ``.json`` (one row per attack and co
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,7 +80,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.ca
 
     from attacks.membership.calibrated import run_calibrated
     from attacks.target import open_run
-    from fedsim import snapshots
     from fedsim.device import using_device
 
     with using_device(args.device):
@@ -119,15 +117,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.ca
             f"{len(refs.population)} subjects each, mean train MAE {np.nanmean(refs.train_mae):.2f})",
             soft_wrap=True,  # one line, whatever the terminal's width: scripts grep it
         )
-        out = args.run_dir / "attacks"
-        out.mkdir(parents=True, exist_ok=True)
-        snapshots.atomic_write(out / "calibrated.csv", lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
-        snapshots.atomic_write(out / "calibrated_scores.csv", lambda tmp: scores.to_csv(tmp, index=False))
-        summary = {
-            "run_dir": str(args.run_dir), "references_dir": str(refs.folder), "references": len(refs),
-            "trained_now": refs.trained, "training_seconds": refs.seconds, "rows": rows,
-        }
-        snapshots.write_text(out / "calibrated.json", json.dumps(summary, indent=1, default=str))
+        from attacks.reporting.calibrated import write_report, write_results
+
+        results = write_results(args.run_dir, rows, scores, refs)
 
         first = rows[0]
         variances = sorted({r["variance"] for r in rows if "variance" in r})
@@ -153,9 +145,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.ca
         notes = {r.get("tpr@0.01_note") for r in rows} | {r.get("tpr@0.001_note") for r in rows}
         for note in sorted(n for n in notes if isinstance(n, str)):
             console.print(f"[dim]note: {note}[/]", soft_wrap=True)
-        console.print(f"results: {out / 'calibrated.csv'}")
-        from attacks.reporting.calibrated import write_report
-
+        console.print(f"results: {results}")
         report = write_report(args.run_dir, pd.DataFrame(rows), scores=scores, classifiers=classifiers)
         console.print(f"report: {report}")
         return 0

@@ -36,6 +36,8 @@ from attacks.membership.seats import MIN_CALIBRATION_LEARNERS, controller_calibr
 from attacks.reporting.attribute import OUT_DIR as ATTRIBUTE_DIR
 from attacks.reporting.attribute import RESULTS_CSV as ATTRIBUTE_CSV
 from attacks.reporting.attribute import write_outputs as write_attribute
+from attacks.reporting.calibrated import RESULTS_CSV as CALIBRATED_CSV
+from attacks.reporting.calibrated import write_results as write_calibrated
 from attacks.reporting.membership import PAPER_TABLE1, RESULTS_CSV, pair_matrix, paper_column, write_report, write_results
 from attacks.signals.cache import FEATURES_VERSION
 from attacks.signals.features import TABLE1
@@ -58,7 +60,6 @@ ATTRIBUTE_VERSION = 1
 #: Bump when the calibrated family's attacks change what they compute, so the sweep attacks again.
 CALIBRATED_VERSION = 1
 #: What ``python -m attacks.calibrated`` writes (a centralized run), and the curious controller's rows (a federation).
-CALIBRATED_CSV, CALIBRATED_SCORES, CALIBRATED_JSON = "calibrated.csv", "calibrated_scores.csv", "calibrated.json"
 CONTROLLER_CSV = "calibrated-controller.csv"
 STAMP = "study.json"
 CALIBRATED_STAMP = "calibrated-study.json"
@@ -246,17 +247,14 @@ def calibrated_cached(run_dir: Path, *, references: int = FAMILY_REFERENCES, rep
         rows, scores, refs = run_calibrated(target, references=references, seed=seed, progress=report)
         say(f"references: {len(refs)} in {refs.folder} ({len(refs.trained)} trained now in {refs.seconds:.0f} s, "
             f"{len(refs) - len(refs.trained)} reused)")
-        snapshots.atomic_write(out / CALIBRATED_SCORES, lambda tmp: scores.to_csv(tmp, index=False))
-        snapshots.write_text(out / CALIBRATED_JSON, json.dumps({
-            "run_dir": str(run_dir), "references_dir": str(refs.folder), "references": len(refs),
-            "trained_now": refs.trained, "training_seconds": refs.seconds, "rows": rows}, indent=1, default=str))
+        write_calibrated(run_dir, rows, scores, refs)
     else:
         rnd = target.rounds[-1]
         say(f"[bold]{run_dir.name}[/]: the curious controller's calibrated attacks on round {rnd} "
             "(references: the other learners' local models)")
         rows = [row for matched in (False, True)
                 for row in controller_calibrated(target, rnd=rnd, repeats=repeats, seed=seed, age_matched=matched)]
-    snapshots.atomic_write(results, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+        snapshots.atomic_write(results, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     snapshots.write_text(stamp, json.dumps(current(), indent=1))
     return pd.read_csv(results)
 

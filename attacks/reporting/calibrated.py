@@ -9,6 +9,7 @@ the rule of every membership page. :func:`summary_rows` gives the same verdicts 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,13 @@ from attacks.reporting.html import interval, png, write_page
 from attacks.threats.seats import SEAT_NAMES
 from fedsim import snapshots
 
-__all__ = ["PAGE", "attack_label", "calibrated_table", "summary_rows", "write_report"]
+__all__ = ["PAGE", "RESULTS_CSV", "RESULTS_JSON", "SCORES_CSV", "attack_label", "calibrated_table", "summary_rows",
+           "write_report", "write_results"]
 
 #: Where the page goes, relative to the run directory (what :func:`summary_rows` links to).
 PAGE = "attacks/calibrated.html"
+#: What ``fedsim calibrated`` writes under ``RUN_DIR/attacks/`` beside its page.
+RESULTS_CSV, SCORES_CSV, RESULTS_JSON = "calibrated.csv", "calibrated_scores.csv", "calibrated.json"
 _METHODS = {"loss": "loss threshold", "lira-online": "LiRA online", "lira-offline": "LiRA offline", "rmia": "RMIA"}
 _STATISTICS = {"abs-error": "−|ŷ − y|, uncalibrated", "log-abs": "log |ŷ − y|", "residual": "signed residual ŷ − y",
                "likelihood:gaussian": "Gaussian likelihood", "likelihood:laplace": "Laplace likelihood"}
@@ -186,6 +190,21 @@ def _facts(run_dir: Path, results: pd.DataFrame, table: pd.DataFrame) -> list[tu
     controls = sorted(set(results["control"]) - {"none"})
     facts.append(("controls", ", ".join(controls) if controls else "none (--no-controls)"))
     return facts
+
+
+def write_results(run_dir: Path, rows: list[dict[str, Any]], scores: pd.DataFrame, references: Any) -> Path:
+    """``calibrated.csv`` (one row per attack and control), ``calibrated_scores.csv`` (every subject's score) and
+    ``calibrated.json`` (the rows and the reference models: where, how many trained now, in how long) under
+    ``RUN_DIR/attacks/``, each atomically; returns the CSV. ``references``: the run's
+    :class:`~attacks.membership.references.ReferenceSet`."""
+    out = Path(run_dir) / "attacks"
+    out.mkdir(parents=True, exist_ok=True)
+    snapshots.atomic_write(out / RESULTS_CSV, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+    snapshots.atomic_write(out / SCORES_CSV, lambda tmp: scores.to_csv(tmp, index=False))
+    snapshots.write_text(out / RESULTS_JSON, json.dumps({
+        "run_dir": str(run_dir), "references_dir": str(references.folder), "references": len(references),
+        "trained_now": references.trained, "training_seconds": references.seconds, "rows": rows}, indent=1, default=str))
+    return out / RESULTS_CSV
 
 
 def write_report(run_dir: Path, results: pd.DataFrame, *, scores: pd.DataFrame | None = None,
