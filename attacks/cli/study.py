@@ -1,9 +1,11 @@
 """The whole study in one command: ``python -m attacks.study [--out DIR]``.
 
 Trains the centralized baselines (3D-CNN and 2D-slice-mean) and the four federated environments
-(or those named with ``--envs``), attacks every run as ``python -m attacks.run`` does and writes one
-summary in the layout of the paper's Table 1 (feature sets × settings) plus a per-environment table
-of utility, memorisation and attack accuracy beside its controls (:mod:`attacks.experiments.study`).
+(or those named with ``--envs``; every federation keeps its local models, as ``--snapshot-local`` does,
+so that ``fedsim seats`` and ``fedsim reconstruct`` can attack its runs), attacks every run as
+``python -m attacks.run`` does and writes one summary in the layout of the paper's Table 1 (feature
+sets × settings) plus a per-environment table of utility, memorisation and attack accuracy beside its
+controls (:mod:`attacks.experiments.study`).
 Each step is skipped when its output is on disk and still describes its inputs, and an interrupted
 federated run is resumed, so re-running the same command redoes nothing that finished.
 """
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 def parser(prog: str = "python -m attacks.study") -> argparse.ArgumentParser:
     p = command_parser(
         prog, "The whole study in one command: train and attack every environment.",
-        "Trains the centralized baselines and the four federations (or --envs), attacks each run and writes the paper's Table 1 layout plus a table per environment. Anything on disk that still describes its inputs is reused, so rerunning the same command redoes nothing that finished.",
+        "Trains the centralized baselines and the four federations (or --envs; each federation keeps its local models, for fedsim seats and fedsim reconstruct), attacks each run and writes the paper's Table 1 layout plus a table per environment. Anything on disk that still describes its inputs is reused, so rerunning the same command redoes nothing that finished.",
         examples=["--out runs/study", "--envs centralized,skewed-iid --repeats 3"])
     p.add_argument("--out", type=Path, default=Path("runs/study"), metavar="DIR", help="study directory (default: runs/study)")
     p.add_argument("--envs", default=",".join(DEFAULT_ENVS), metavar="ENVS",
@@ -79,7 +81,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.st
         results, rows, attribute = {}, [], []
         for env, name in names.items():
             run_dir = args.out / name
-            train_env(env, run_dir, args.cohort, console.rule, device=args.device)
+            train_env(env, run_dir, args.cohort, console.rule, device=args.device, local_models=True)
             with progress_bars(console) as progress:
                 results[name] = attack_cached(run_dir, settings, say=console.print, progress=progress)
                 found = attribute_cached(run_dir, say=console.print, progress=progress) if "attribute" in families else None

@@ -1,8 +1,9 @@
 """The study: train every environment (centralized baselines and federations), attack each, tabulate.
 
 Each step is skipped when its output is on disk and still describes its inputs: a trained run is
-found by its ``DONE``, an attack by a stamp (``attacks/study.json``) that records the attack's
-arguments, the digest of every snapshot of the run and the digest of the ``results.csv`` it wrote.
+found by its ``DONE`` (a study's federation also by its local models, :func:`train_env`), an attack
+by a stamp (``attacks/study.json``) that records the attack's arguments, the digest of every
+snapshot of the run and the digest of the ``results.csv`` it wrote.
 ``python -m attacks.run`` rewriting the results, or ``fedsim.run --resume --rounds N`` extending
 the run, therefore makes the study attack again instead of reusing stale numbers. The sweep
 (:mod:`attacks.experiments.sweep`) reuses these steps, and adds the calibrated attacks (:func:`calibrated_cached`).
@@ -51,7 +52,8 @@ from fedsim.errors import FedsimError
 
 __all__ = [
     "DEFAULT_ENVS", "AttackSettings", "attack_cached", "attribute_cached", "attribute_row",
-    "calibrated_cached", "calibrated_skipped", "environment_row", "pair_table", "stamp_of", "table1", "train_env",
+    "calibrated_cached", "calibrated_skipped", "environment_row", "kept_local_models", "pair_table", "stamp_of", "table1",
+    "train_env",
 ]
 
 DEFAULT_ATTRIBUTE_REPEATS = 3  # a centralized run's draws of the attack halves (a federation's are fixed)
@@ -82,13 +84,27 @@ class AttackSettings:
         return ["--features", self.features, "--classifier", self.classifier, "--repeats", str(self.repeats)]
 
 
-def train_env(env: str, run_dir: Path, cohort: Path | None, say: Say, *, device: str = "auto") -> None:
+def train_env(env: str, run_dir: Path, cohort: Path | None, say: Say, *, device: str = "auto",
+              local_models: bool = False) -> None:
     """Train ``env`` into ``run_dir`` in a child process (Ray and torch state stay out of this one);
-    ``device`` is the centralized training's (federated learners: CUDA when torch sees it)."""
+    ``device`` is the centralized training's (federated learners: CUDA when torch sees it).
+
+    ``local_models`` (the study's runs): a federation keeps every learner's local model of every round
+    (``--snapshot-local``), which the curious controller's attacks read (``fedsim seats``, ``fedsim reconstruct``,
+    the calibrated family). A run on disk made without them is not reused: resuming or extending it cannot add
+    the local models of its earlier rounds, so it is moved aside to ``<run_dir>.no-local-models`` and trained again.
+    """
+    centralized = load_env(env).partition.learners == 0
+    if local_models and not centralized and (run_dir / snapshots.CONFIG_FILE).is_file() and not kept_local_models(run_dir):
+        aside = run_dir.with_name(f"{run_dir.name}.no-local-models")
+        if aside.exists():
+            raise FedsimError(f"{str(run_dir)!r} kept no local models, and {str(aside)!r} is in the way of moving it "
+                              "aside; delete one of them and rerun")
+        run_dir.rename(aside)
+        say(f"[yellow]{env}[/]: the run in {run_dir} kept no local models; moved to {aside}, training again")
     if snapshots.is_done(run_dir):
         say(f"[dim]{env}: trained run found in {run_dir}[/]")
         return
-    centralized = load_env(env).partition.learners == 0
     module = "fedsim.centralized" if centralized else "fedsim.run"
     if snapshots.complete_rounds(run_dir):
         if centralized:
@@ -97,10 +113,16 @@ def train_env(env: str, run_dir: Path, cohort: Path | None, say: Say, *, device:
     else:
         args = ["--env", env, "--out", str(run_dir), *(["--cohort", str(cohort)] if cohort else [])]
         args += ["--device", device] if centralized and device != "auto" else []
+        args += ["--snapshot-local"] if local_models and not centralized else []
     say(f"[bold]{env}[/]: python -m {module} {' '.join(args)}")
     code = subprocess.call([sys.executable, "-m", module, *args])
     if code != 0 or not snapshots.is_done(run_dir):
         raise FedsimError(f"training {env!r} failed (exit {code}); see above, then rerun the same command to continue")
+
+
+def kept_local_models(run_dir: Path) -> bool:
+    """Whether a federated run directory was made to keep every learner's local model (``[federation] snapshot_local``)."""
+    return bool(snapshots.read_config(run_dir).get("federation", {}).get("snapshot_local", False))
 
 
 def _sha256(path: Path) -> str | None:

@@ -1,6 +1,6 @@
 """Each reconstruction attack on a run directory: who holds what, which subjects, one row per reconstruction.
 
-The seats (``../shared/design.md`` §5): gradient inversion is the curious controller's (a learner's
+The seats: gradient inversion is the curious controller's (a learner's
 update of one round: its local model minus the community model it started from, so the run must have
 been trained with ``--snapshot-local``); feature inversion is the holder of one layer's activations;
 model inversion is anyone with the community model. Every attacker holds scans of its own: the first

@@ -56,7 +56,7 @@ def _stop_workers() -> None:
 
 
 def exit_process(code: int) -> None:
-    """Exit, even if Flower left a non-daemon thread waiting (flower-notes §5): never hang."""
+    """Exit, even if Flower left a non-daemon thread waiting (its ServerApp thread can wait forever): never hang."""
     sys.stdout.flush()
     sys.stderr.flush()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):

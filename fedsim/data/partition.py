@@ -4,7 +4,7 @@ Why this module exists: the membership-inference attacks of Gupta et al. 2021 ta
 federated brain-age models of Stripelis et al. 2021, whose four environments differ only in how
 8356 training subjects are spread over 8 learners: equal ("Uniform") or geometric ("Skewed", each
 learner ~1.35x the next) sizes, and the cohort's own age histogram ("IID") or a learner-specific
-one ("non-IID"); see ``shared/paper-notes.md`` §5 and ``environments/*.toml``. The attack also
+one ("non-IID"); see ``docs/environments.md`` (its sources) and ``environments/*.toml``. The attack also
 needs subjects no model has seen. So the partitioner
 
 1. holds out the unseen set first, stratified by age bin, so that unseen and member subjects are

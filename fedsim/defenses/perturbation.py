@@ -1,4 +1,4 @@
-"""Noise defenses of Nguyen et al. 2020 (the second seed paper): on training labels, on released
+"""Noise defenses of Nguyen, Wu et al. 2020 (arXiv 2011.00177): on training labels, on released
 predictions and on shared weights — each a wrapper (dataset, module, state dict), never an edit
 of the training loop.
 

@@ -1,9 +1,8 @@
 """A synchronous, in-process Flower ``Grid``: the ServerApp calls the ClientApp directly, no Ray.
 
-For tests and benchmarks only — it is fedsim's shim, not a Flower feature (see
-``shared/flower-notes.md`` §6). It runs the very same ``ServerApp``/``ClientApp`` objects as
-the Ray simulation in a second or two instead of ~11 s of Ray start-up, one learner after
-another in the calling process. It touches two internal Flower modules (``supercore.run``,
+For tests and benchmarks only — it is fedsim's shim, not a Flower feature. It runs the very same
+``ServerApp``/``ClientApp`` objects as the Ray simulation in a second or two instead of ~11 s of Ray
+start-up, one learner after another in the calling process. It touches two internal Flower modules (``supercore.run``,
 ``supercore.task_identity``) that may move between versions.
 """
 

@@ -1,10 +1,10 @@
 """The Ray launcher: the one module that calls ``flwr.simulation.run_simulation``.
 
 ``run_simulation`` is deprecated upstream in favour of ``flwr run`` but is the only in-process
-entry, so it is kept here and nowhere else. What this module guards against, all measured in
-``shared/flower-notes.md``: a GPU request on a machine without one empties Ray's actor pool and
-leaves Flower's ServerApp thread waiting forever (§5); without an address Ray silently joins any
-cluster already running on the machine, and a stale cluster file makes ``ray.init`` hang (§6).
+entry, so it is kept here and nowhere else. What this module guards against, each one observed
+with Flower and Ray: a GPU request on a machine without one empties Ray's actor pool and leaves
+Flower's ServerApp thread waiting forever; without an address Ray silently joins any cluster
+already running on the machine, and a stale cluster file makes ``ray.init`` hang.
 """
 
 from __future__ import annotations

@@ -72,6 +72,62 @@ def test_the_stamp_covers_settings_snapshots_and_results(tmp_path: Path):
     assert experiment.stamp_of(run_dir, settings)["rounds"].keys() == {"0", "1", "2"}
 
 
+def _fake_training(calls: list[list[str]]):
+    """``subprocess.call`` of a training command, without training: writes the run's config (its
+    ``[federation] snapshot_local``) and ``DONE`` where the command would."""
+    def call(argv: list[str]) -> int:
+        args = argv[3:]  # python -m MODULE ARGS
+        calls.append(args)
+        run_dir = Path(args[args.index("--resume") + 1] if "--resume" in args else args[args.index("--out") + 1])
+        if "--resume" not in args:
+            run_dir.mkdir(parents=True)
+            (run_dir / "config.toml").write_text(f"[federation]\nsnapshot_local = {str('--snapshot-local' in args).lower()}\n")
+        (run_dir / "DONE").write_text("{}")
+        return 0
+    return call
+
+
+def _old_run(run_dir: Path, *, snapshot_local: bool) -> Path:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(f"[federation]\nsnapshot_local = {str(snapshot_local).lower()}\n")
+    (run_dir / "DONE").write_text("{}")
+    return run_dir
+
+
+def test_the_study_keeps_its_federations_local_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``fedsim seats`` and ``fedsim reconstruct`` on a study's federation read its local models: the study trains
+    with --snapshot-local, and a finished run on disk made without them is trained again, not reused."""
+    calls: list[list[str]] = []
+    said: list[str] = []
+    monkeypatch.setattr(experiment.subprocess, "call", _fake_training(calls))
+
+    experiment.train_env("skewed-iid", tmp_path / "skewed-iid", None, said.append, local_models=True)
+    experiment.train_env("centralized", tmp_path / "centralized", None, said.append, local_models=True)
+    assert "--snapshot-local" in calls[0] and "--snapshot-local" not in calls[1]  # a centralized run has no learners
+    assert experiment.kept_local_models(tmp_path / "skewed-iid")
+    assert experiment.kept_local_models(federate(tmp_path / "real", env="tiny-learners", rounds=1))  # a real run's config
+
+    calls.clear()
+    experiment.train_env("skewed-iid", tmp_path / "skewed-iid", None, said.append, local_models=True)
+    assert calls == []  # finished, with its local models: reused
+    old = _old_run(tmp_path / "old", snapshot_local=False)
+    experiment.train_env("skewed-iid", old, None, said.append, local_models=False)
+    assert calls == []  # the sweep's runs keep what their environment says
+    experiment.train_env("skewed-iid", old, None, said.append, local_models=True)
+    assert len(calls) == 1 and "--snapshot-local" in calls[0] and experiment.kept_local_models(old)
+    assert (tmp_path / "old.no-local-models" / "DONE").is_file() and "kept no local models" in said[-2]
+
+    class Trained(Exception):
+        pass
+
+    def train_env(env, run_dir, cohort, say, **kwargs):  # the command asks for local models
+        assert kwargs.get("local_models") is True
+        raise Trained
+    monkeypatch.setattr(experiment, "train_env", train_env)
+    with pytest.raises(Trained):
+        study.main(["--out", str(tmp_path / "study"), "--envs", "skewed-iid"])
+
+
 def test_pair_table_shows_attack_and_age_matched_control_per_attacker_and_victim():
     rows = [{"attacker": a, "victim": v, "round": 3, "features": f, "control": c, "repeat": r, "accuracy": acc}
             for a, v, c, acc in [("L1", "L2", "none", 0.6), ("L2", "L1", "none", 0.7),
