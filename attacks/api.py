@@ -87,7 +87,8 @@ def audit(
     With ``families`` (``"membership,attribute,reconstruction"`` or a list) it is ``fedsim audit`` instead:
     every family from every seat the run supports at ``budget`` (``quick`` or ``full``), one row per attack
     with its family, question, seat, verdict and number (:func:`attacks.reporting.audit.attack_rows`); the
-    skipped seats are in ``.attrs["skipped"]``. It writes the same pages (``RUN_DIR/audit/index.html``).
+    skipped seats are in ``.attrs["skipped"]``. It writes the same pages (``RUN_DIR/audit/index.html``);
+    ``rounds`` is then one round number (``fedsim audit --round``) or ``"default"``.
 
     ``seats``: threat names (:data:`attacks.threats.seats.THREATS`); by default ``centralized`` for a
     centralized run, else ``learner`` and ``outsider``, plus ``controller`` when the run kept local
@@ -97,7 +98,8 @@ def audit(
     """
     with using_device(device):
         if families is not None:
-            return _audit_families(run_dir, families=families, budget=budget, seed=seed, progress=progress)
+            return _audit_families(run_dir, families=families, budget=budget, seed=seed, rounds=rounds,
+                                   progress=progress)
         return _audit(run_dir, features=features, seats=seats, rounds=rounds, classifier=classifier,
                       repeats=repeats, seed=seed, controls=controls, progress=progress)
 
@@ -143,13 +145,16 @@ def seat_attacks(
     return pd.concat(frames, ignore_index=True)
 
 
-def _audit_families(run_dir: str | Path, *, families: str | Sequence[str], budget: str, seed: int,
+def _audit_families(run_dir: str | Path, *, families: str | Sequence[str], budget: str, seed: int, rounds: str,
                     progress: Callable[[str, int, int], None] | None) -> pd.DataFrame:
     from attacks.experiments.audit import run_audit
     from attacks.reporting.audit import write_audit
 
-    result = run_audit(run_dir, families=families, budget=budget, seed=seed, progress=progress)
-    command = f"attacks.audit({str(run_dir)!r}, families={families!r}, budget={budget!r})"
+    if rounds != "default" and not str(rounds).isdigit():
+        raise FedsimError(f"the audit attacks one round: rounds='default' or one round number, got {rounds!r}")
+    rnd = None if rounds == "default" else int(rounds)
+    result = run_audit(run_dir, families=families, budget=budget, seed=seed, rnd=rnd, progress=progress)
+    command = f"attacks.audit({str(run_dir)!r}, families={families!r}, budget={budget!r}, rounds={rounds!r})"
     rows = write_audit(result, command=command).attacks
     rows.attrs["skipped"] = [vars(s) for s in result.skipped]
     return rows

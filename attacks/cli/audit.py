@@ -25,13 +25,15 @@ def parser(prog: str = "python -m attacks.audit") -> argparse.ArgumentParser:
         "gradient inversion at --budget full) from the malicious learner, the curious controller (a --snapshot-local "
         "run), the outsider and the holder of a layer's activations. Writes RUN_DIR/audit/index.html and summary.json; "
         "every seat or family it skips is listed with the reason.",
-        examples=["runs/skewed-noniid", "runs/skewed-iid --budget full", "runs/centralized --families membership"])
+        examples=["runs/skewed-noniid", "runs/skewed-iid --budget full", "runs/paper-cpu-skewed-iid --round 5", "runs/centralized --families membership"])
     add_run_dir(p)
     p.add_argument("--budget", choices=list(BUDGETS), default="quick",
                    help="quick (cheap feature sets, one draw, no reference models, no gradient inversion) or full "
                    "(Table 1's feature sets, 3 draws, 8 reference models, gradient inversion) (default: quick)")
     p.add_argument("--families", default=",".join(FAMILIES), metavar="F",
                    help=f"comma-separated, of: {', '.join(FAMILIES)} (default: all)")
+    p.add_argument("--round", type=int, default=None, metavar="R",
+                   help="the round attacked (default: the best epoch of a centralized run, else the last round)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the attack splits (default: 0)")
     add_device_option(p)
     return p
@@ -54,7 +56,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.au
     with using_device(args.device):
         with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")), \
                 progress_bars(console) as progress:
-            result = run_audit(args.run_dir, families=families, budget=args.budget, seed=args.seed, progress=progress,
+            result = run_audit(args.run_dir, families=families, budget=args.budget, seed=args.seed, rnd=args.round,
+                               progress=progress,
                                say=console.print)
         report = write_audit(result, command=command)
     table = Table(title=f"audit of {args.run_dir}, round {result.round}, budget {args.budget}: the strongest attack per seat")

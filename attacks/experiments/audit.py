@@ -99,9 +99,13 @@ def parse_families(families: str | Sequence[str]) -> list[str]:
 
 def run_audit(
     run_dir: str | Path, *, families: str | Sequence[str] = FAMILIES, budget: str | Budget = "quick", seed: int = 0,
-    progress: Callable[[str, int, int], None] | None = None, say: Callable[[str], object] | None = None,
+    rnd: int | None = None, progress: Callable[[str, int, int], None] | None = None,
+    say: Callable[[str], object] | None = None,
 ) -> AuditResult:
     """Every family of ``families`` from every seat the run supports, at ``budget`` (``quick`` or ``full``).
+
+    ``rnd``: the round attacked (default: a centralized run's best epoch, else the last round); a federation's
+    early rounds say when it starts to leak.
 
     ``say(text)`` hears each step (the command prints it); ``progress(description, done, total)`` the long ones.
     """
@@ -115,7 +119,7 @@ def run_audit(
     say = say or (lambda text: None)
     target = open_run(run_dir)
     centralized = is_centralized(target)
-    rnd = resolve_rounds("default", target, centralized=centralized)[-1]
+    rnd = resolve_rounds("default" if rnd is None else str(rnd), target, centralized=centralized)[-1]
     result = AuditResult(Path(run_dir), budget, rnd)
     local = not centralized and has_local_models(target, rnd)
     if not centralized and not local:

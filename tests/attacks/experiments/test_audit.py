@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import attacks
+
 from attacks.cli.audit import main
 from attacks.evaluation.summary import controls_table
 from attacks.experiments.audit import BUDGETS, parse_families, run_audit
@@ -85,6 +87,18 @@ def test_a_run_without_local_models_lists_the_controller_as_skipped(tmp_path):
     assert any(s.seat == "curious controller" and "--snapshot-local" in s.why for s in result.skipped)
     assert any(s.family == "reconstruction" and "gradient inversion needs the learner's update" in s.why
                for s in result.skipped)
+
+
+def test_an_earlier_round_is_audited_when_asked(audited):
+    """--round R: the attacks and their age-matched control read round R's models, not the last round's."""
+    result = run_audit(audited, families="membership", budget=TINY, rnd=1)
+    assert result.round == 1
+    attacked = result.membership[result.membership["control"] != "round-0"]
+    assert set(attacked["round"]) == {1} and set(result.calibrated["round"]) == {1}
+    with pytest.raises(FedsimError, match="round 7"):
+        run_audit(audited, families="membership", budget=TINY, rnd=7)
+    with pytest.raises(FedsimError, match="one round number"):
+        attacks.audit(audited, families="membership", rounds="1,2")
 
 
 def test_bad_families_and_budgets_are_one_line_errors(tmp_path):
