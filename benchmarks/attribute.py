@@ -4,7 +4,7 @@ Two measurements, written to ``benchmarks/results/attribute.md``:
 
 1. **Time** of the whole attribute study of a run, cold (``python -m attacks.attribute RUN --attribute …`` on a
    copy of the run without its feature cache: every feature computed), as a user meets it the first time. The
-   target (issue 13): ≤ 10 minutes per federation on 2 cores.
+   target: ≤ 10 minutes per federation on 2 cores.
 2. **Strength**: fedsim's probe against ART's ``AttributeInferenceBlackBox`` (the standard library's attack on
    the same signal: the released prediction, the true age, and site where known) and ART's
    ``AttributeInferenceBaselineTrueLabel`` against fedsim's label-only baseline, on the same attacker/victim

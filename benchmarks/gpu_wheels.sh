@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download, here (where pip reaches a package index), the wheels the GPU check carries to a GPU
 # machine that has torch but not fedsim's other dependencies: bash benchmarks/gpu_wheels.sh
-# (benchmarks/wheels/ is git-ignored; the device tool carries it: carry=["benchmarks/wheels"]).
+# (benchmarks/wheels/ is git-ignored; copy it to the GPU machine with the checkout).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../.venv/bin/activate"

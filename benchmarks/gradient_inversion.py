@@ -33,7 +33,7 @@ from fedsim import snapshots
 from results_table import append_row, machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: the attacks compared: Inverting Gradients as fedsim ran it, the issue's independent Adam, and each addition
+#: the attacks compared: Inverting Gradients as fedsim ran it, a plain, independent Adam, and each addition
 ATTACKS = {
     "ig-signed": GradientAttack(Inversion(update="signed", tv=1e-3), weighting="global", constraints=False),
     "adam": GradientAttack(Inversion(update="adam", tv=1e-4), weighting="global", constraints=False),

@@ -4,7 +4,7 @@ For a 36x43x36 scan and the CPU-default brain-age CNN (a finished run's last com
 ``--repeats`` white-box inversions of ``conv1``'s activations at each number of inversion steps, and
 reports the median seconds (range) and the median SSIM gain over the prior. Gradient inversion has its
 own benchmark, with every attack and its strength: ``benchmarks/gradient_inversion.py``.
-An untimed 20-step inversion first pays the first-call costs. The issue's budget is 3 minutes per
+An untimed 20-step inversion first pays the first-call costs. The budget is 3 minutes per
 reconstruction on 2 cores. Writes ``benchmarks/results/reconstruction.md``.
 """
 

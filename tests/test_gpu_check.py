@@ -1,4 +1,4 @@
-"""The GPU check's CPU dry run: the script a GPU session runs once works end to end, here, in seconds."""
+"""The GPU check's CPU dry run: the script a GPU machine runs once works end to end, here, in seconds."""
 
 from __future__ import annotations
 
