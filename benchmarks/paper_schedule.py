@@ -106,25 +106,22 @@ def audit_round(target: Target, rnd: int) -> dict:
 
 
 def _seat_cell(s: dict | None) -> str:
-    """A seat's strongest attack: its name, AUC with interval, and accuracy where it has one (calibrated attacks
-    score subjects, they do not classify them at a fixed threshold)."""
+    """A seat's verdict and strongest attack: its name, AUC with interval, and accuracy where it has one
+    (calibrated attacks score subjects, they do not classify them at a fixed threshold)."""
     if s is None:
         return "—"
     accuracy = "" if math.isnan(s["accuracy"]) else f", {100 * s['accuracy']:.1f} %"
-    return f"{s['attack']}: {s['auc']:.2f} [{s['low']:.2f}, {s['high']:.2f}]{accuracy}"
+    return f"{s['verdict']}; {s['attack']}: AUC {s['auc']:.2f} [{s['low']:.2f}, {s['high']:.2f}]{accuracy}"
 
 
 def table(records: dict[str, list[dict]]) -> str:
-    head = ["environment", "round", "unseen MAE", "members MAE", "gap"] + [
-        f"{s}: strongest attack, AUC [95 % CI], accuracy %" for s in SEATS[:2]] + ["verdicts (learner / controller / outsider)"]
+    head = ["environment", "round", "unseen MAE", "members MAE", "gap", *SEATS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for env, rows in records.items():
         for r in rows:
             cells = [f"paper-cpu-{env}", str(r["round"]), f"{r['unseen_mae']:.2f}", f"{r['members_mae']:.2f}",
                      f"{r['unseen_mae'] - r['members_mae']:+.2f}"]
-            cells += [_seat_cell(r["seats"].get(seat)) for seat in SEATS[:2]]
-            cells.append(" / ".join(r["seats"][s]["verdict"] if s in r["seats"] else "—" for s in SEATS))
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(cells + [_seat_cell(r["seats"].get(seat)) for seat in SEATS]) + " |")
     return "\n".join(lines)
 
 
@@ -195,11 +192,12 @@ def main() -> None:
         f"`{command.strip()}` — environments `environments/paper-cpu-*.toml`: 40 rounds × 4 local epochs, plain SGD "
         f"at batch 1, lr 1e-2, the CPU model (75 k parameters, 36×43×36), the embedded synthetic cohort "
         f"(1000 subjects). Audited rounds so far: {', '.join(f'{e} to {r}' for e, r in done.items())}.\n\n"
-        f"Each seat's strongest attack by `fedsim audit RUN_DIR --round R --families membership` (quick budget: "
-        f"error, prediction + label, gradient magnitude; classifier chosen by cross-validation; the controller also "
-        f"runs its calibrated attacks on the other learners' local models); AUC is the age-matched one where that "
-        f"control ran; accuracy is the paper's measure (chance 50 %), paper: {PAPER}. `gap` = unseen − members MAE "
-        f"of the community model.\n\n{table(records)}\n")
+        f"Each seat's verdict and strongest attack by `fedsim audit RUN_DIR --round R --families membership` (quick "
+        f"budget: error, prediction + label, gradient magnitude; classifier chosen by cross-validation on the "
+        f"attacker's own subjects; the curious controller also runs its calibrated attacks, the other learners' "
+        f"local models as references). AUC with its 95 % interval is the age-matched attack's where that control "
+        f"ran (what the verdict judges); accuracy is the attack's own, the paper's measure (chance 50 %); paper: "
+        f"{PAPER}. MAE in years of the community model; `gap` = unseen − members.\n\n{table(records)}\n")
     figure(records, args.runs)
     say(f"wrote {RESULTS.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}")
 

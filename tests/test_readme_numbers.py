@@ -38,9 +38,7 @@ RESULTS_LINK = re.compile(r"\]\((benchmarks/results/[^)#\s]+)")
 #: dp_sweep.md, reconstruct.md, attribute_study.md and attribute_sweeps.md, and study.md's epoch-40 part).
 #: Bullet title → numbers. Each must still be missing: remove it once its results file is in and cited.
 PENDING = {
-    "Centralized baseline": {"4.19", "1.68", "6.17"},
     "Paper Table 1, centralized attack": {"84.7", "88.2"},
-    "Calibrated attacks and DP-SGD": {"0.34", "0.04", "1.0", "4.56", "0.59", "0.03", "0.61", "0.11", "6.16", "6.17"},
     # The sweep's 0.16–0.84 and 0.37 and the return test's 0.3 are not in gradient_inversion.md either; they
     # pass only because it holds numbers that round to them (0.160, 0.372, 0.314): reconstruct.md will hold them.
     "Reconstruction": {"0.912", "0.591", "0.84"},
