@@ -10,6 +10,7 @@ with the same defaults, so a notebook and ``python -m attacks.run`` give the sam
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def _audit_families(run_dir: str | Path, *, families: str | Sequence[str], budge
     from attacks.experiments.audit import run_audit
     from attacks.reporting.audit import write_audit
 
-    if rounds != "default" and not str(rounds).isdigit():
+    if rounds != "default" and not re.fullmatch(r"[0-9]+", str(rounds)):
         raise FedsimError(f"the audit attacks one round: rounds='default' or one round number, got {rounds!r}")
     rnd = None if rounds == "default" else int(rounds)
     result = run_audit(run_dir, families=families, budget=budget, seed=seed, rnd=rnd, progress=progress)

@@ -37,6 +37,7 @@ from attacks.reporting.audit import attack_rows, seat_summary  # noqa: E402
 from attacks.target import Target, load_snapshot, open_run  # noqa: E402
 from fedsim import snapshots  # noqa: E402
 from fedsim.data.cache import VolumeDataset  # noqa: E402
+from fedsim.errors import FedsimError  # noqa: E402
 from fedsim.training import evaluate, make_loader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ FIGURE = ROOT / "docs" / "paper-schedule.png"
 ENVS = ("skewed-iid", "skewed-noniid", "uniform-iid", "uniform-noniid")
 ROUNDS = (1, 5, 10, 20, 30, 40)
 SEATS = ("malicious learner", "curious controller", "outsider")
+BUDGET = "quick"
 PAPER = "60–80 % (Gupta et al. 2021: 60 % to over 80 % attack accuracy across their models)"
 
 
@@ -76,16 +78,20 @@ def members_mae(target: Target, rnd: int) -> tuple[float, float]:
 
 
 def audit_round(target: Target, rnd: int) -> dict:
-    """One round's membership audit (quick budget) from every seat, cached under the round's model hash."""
+    """One round's membership audit (quick budget) from every seat, cached under the round's community model's
+    hash (the average of that round's local models, so it pins them too) and the budget. Delete
+    ``RUN_DIR/attacks/schedule/`` to audit again with changed attacks."""
     run_dir = target.run_dir
     model_file = snapshots.round_dir(run_dir, rnd) / "model.safetensors"
     key = hashlib.sha256(model_file.read_bytes()).hexdigest()[:16]
     cache = run_dir / "attacks" / "schedule" / f"round-{rnd:04d}.json"
-    if cache.is_file() and json.loads(cache.read_text()).get("model") == key:
-        return json.loads(cache.read_text())
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("model") == key and cached.get("budget", BUDGET) == BUDGET:
+            return cached
     say(f"auditing {run_dir.name} round {rnd}")
     start = time.perf_counter()
-    result = run_audit(run_dir, families=["membership"], budget="quick", rnd=rnd)
+    result = run_audit(run_dir, families=["membership"], budget=BUDGET, rnd=rnd)
     best = seat_summary(attack_rows(result)).set_index("seat")
     accuracy = controls_table(result.membership, rnd, by=["seat"])
     seats = {}
@@ -99,7 +105,7 @@ def audit_round(target: Target, rnd: int) -> dict:
                        "high": float(row["high"]), "attacks": int(row["attacks"]),
                        "accuracy": float(acc["attack"].iloc[0]) if len(acc) else float("nan")}
     members, unseen = members_mae(target, rnd)
-    record = {"model": key, "round": rnd, "members_mae": members, "unseen_mae": unseen, "seats": seats,
+    record = {"model": key, "budget": BUDGET, "round": rnd, "members_mae": members, "unseen_mae": unseen, "seats": seats,
               "seconds": round(time.perf_counter() - start, 1)}
     snapshots.write_text(cache, json.dumps(record, indent=2))
     return record
@@ -125,9 +131,19 @@ def table(records: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def curves(records: dict[str, list[dict]], runs: Path) -> str:
+    """One line per environment: the unseen MAE of every round on disk, 0 onwards."""
+    lines = []
+    for env in records:
+        maes = [f"{m['unseen_mae']:.2f}" for m in snapshots.read_metrics(runs / f"paper-cpu-{env}")]
+        lines.append(f"- `paper-cpu-{env}`: {' '.join(maes)}")
+    return "\n".join(lines)
+
+
 def figure(records: dict[str, list[dict]], runs: Path) -> None:
     envs = list(records)
-    fig, axes = plt.subplots(2, len(envs), figsize=(max(4.2 * len(envs), 6.0), 6.8), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(2, len(envs), figsize=(max(4.2 * len(envs), 6.0), 6.8), sharex=True, sharey="row",
+                             squeeze=False)
     for i, env in enumerate(envs):
         curve = snapshots.read_metrics(runs / f"paper-cpu-{env}")
         top, bottom = axes[0, i], axes[1, i]
@@ -165,40 +181,59 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the runs live (default: runs/)")
     p.add_argument("--no-train", action="store_true", help="audit the rounds already on disk; train nothing")
     args = p.parse_args()
+    try:
+        run(args)
+    except FedsimError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     envs = [e.strip() for e in args.envs.split(",")]
     bad = [e for e in envs if e not in ENVS]
     if bad:
-        raise SystemExit(f"error: unknown environment {bad[0]!r}; choose from: {', '.join(ENVS)}")
-    wanted = [int(r) for r in args.rounds.split(",")]
-    records = {}
+        raise FedsimError(f"unknown environment {bad[0]!r}; choose from: {', '.join(ENVS)}")
+    if not all(r.strip().isdigit() and int(r) > 0 for r in args.rounds.split(",")):
+        raise FedsimError(f"--rounds must be trained rounds (positive integers, comma-separated), got {args.rounds!r}")
+    wanted, runs = [int(r) for r in args.rounds.split(",")], args.runs.resolve()
+    records, settings = {}, {}
     for env in envs:
-        run_dir = args.runs / f"paper-cpu-{env}"
+        run_dir = runs / f"paper-cpu-{env}"
         if not args.no_train:
             train(env, run_dir)
         if not (run_dir / snapshots.METRICS_FILE).is_file():
+            say(f"paper-cpu-{env}: not trained yet (no {run_dir}); skipped")
             continue
         target = open_run(run_dir)
+        missing = [r for r in wanted if r not in target.rounds]
+        if missing:
+            say(f"paper-cpu-{env}: rounds {', '.join(map(str, missing))} not on disk yet; audited the others")
         records[env] = [audit_round(target, r) for r in wanted if r in target.rounds]
+        settings[env] = snapshots.read_config(run_dir)
     records = {e: r for e, r in records.items() if r}
     if not records:
-        raise SystemExit("error: no round to audit yet; train first (without --no-train)")
-    command = "python benchmarks/paper_schedule.py " + " ".join(sys.argv[1:])
+        raise FedsimError("no round to audit yet; train first (without --no-train)")
+    command = ("python benchmarks/paper_schedule.py " + " ".join(sys.argv[1:])).strip()
     done = {e: max(r["round"] for r in rows) for e, rows in records.items()}
+    cfg = next(iter(settings.values()))
+    train_cfg, federation = cfg["train"], cfg["federation"]
     RESULTS.write_text(
         f"# The paper's federated schedule on the CPU model\n\n"
-        f"<!-- written by `{command.strip()}` on {machine()}, no GPU, {time.strftime('%Y-%m-%d')} "
+        f"<!-- written by `{command}` on {machine()}, no GPU, {time.strftime('%Y-%m-%d')} "
         f"(torch {torch.__version__}) -->\n\n"
-        f"`{command.strip()}` — environments `environments/paper-cpu-*.toml`: 40 rounds × 4 local epochs, plain SGD "
-        f"at batch 1, lr 1e-2, the CPU model (75 k parameters, 36×43×36), the embedded synthetic cohort "
-        f"(1000 subjects). Audited rounds so far: {', '.join(f'{e} to {r}' for e, r in done.items())}.\n\n"
-        f"Each seat's verdict and strongest attack by `fedsim audit RUN_DIR --round R --families membership` (quick "
+        f"`{command}` — environments `environments/paper-cpu-*.toml`: {federation['rounds']} rounds × "
+        f"{federation['local_epochs']} local epochs, {train_cfg['optimizer']} at batch {train_cfg['batch_size']}, "
+        f"lr {train_cfg['lr']:g}, model `{cfg['model']['name']}` {cfg['model'].get('channels')} at "
+        f"{'×'.join(map(str, cfg['data']['shape']))}, {cfg['cohort']['subjects']} subjects. "
+        f"Audited rounds so far: {', '.join(f'{e} to {r}' for e, r in done.items())}.\n\n"
+        f"Each seat's verdict and strongest attack by `fedsim audit RUN_DIR --round R --families membership` ({BUDGET} "
         f"budget: error, prediction + label, gradient magnitude; classifier chosen by cross-validation on the "
         f"attacker's own subjects; the curious controller also runs its calibrated attacks, the other learners' "
         f"local models as references). AUC with its 95 % interval is the age-matched attack's where that control "
         f"ran (what the verdict judges); accuracy is the attack's own, the paper's measure (chance 50 %); paper: "
-        f"{PAPER}. MAE in years of the community model; `gap` = unseen − members.\n\n{table(records)}\n")
-    figure(records, args.runs)
+        f"{PAPER}. MAE in years of the community model; `gap` = unseen − members.\n\n{table(records)}\n\n"
+        f"The community model's unseen MAE after every round (`metrics.jsonl` of each run):\n\n{curves(records, runs)}\n")
+    figure(records, runs)
     say(f"wrote {RESULTS.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}")
 
 

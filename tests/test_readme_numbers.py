@@ -34,8 +34,10 @@ REGENERATE = ROOT / "benchmarks" / "regenerate.py"
 RESULTS_LINK = re.compile(r"\]\((benchmarks/results/[^)#\s]+)")
 
 #: Numbers the README quotes that no results file holds yet: measured before their command wrote a results
-#: file (``python benchmarks/regenerate.py`` writes benchmarks/results/centralized.md, calibrated.md,
-#: dp_sweep.md, reconstruct.md, attribute_study.md and attribute_sweeps.md, and study.md's epoch-40 part).
+#: file (``python benchmarks/regenerate.py`` writes benchmarks/results/calibrated.md, reconstruct.md,
+#: attribute_study.md and attribute_sweeps.md, and study.md's epoch-40 part). A number here may also be in a
+#: cited file by coincidence (a different quantity with the same digits): the check cannot tell, so such a
+#: number is left out of this list and the comment at its bullet says so.
 #: Bullet title → numbers. Each must still be missing: remove it once its results file is in and cited.
 PENDING = {
     "Paper Table 1, centralized attack": {"84.7", "88.2"},

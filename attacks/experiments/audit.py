@@ -114,12 +114,13 @@ def run_audit(
         if budget not in BUDGETS:
             raise FedsimError(f"unknown --budget {budget!r}; choose from: {', '.join(BUDGETS)}")
         budget = BUDGETS[budget]
-    from attacks.target import has_local_models, is_centralized, open_run, resolve_rounds
+    from attacks.target import attacked_round, has_local_models, is_centralized, open_run, resolve_rounds
 
     say = say or (lambda text: None)
     target = open_run(run_dir)
     centralized = is_centralized(target)
-    rnd = resolve_rounds("default" if rnd is None else str(rnd), target, centralized=centralized)[-1]
+    rnd = (resolve_rounds("default", target, centralized=centralized)[-1] if rnd is None else
+           attacked_round(target, rnd, first=1))
     result = AuditResult(Path(run_dir), budget, rnd)
     local = not centralized and has_local_models(target, rnd)
     if not centralized and not local:
@@ -157,7 +158,7 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
                                        f"calibrated attacks (LiRA, RMIA): {budget.why_not.get('calibrated', '')}"))
             return
         say(f"  calibrated: {budget.references} reference models")
-        rows, scores, _ = run_calibrated(target, references=budget.references, seed=seed,
+        rows, scores, _ = run_calibrated(target, references=budget.references, seed=seed, target_round=result.round,
                                          progress=None if progress is None else
                                          (lambda done, total: progress("reference models", done, total)))
         result.calibrated, result.calibrated_scores = pd.DataFrame(rows), scores

@@ -95,8 +95,10 @@ def test_an_earlier_round_is_audited_when_asked(audited):
     assert result.round == 1
     attacked = result.membership[result.membership["control"] != "round-0"]
     assert set(attacked["round"]) == {1} and set(result.calibrated["round"]) == {1}
-    with pytest.raises(FedsimError, match="round 7"):
+    with pytest.raises(FedsimError, match="round 7 does not exist"):
         run_audit(audited, families="membership", budget=TINY, rnd=7)
+    with pytest.raises(FedsimError, match="round 0 is the untrained model"):
+        run_audit(audited, families="membership", budget=TINY, rnd=0)
     with pytest.raises(FedsimError, match="one round number"):
         attacks.audit(audited, families="membership", rounds="1,2")
 
