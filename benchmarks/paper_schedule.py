@@ -8,7 +8,8 @@ model's unseen and members' MAE, the memorisation gap, and each seat's strongest
 accuracy beside the paper's 60–80 % — and ``docs/paper-schedule.png`` (learning curves above, leakage below).
 
 Each round's audit is cached in ``RUN_DIR/attacks/schedule/round-RRRR.json`` under the round's model hash, so an
-interrupted run resumes where it stopped; training resumes with ``fedsim train --resume``. One torch thread per
+interrupted run resumes where it stopped, and the results file keeps the federations not named in ``--envs``
+from their caches; training resumes with ``fedsim train --resume``. One torch thread per
 process (``OMP_NUM_THREADS=1``) is what the figures in the results file used on 2 cores.
 """
 
@@ -210,7 +211,12 @@ def run(args: argparse.Namespace) -> None:
             say(f"paper-cpu-{env}: rounds {', '.join(map(str, missing))} not on disk yet; audited the others")
         records[env] = [audit_round(target, r) for r in wanted if r in target.rounds]
         settings[env] = snapshots.read_config(run_dir)
-    records = {e: r for e, r in records.items() if r}
+    for env in (e for e in ENVS if e not in envs):  # the results file keeps every federation audited before
+        cached = sorted((runs / f"paper-cpu-{env}" / "attacks" / "schedule").glob("round-*.json"))
+        if cached:
+            records[env] = [json.loads(f.read_text()) for f in cached]
+            settings[env] = snapshots.read_config(runs / f"paper-cpu-{env}")
+    records = {e: r for e, r in sorted(records.items(), key=lambda item: ENVS.index(item[0])) if r}
     if not records:
         raise FedsimError("no round to audit yet; train first (without --no-train)")
     command = ("python benchmarks/paper_schedule.py " + " ".join(sys.argv[1:])).strip()
