@@ -34,12 +34,11 @@ from results_table import machine  # noqa: E402
 
 from attacks.evaluation.summary import controls_table, feature_name  # noqa: E402
 from attacks.experiments.audit import run_audit  # noqa: E402
+from attacks.experiments.sweep import released_mae  # noqa: E402
 from attacks.reporting.audit import attack_rows, seat_summary  # noqa: E402
-from attacks.target import Target, load_snapshot, open_run  # noqa: E402
+from attacks.target import Target, open_run  # noqa: E402
 from fedsim import snapshots  # noqa: E402
-from fedsim.data.cache import VolumeDataset  # noqa: E402
 from fedsim.errors import FedsimError  # noqa: E402
-from fedsim.training import evaluate, make_loader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "paper_schedule.md"
@@ -65,17 +64,6 @@ def train(env: str, run_dir: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "fedsim.run", *how], cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"error: training paper-cpu-{env} failed (exit {done.returncode}); rerun to resume it")
-
-
-def members_mae(target: Target, rnd: int) -> tuple[float, float]:
-    """The community model's MAE on every learner's subjects (members) and on the unseen ones."""
-    groups = target.partitions["group"]
-    model = load_snapshot(target.run_dir, rnd).model
-    maes = []
-    for chosen in (groups != "unseen", groups == "unseen"):
-        subjects = VolumeDataset(target.cohort, target.cohort.index_of(target.partitions.loc[chosen, "subject_id"].tolist()))
-        maes.append(evaluate(model, make_loader(subjects, 32, shuffle=False)).mae)
-    return maes[0], maes[1]
 
 
 def audit_round(target: Target, rnd: int) -> dict:
@@ -105,7 +93,7 @@ def audit_round(target: Target, rnd: int) -> dict:
                        "metric": row["metric"], "auc": float(row["value"]), "low": float(row["low"]),
                        "high": float(row["high"]), "attacks": int(row["attacks"]),
                        "accuracy": float(acc["attack"].iloc[0]) if len(acc) else float("nan")}
-    members, unseen = members_mae(target, rnd)
+    unseen, members = released_mae(run_dir, rnd)  # from the feature cache the audit has just filled
     record = {"model": key, "budget": BUDGET, "round": rnd, "members_mae": members, "unseen_mae": unseen, "seats": seats,
               "seconds": round(time.perf_counter() - start, 1)}
     snapshots.write_text(cache, json.dumps(record, indent=2))
