@@ -5,7 +5,8 @@ learner's local model kept — and audits membership at rounds 1, 5, 10, 20, 30 
 the curious controller and the outsider with ``fedsim audit``'s quick budget (what ``fedsim audit RUN_DIR --round R
 --families membership`` runs). Writes ``benchmarks/results/paper_schedule.md`` — environment × round → the community
 model's unseen and members' MAE, the memorisation gap, and each seat's strongest attack with its verdict, AUC and
-accuracy beside the paper's 60–80 % — and ``docs/paper-schedule.png`` (learning curves above, leakage below).
+accuracy beside the paper's 60–80 % —, ``docs/paper-schedule.png`` (learning curves above, leakage below) and the
+per-environment tables of ``docs/paper-schedule.md`` (between its two markers; the page's prose is written by hand).
 
 Each round's audit is cached in ``RUN_DIR/attacks/schedule/round-RRRR.json`` under the round's model hash, so an
 interrupted run resumes where it stopped, and the results file keeps the federations not named in ``--envs``
@@ -19,6 +20,7 @@ import argparse
 import hashlib
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from results_table import machine  # noqa: E402
 
+from attacks.evaluation import verdicts  # noqa: E402
 from attacks.evaluation.summary import controls_table, feature_name  # noqa: E402
 from attacks.experiments.audit import run_audit  # noqa: E402
 from attacks.experiments.sweep import released_mae  # noqa: E402
@@ -43,10 +46,15 @@ from fedsim.errors import FedsimError  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "paper_schedule.md"
 FIGURE = ROOT / "docs" / "paper-schedule.png"
+#: The docs page whose per-environment tables this script writes, between these two markers.
+PAGE = ROOT / "docs" / "paper-schedule.md"
+BEGIN, END = "<!-- tables: written by benchmarks/paper_schedule.py -->", "<!-- end of tables -->"
 ENVS = ("skewed-iid", "skewed-noniid", "uniform-iid", "uniform-noniid")
 ROUNDS = (1, 5, 10, 20, 30, 40)
 SEATS = ("malicious learner", "curious controller", "outsider")
 BUDGET = "quick"
+#: The verdict rule's text: a changed rule re-judges every cached round (from the cached features: minutes).
+RULE = hashlib.sha256(json.dumps(verdicts.RULES, sort_keys=True).encode()).hexdigest()[:12]
 PAPER = "60–80 % (Gupta et al. 2021: 60 % to over 80 % attack accuracy across their models)"
 
 
@@ -68,7 +76,7 @@ def train(env: str, run_dir: Path) -> None:
 
 def audit_round(target: Target, rnd: int) -> dict:
     """One round's membership audit (quick budget) from every seat, cached under the round's community model's
-    hash (the average of that round's local models, so it pins them too) and the budget. Delete
+    hash (the average of that round's local models, so it pins them too), the budget and the verdict rule. Delete
     ``RUN_DIR/attacks/schedule/`` to audit again with changed attacks."""
     run_dir = target.run_dir
     model_file = snapshots.round_dir(run_dir, rnd) / "model.safetensors"
@@ -76,7 +84,7 @@ def audit_round(target: Target, rnd: int) -> dict:
     cache = run_dir / "attacks" / "schedule" / f"round-{rnd:04d}.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
-        if cached.get("model") == key and cached.get("budget", BUDGET) == BUDGET:
+        if (cached.get("model"), cached.get("budget"), cached.get("rule")) == (key, BUDGET, RULE):
             return cached
     say(f"auditing {run_dir.name} round {rnd}")
     start = time.perf_counter()
@@ -94,7 +102,7 @@ def audit_round(target: Target, rnd: int) -> dict:
                        "high": float(row["high"]), "attacks": int(row["attacks"]),
                        "accuracy": float(acc["attack"].iloc[0]) if len(acc) else float("nan")}
     unseen, members = released_mae(run_dir, rnd)  # from the feature cache the audit has just filled
-    record = {"model": key, "budget": BUDGET, "round": rnd, "members_mae": members, "unseen_mae": unseen, "seats": seats,
+    record = {"model": key, "budget": BUDGET, "rule": RULE, "round": rnd, "members_mae": members, "unseen_mae": unseen, "seats": seats,
               "seconds": round(time.perf_counter() - start, 1)}
     snapshots.write_text(cache, json.dumps(record, indent=2))
     return record
@@ -118,6 +126,41 @@ def table(records: dict[str, list[dict]]) -> str:
                      f"{r['unseen_mae'] - r['members_mae']:+.2f}"]
             lines.append("| " + " | ".join(cells + [_seat_cell(r["seats"].get(seat)) for seat in SEATS]) + " |")
     return "\n".join(lines)
+
+
+def _page_cell(s: dict | None) -> str:
+    """The docs page's shorter cell: the verdict (without the controller's "round-0 control not run", which the
+    page says once, and a negative's TPR bound, which the results file keeps), then the attack, AUC, accuracy."""
+    if s is None:
+        return "—"
+    verdict = s["verdict"].replace(" — round-0 control not run; ", " — ").replace(" — round-0 control not run", "")
+    verdict = re.sub(r", TPR@1% [0-9.]+ \(95 % upper bound\)", "", verdict)
+    accuracy = "" if math.isnan(s["accuracy"]) else f", {100 * s['accuracy']:.1f} %"
+    return f"{verdict} — {s['attack']} {s['auc']:.2f} [{s['low']:.2f}, {s['high']:.2f}]{accuracy}"
+
+
+def page_tables(records: dict[str, list[dict]]) -> str:
+    """One table per environment for the docs page: round → MAE and gap, each seat's cell."""
+    parts = []
+    for env, rows in records.items():
+        lines = [f"**`paper-cpu-{env}`**", "", "| round | unseen / members MAE (gap) | " + " | ".join(SEATS) + " |",
+                 "|---|---|" + "---|" * len(SEATS)]
+        for r in rows:
+            lines.append(f"| {r['round']} | {r['unseen_mae']:.2f} / {r['members_mae']:.2f} "
+                         f"({r['unseen_mae'] - r['members_mae']:+.2f}) | "
+                         + " | ".join(_page_cell(r["seats"].get(seat)) for seat in SEATS) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def write_page_tables(records: dict[str, list[dict]]) -> None:
+    """Replace the tables between :data:`BEGIN` and :data:`END` on the docs page, leaving its prose alone."""
+    text = PAGE.read_text()
+    if BEGIN not in text or END not in text:
+        raise FedsimError(f"{PAGE.relative_to(ROOT)} lost its table markers ({BEGIN} … {END}); put them back")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    snapshots.write_text(PAGE, f"{head}{BEGIN}\n\n{page_tables(records)}\n\n{END}{tail}")
 
 
 def curves(records: dict[str, list[dict]], runs: Path) -> str:
@@ -228,7 +271,8 @@ def run(args: argparse.Namespace) -> None:
         f"{PAPER}. MAE in years of the community model; `gap` = unseen − members.\n\n{table(records)}\n\n"
         f"The community model's unseen MAE after every round (`metrics.jsonl` of each run):\n\n{curves(records, runs)}\n")
     figure(records, runs)
-    say(f"wrote {RESULTS.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}")
+    write_page_tables(records)
+    say(f"wrote {RESULTS.relative_to(ROOT)}, {FIGURE.relative_to(ROOT)} and the tables of {PAGE.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from attacks.evaluation.verdicts import Verdict
 from attacks.signals.features import TABLE1
 
 __all__ = [
-    "CHANCE", "CLEAR_GAP", "METRICS", "MIN_BOOTSTRAP_VICTIMS", "TPR", "clearly_above", "controls_table", "feature_name", "main_round", "ordered", "summarise",
+    "CHANCE", "CLEAR_GAP", "METRICS", "MIN_BOOTSTRAP_VICTIMS", "TPR", "attack_counts", "clearly_above", "controls_table", "feature_name", "main_round", "ordered", "summarise",
     "verdict",
 ]
 
@@ -99,19 +99,32 @@ def clearly_above(a: pd.Series | None, b: pd.Series | float | None, metric: str 
     return bool(a[metric] - b > max(CLEAR_GAP, 2 * np.sqrt(var)))
 
 
-def verdict(attack: pd.Series | None, round0: pd.Series | None, matched: pd.Series | None, *, name: str = "") -> Verdict:
+def verdict(attack: pd.Series | None, round0: pd.Series | None, matched: pd.Series | None, *, name: str = "",
+            tests: int = 1) -> Verdict:
     """The membership :class:`~attacks.evaluation.verdicts.Verdict` from the summaries of an attack and its
     controls: a leak is detected where the age-matched attack's interval excludes chance and the round-0
-    control; distribution shift where the plain attack clearly beats the age-matched one, or the untrained
-    model is clearly above chance."""
+    control (widened for the ``tests`` attacks the seat ran); distribution shift where the plain attack clearly
+    beats the age-matched one, or the untrained model is clearly above chance."""
     shift = (matched is not None and clearly_above(attack, matched)) or (round0 is not None and clearly_above(round0, CHANCE))
-    return verdicts.membership(attack, round0, matched, shift=shift, name=name)
+    return verdicts.membership(attack, round0, matched, shift=shift, name=name, tests=tests)
 
 
-def controls_table(results: pd.DataFrame, rnd: int, *, by: Sequence[str] = ()) -> pd.DataFrame:
+def attack_counts(results: pd.DataFrame, by: Sequence[str] = ()) -> dict[tuple, int]:
+    """How many attacks (feature sets) each ``by`` group ran on the trained model: what its verdicts correct for."""
+    main = results[results["control"] == "none"]
+    if not by:
+        return {(): int(main["features"].nunique())}
+    return {(k if isinstance(k, tuple) else (k,)): int(g["features"].nunique())
+            for k, g in main.groupby(list(by), sort=False)}
+
+
+def controls_table(results: pd.DataFrame, rnd: int, *, by: Sequence[str] = (),
+                   tests: dict[tuple, int] | None = None) -> pd.DataFrame:
     """Per feature set (Table 1 order; and per ``by`` group, e.g. the seat): the attack on round ``rnd``
     and its two controls, each a :func:`summarise` (columns ``attack``, ``round0``, ``matched`` with
-    ``_std``/``_low``/``_high``), the attack's AUC and TPR, and the :func:`verdict`."""
+    ``_std``/``_low``/``_high``), the attack's AUC and TPR, and the :func:`verdict`. Each verdict holds for all
+    the attacks of its group together: ``tests`` maps a group (a tuple of its ``by`` values) to how many it ran,
+    :func:`attack_counts` by default (a caller adds a seat's attacks from other tables)."""
     control, at = results["control"], results["round"] == rnd
     groups = {"attack": results[(control == "none") & at], "matched": results[(control == "age-matched") & at],
               "round0": results[(control == "round-0") | ((control == "none") & (results["round"] == 0))]}
@@ -122,10 +135,13 @@ def controls_table(results: pd.DataFrame, rnd: int, *, by: Sequence[str] = ()) -
     if main is None:
         return pd.DataFrame()
     order = ordered(groups["attack"]["features"])
+    tests = attack_counts(results, by) if tests is None else tests
     # with ``by`` the index holds (group…, feature set) tuples: groups keep their order, feature sets Table 1's
     for key in sorted(main.index, key=lambda k: order.index(k[-1])) if by else order:
         found = {k: (s.loc[key] if s is not None and key in s.index else None) for k, s in summaries.items()}
-        judged = verdict(found["attack"], found["round0"], found["matched"], name=feature_name(key[-1] if by else key))
+        group = tuple(key[:-1]) if by else ()
+        judged = verdict(found["attack"], found["round0"], found["matched"], name=feature_name(key[-1] if by else key),
+                         tests=tests.get(group, 1))
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         for k, s in found.items():
             for suffix in ("", "_std", "_low", "_high"):
@@ -138,5 +154,6 @@ def controls_table(results: pd.DataFrame, rnd: int, *, by: Sequence[str] = ()) -
                        "tpr_at_1pct_fixed", "fpr_at_1pct_fixed", "attacks", "n_members", "n_nonmembers"):
             row[metric] = a.get(metric, np.nan)
         rows.append({**row, "kind": judged.kind, "verdict": judged.words, "bound": judged.bound,
+                     "tests": tests.get(group, 1),
                      "shift": judged.kind == verdicts.SHIFT or "distribution shift" in judged.note})
     return pd.DataFrame(rows)

@@ -4,10 +4,13 @@ A privacy audit is judged by its negative verdicts, so every verdict has three p
 (or the largest leak its interval still allows), the attack and its strength, and the controls it
 beat. The words, and the rule behind each:
 
-- **leak detected** — the attack's 95 % interval excludes its reference (chance for membership, the
-  label-only baseline for an attribute, the prior and chance for a reconstruction) and its round-0
-  control (the same attack on the untrained model), in accuracy or AUC. It is **large** when the AUC
-  reaches :data:`LARGE_AUC` or the TPR at 1 % FPR reaches :data:`LARGE_TPR` (ten times the FPR);
+- **leak detected** — the attack's interval (its AUC; a reconstruction's share of scans named or SSIM
+  gain) excludes its reference (chance for membership, the label-only baseline for an attribute, the
+  prior and chance for a reconstruction) and its round-0 control (the same attack on the untrained
+  model). Where one seat ran several membership or attribute attacks the interval is widened for their
+  number (Bonferroni: 95 % for all of them together), so that the best of many attacks is not a leak by
+  luck. It is **large** when the AUC reaches :data:`LARGE_AUC` or the TPR at 1 % FPR reaches
+  :data:`LARGE_TPR` (ten times the FPR);
   otherwise **small** — a small leak is still a leak.
 - **not detected** — always with the largest leak the interval allows ("at most AUC 0.55, 95 % upper
   bound") and the attack that was run.
@@ -27,11 +30,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 __all__ = [
     "CHANCE", "DETECTED", "KINDS", "LARGE_AUC", "LARGE_TPR", "NOT_DETECTED", "NO_CONTROLS", "SCAN", "SHIFT",
-    "RULES", "TOO_WEAK", "Verdict", "attribute", "excludes", "membership", "reconstruction", "strongest",
+    "RULES", "TOO_WEAK", "Verdict", "attribute", "excludes", "membership", "reconstruction", "strongest", "z_for",
 ]
 
 CHANCE = 0.5
@@ -52,9 +56,10 @@ KINDS = {DETECTED: "leak detected", NOT_DETECTED: "not detected", SHIFT: "distri
 RULES = {
     DETECTED: "the attack's 95 % interval excludes its reference (chance for membership, the label-only baseline for "
               "an attribute, the prior or chance for a reconstruction) and the same attack on the untrained (round-0) "
-              f"model, in accuracy or AUC; large from AUC {LARGE_AUC:.2f} or TPR {LARGE_TPR:.2f} at 1 % FPR "
-              f"(reconstruction: the scan recovered, or {LARGE_SHARE:.0%} of scans named), small below — a small leak is "
-              "still a leak.",
+              "model — for membership and attributes in AUC, widened so that it holds at 95 % for all the attacks one seat "
+              "ran together (Bonferroni); "
+              f"large from AUC {LARGE_AUC:.2f} or TPR {LARGE_TPR:.2f} at 1 % FPR (reconstruction: the scan recovered, "
+              f"or {LARGE_SHARE:.0%} of scans named), small below — a small leak is still a leak.",
     NOT_DETECTED: "no interval excludes the reference; the verdict states the largest leak the interval still allows "
                   "(its 95 % upper bound) and the attack that was run.",
     SHIFT: "membership: the plain attack beats its age-matched control, or the untrained model beats chance — the "
@@ -108,18 +113,29 @@ def _get(row: Mapping[str, Any] | None, key: str) -> float:
     return float("nan") if value is None else float(value)
 
 
-def excludes(row: Mapping[str, Any] | None, reference: Mapping[str, Any] | float | None, metric: str) -> bool:
+def z_for(tests: int) -> float:
+    """The standard errors a difference must exceed for ``tests`` one-sided tests at 2.5 % together (Bonferroni):
+    :data:`Z` for one test, 2.39 for three, 2.73 for eight."""
+    return Z if tests <= 1 else NormalDist().inv_cdf(1 - 0.025 / tests)
+
+
+def excludes(row: Mapping[str, Any] | None, reference: Mapping[str, Any] | float | None, metric: str, *,
+             tests: int = 1) -> bool:
     """Whether the summary ``row``'s ``metric`` (``accuracy`` or ``auc``) lies above ``reference``: a constant
-    below its 95 % interval, or another summary row by :data:`Z` standard errors of the difference."""
+    below its 95 % interval, or another summary row by :data:`Z` standard errors of the difference. With
+    ``tests`` > 1 (the attacks one seat ran) both are widened to :func:`z_for` ``(tests)``: the lower end of the
+    interval moves away from the value by ``z_for(tests) / Z``."""
     if row is None or reference is None or math.isnan(_get(row, metric)):
         return False
+    widen = z_for(tests) / Z
     if not isinstance(reference, (int, float)):  # another summary row (a Mapping or a pandas Series)
         other = _get(reference, metric)
         if math.isnan(other):
             return False
         se = math.sqrt(sum(x * x for x in (_get(row, f"{metric}_se"), _get(reference, f"{metric}_se")) if not math.isnan(x)))
-        return _get(row, metric) - other > Z * se if se > 0 else False
-    return _get(row, f"{metric}_low") > float(reference)
+        return _get(row, metric) - other > widen * Z * se if se > 0 else False
+    value = _get(row, metric)
+    return value - widen * (value - _get(row, f"{metric}_low")) > float(reference)
 
 
 def _size(row: Mapping[str, Any]) -> str:
@@ -135,23 +151,37 @@ def _bound(row: Mapping[str, Any] | None) -> str:
     return f"at most AUC {auc:.2f}" + ("" if math.isnan(tpr) else f", TPR@1% {tpr:.2f}") + " (95 % upper bound)"
 
 
-def _beats(row: Mapping[str, Any] | None, reference: Mapping[str, Any] | float | None) -> bool:
-    return any(excludes(row, reference, metric) for metric in ("accuracy", "auc"))
+def _metric(row: Mapping[str, Any] | None) -> str:
+    """What a membership verdict judges: the AUC (threshold-free, the number every table shows), or the accuracy
+    where an attack has no AUC."""
+    return "accuracy" if math.isnan(_get(row, "auc")) else "auc"
+
+
+def _beats(row: Mapping[str, Any] | None, reference: Mapping[str, Any] | float | None, tests: int = 1) -> bool:
+    return excludes(row, reference, _metric(row), tests=tests)
+
+
+def _multiplicity(row: Mapping[str, Any] | None, reference: Mapping[str, Any] | float, tests: int, what: str) -> str:
+    """The note of a negative whose own 95 % interval excludes ``reference`` (called ``what``) but not once
+    widened for ``tests``."""
+    if tests > 1 and excludes(row, reference, _metric(row)):
+        return f"its own 95 % interval excludes {what}, but not for the {tests} attacks this seat ran together"
+    return ""
 
 
 def membership(attack: Mapping[str, Any] | None, round0: Mapping[str, Any] | None, matched: Mapping[str, Any] | None,
-               *, shift: bool = False, weak: str = "", name: str = "") -> Verdict:
+               *, shift: bool = False, weak: str = "", name: str = "", tests: int = 1) -> Verdict:
     """The membership verdict from :func:`attacks.evaluation.summary.summarise` rows of the attack and its
     controls. The age-matched attack (where run) must beat chance and the round-0 control; ``shift``: the
     plain attack's lead over its controls is distribution shift (the caller's rule); ``weak``: why the
-    attack's own strength check failed, if it did."""
+    attack's own strength check failed, if it did; ``tests``: how many attacks the seat ran (:func:`excludes`)."""
     if round0 is None and matched is None:
         return Verdict(NO_CONTROLS, attack=name, note="membership and distribution shift cannot be told apart")
     base = attack if matched is None else matched
     missing = [c for c, s in (("round-0", round0), ("age-matched", matched)) if s is None]
     note = f"{missing[0]} control not run" if missing else ""
-    beat = ["chance"] if _beats(base, CHANCE) else []
-    if round0 is not None and beat and _beats(base, round0):
+    beat = ["chance"] if _beats(base, CHANCE, tests) else []
+    if round0 is not None and beat and _beats(base, round0, tests):
         beat.append("round-0 model")
     if matched is not None and beat:
         beat.append("age-matched non-members")
@@ -163,25 +193,27 @@ def membership(attack: Mapping[str, Any] | None, round0: Mapping[str, Any] | Non
         return Verdict(SHIFT, attack=name, note=note)
     if weak:
         return Verdict(TOO_WEAK, attack=name, note=weak)
+    note = "; ".join(n for n in (note, _multiplicity(base, CHANCE, tests, "chance")) if n)
     return Verdict(NOT_DETECTED, bound=_bound(base), attack=name, note=note)
 
 
 def attribute(attack: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None, round0: Mapping[str, Any] | None,
-              *, weak: str = "", name: str = "") -> Verdict:
+              *, weak: str = "", name: str = "", tests: int = 1) -> Verdict:
     """The attribute verdict: the seat's AUC must beat the label-only baseline (what the attacker knows without
     the model; chance where none was run) and the untrained model; above the baseline but not the untrained
-    model, the attribute is in the scan, not from training."""
+    model, the attribute is in the scan, not from training. ``tests``: the probes the seat ran (:func:`excludes`)."""
     reference = CHANCE if baseline is None else baseline
-    if excludes(attack, reference, "auc"):
+    if excludes(attack, reference, "auc", tests=tests):
         beat = ("label-only baseline" if baseline is not None else "chance",)
         if round0 is None:
             return Verdict(DETECTED, size=_size(attack), attack=name, controls=beat, note="round-0 control not run")
-        if excludes(attack, round0, "auc"):
+        if excludes(attack, round0, "auc", tests=tests):
             return Verdict(DETECTED, size=_size(attack), attack=name, controls=(*beat, "round-0 model"))
         return Verdict(SCAN, attack=name, controls=beat)
     if weak:
         return Verdict(TOO_WEAK, attack=name, note=weak)
-    return Verdict(NOT_DETECTED, bound=_bound(attack), attack=name)
+    return Verdict(NOT_DETECTED, bound=_bound(attack), attack=name,
+                   note=_multiplicity(attack, reference, tests, "chance" if baseline is None else "the label-only baseline"))
 
 
 def reconstruction(row: Mapping[str, Any], *, name: str = "") -> Verdict:

@@ -4,7 +4,8 @@
 seat; the curious controller needs local models; the attribute family needs the attribute in the manifest;
 gradient inversion needs a learner's update), runs it at a :class:`Budget`, and returns every family's rows
 and the skips. It adds no attack logic of its own: membership is :func:`attacks.api.attack_run` from every
-seat with its controls plus the calibrated attacks, attribute is :func:`attacks.attribute.inference.attribute_attacks`,
+seat with its controls plus the calibrated attacks and the malicious learner's error over every round
+(:mod:`attacks.membership.trajectory`), attribute is :func:`attacks.attribute.inference.attribute_attacks`,
 reconstruction is :mod:`attacks.reconstruction.run`. :mod:`attacks.reporting.audit` writes the pages.
 """
 
@@ -21,6 +22,7 @@ from fedsim.errors import FedsimError
 if TYPE_CHECKING:  # the command's --help reads FAMILIES and BUDGETS: this module imports nothing heavy until it runs
     import pandas as pd
 
+    from attacks.signals.cache import FeatureCache
     from attacks.target import Target
 
 __all__ = ["BUDGETS", "FAMILIES", "AuditResult", "Budget", "Skip", "parse_families", "run_audit"]
@@ -33,7 +35,8 @@ class Budget:
     """How hard each family tries: the feature sets, classifier and repeats of membership attacks (attribute attacks
     take the repeats), the
     calibrated attacks' reference models (0: none trained), the scans each reconstruction inverts and whether
-    gradient inversion (the costly one: every scan of a learner's update, its local steps replayed) runs."""
+    gradient inversion (the costly one: every scan of a learner's update, its local steps replayed) and the
+    malicious learner's attack on the error over every round (a forward pass per round and subject) run."""
 
     name: str
     features: str
@@ -44,6 +47,7 @@ class Budget:
     scans: int = 4
     layers: tuple[str, ...] | None = None  # feature inversion's layers (None: every conv layer)
     gradient: bool = False
+    trajectory: bool = False
     why_not: dict[str, str] = field(default_factory=dict)
 
 
@@ -54,8 +58,9 @@ BUDGETS = {
         why_not={"calibrated": "trains reference models (--budget full: 8); the controller's calibrated attacks, "
                  "which reuse the other learners' local models, still run",
                  "layers": "feature inversion of the deeper conv layers (--budget full: every conv layer)",
-                 "gradient": "inverts every scan of a learner's update with its local steps replayed (--budget full)"}),
-    "full": Budget("full", features="table1", repeats=3, references=8, scans=8, gradient=True),
+                 "gradient": "inverts every scan of a learner's update with its local steps replayed (--budget full)",
+                 "trajectory": "a forward pass of every subject through each round's community model (--budget full)"}),
+    "full": Budget("full", features="table1", repeats=3, references=8, scans=8, gradient=True, trajectory=True),
 }
 
 
@@ -152,6 +157,8 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
     result.membership = seat_attacks(target, seats, specs, rounds=str(result.round), classifier=budget.classifier,
                                      repeats=budget.repeats, seed=seed, controls=True, cache=cache, progress=progress,
                                      say=say)
+    if not centralized:
+        _trajectory(target, result, seed=seed, cache=cache, progress=progress, say=say)
     if centralized:
         if budget.references < 2:
             result.skipped.append(Skip("membership", "centralized adversary",
@@ -171,6 +178,30 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
         rows = [r for matched in (False, True) for r in controller_calibrated(
             target, rnd=result.round, repeats=budget.repeats, seed=seed, age_matched=matched, cache=cache)]
         result.calibrated = pd.DataFrame(rows).assign(seat=SEAT_NAMES["controller"])
+
+
+def _trajectory(target: Target, result: AuditResult, *, seed: int, cache: FeatureCache,
+                progress: Callable[[str, int, int], None] | None, say: Callable[[str], object]) -> None:
+    """The malicious learner's attack on the error over rounds 1..R, its rows beside the seat's single-round ones."""
+    from attacks.membership.trajectory import trajectory_attacks, trajectory_name
+    from attacks.threats.seats import SEAT_NAMES
+
+    import pandas as pd
+
+    budget, seat = result.budget, SEAT_NAMES["learner"]
+    rounds = [r for r in target.rounds if 1 <= r <= result.round]
+    if not budget.trajectory:
+        result.skipped.append(Skip("membership", seat, f"the error over rounds 1–{result.round} at --budget "
+                                   f"{budget.name}: {budget.why_not['trajectory']}"))
+        return
+    if len(rounds) < 2:
+        result.skipped.append(Skip("membership", seat, f"the error over rounds: round {result.round} is the first "
+                                   "trained round, so there is no trajectory (audit a later --round)"))
+        return
+    say(f"  {seat}: {trajectory_name(rounds)}")
+    rows = trajectory_attacks(target, rnd=result.round, classifier=budget.classifier, repeats=budget.repeats,
+                              seed=seed, cache=cache, progress=progress)
+    result.membership = pd.concat([result.membership, pd.DataFrame(rows).assign(seat=seat)], ignore_index=True)
 
 
 def _attribute(target: Target, result: AuditResult, *, centralized: bool, local: bool, seed: int,

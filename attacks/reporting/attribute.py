@@ -68,6 +68,7 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
         mine = mine.iloc[mine["seat"].map(order).argsort(kind="stable")]
         at = (attribute, rnd, classifier)
         base, image = get(*at, NO_MODEL, LABEL_ONLY, "none", "members"), get(*at, NO_MODEL, IMAGE, "none", "members")
+        tests = mine["seat"].value_counts()  # a seat's verdicts hold for all its probes of this question together
         for seat, features in mine[["seat", "features"]].itertuples(index=False):
             attack = get(*at, seat, features, "none", "members")
             unseen = get(*at, seat, features, "none", "non-members")
@@ -75,7 +76,7 @@ def attribute_table(results: pd.DataFrame) -> pd.DataFrame:
             if seat == NO_MODEL:  # the baselines are references, not attacks
                 judged = {"kind": "baseline", "verdict": "baseline" if features == LABEL_ONLY else "reference", "bound": ""}
             else:
-                v = verdicts.attribute(attack, base, round0, name=features)
+                v = verdicts.attribute(attack, base, round0, name=features, tests=int(tests[seat]))
                 judged = {"kind": v.kind, "verdict": v.words, "bound": v.bound}
             row: dict[str, Any] = {"attribute": attribute, "seat": seat, "features": features, "round": int(rnd),
                                    "classifier": classifier}

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from attacks.evaluation import verdicts
-from attacks.evaluation.summary import controls_table, feature_name
+from attacks.evaluation.summary import attack_counts, controls_table, feature_name
 from attacks.experiments.audit import AuditResult
 from attacks.reporting.html import interval, linked_to, write_page
 from fedsim import snapshots
@@ -41,11 +41,15 @@ HOW_TO_READ = (
 
 def _membership_attacks(result: AuditResult) -> pd.DataFrame:
     parts = []
-    for frame, kind in ((result.membership, "trained classifier"), (result.calibrated, "calibrated")):
-        if frame is None or frame.empty:
-            continue
+    frames = [(f, kind) for f, kind in ((result.membership, "trained classifier"), (result.calibrated, "calibrated"))
+              if f is not None and not f.empty]
+    tests: dict[tuple, int] = {}  # a seat's verdicts hold for its trained and calibrated attacks together
+    for frame, _ in frames:
+        for seat, n in attack_counts(frame, ["seat"]).items():
+            tests[seat] = tests.get(seat, 0) + n
+    for frame, kind in frames:
         rnd = result.round if result.round in set(frame["round"]) else int(frame["round"].max())
-        table = controls_table(frame, rnd, by=["seat"])
+        table = controls_table(frame, rnd, by=["seat"], tests=tests)
         parts.append(table.assign(family="membership", question="membership", attack_kind=kind,
                                   label=[feature_name(f) for f in table["features"]], link=MEMBERSHIP_PAGE))
     if not parts:

@@ -73,6 +73,8 @@ def calibrated_table(results: pd.DataFrame) -> pd.DataFrame:
     (``kind``, ``verdict``, ``bound``)."""
     summary = _summaries(results)
     rnd = main_round(results)
+    # every verdict holds for all the attacks on that round together
+    tests = sum(1 for control, at, *_ in summary.index if control == "none" and at == rnd)
     rows = []
     for (control, at, method, statistic), attack in summary.iterrows():
         if control != "none" or at != rnd:
@@ -80,7 +82,7 @@ def calibrated_table(results: pd.DataFrame) -> pd.DataFrame:
         key = ("round-0", 0, method, statistic)
         round0 = summary.loc[key] if key in summary.index else None
         label = attack_label(method, statistic)
-        judged = verdict(attack, round0, None, name=label)
+        judged = verdict(attack, round0, None, name=label, tests=tests)
         row: dict[str, Any] = {"method": method, "statistic": statistic, "round": rnd, "label": label, **attack.to_dict()}
         for metric in ("accuracy", "auc", "auc_low", "auc_high", "tpr_at_1pct", "tpr_at_1pct_low", "tpr_at_1pct_high",
                        "tpr_at_0p1pct", "tpr_at_0p1pct_low", "tpr_at_0p1pct_high"):

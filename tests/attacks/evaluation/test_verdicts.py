@@ -87,17 +87,21 @@ def test_one_seat_keeps_its_detected_leak_or_the_loosest_bound():
     assert verdicts.strongest([], score="auc", upper="auc_high") is None
 
 
-def _simulated(seed: int, leak: float) -> pd.DataFrame:
-    """8 victims x 3 repeats of an attack (mean 0.5 + leak), its age-matched control (the same) and round 0 (0.5)."""
+def _simulated(seed: int, leak: float, features: tuple[str, ...] = ("error",)) -> pd.DataFrame:
+    """8 victims x 3 repeats of each attack (``features``; the first's mean 0.5 + leak, the others' 0.5), its
+    age-matched control (the same) and round 0 (0.5); the attacks are independent of each other."""
     rng = np.random.default_rng(seed)
     rows = []
-    for victim in range(8):
-        shift = rng.normal(0, 0.01)  # victims differ: the bootstrap must resample them, not the attacks
-        for repeat in range(3):
-            for control, rnd, mean in (("none", 10, 0.5 + leak), ("age-matched", 10, 0.5 + leak), ("round-0", 0, 0.5)):
-                rows.append({"victim": str(victim), "repeat": repeat, "control": control, "round": rnd, "features": "error",
-                             "accuracy": mean + shift + rng.normal(0, 0.02), "auc": mean + shift + rng.normal(0, 0.02),
-                             "tpr@0.01": 0.01})
+    for i, name in enumerate(features):
+        for victim in range(8):
+            shift = rng.normal(0, 0.01)  # victims differ: the bootstrap must resample them, not the attacks
+            for repeat in range(3):
+                for control, rnd, mean in (("none", 10, 0.5 + leak * (i == 0)), ("age-matched", 10, 0.5 + leak * (i == 0)),
+                                           ("round-0", 0, 0.5)):
+                    rows.append({"victim": str(victim), "repeat": repeat, "control": control, "round": rnd,
+                                 "features": name, "seat": "malicious learner",
+                                 "accuracy": mean + shift + rng.normal(0, 0.02), "auc": mean + shift + rng.normal(0, 0.02),
+                                 "tpr@0.01": 0.01})
     return pd.DataFrame(rows)
 
 
@@ -105,7 +109,32 @@ def test_the_rule_by_simulation_rarely_calls_a_null_a_leak_and_finds_a_small_lea
     seeds = range(40)
     null = [controls_table(_simulated(s, 0.0), 10).iloc[0]["kind"] == verdicts.DETECTED for s in seeds]
     small = [controls_table(_simulated(s, 0.036), 10).iloc[0]["kind"] == verdicts.DETECTED for s in seeds]
-    assert np.mean(null) <= 0.10  # two metrics at 2.5 % one-sided each, and round 0 to beat as well
+    assert np.mean(null) <= 0.10  # the AUC at 2.5 % one-sided, and round 0 to beat as well
     assert np.mean(small) >= 0.90
     table = controls_table(_simulated(0, 0.036), 10).iloc[0]
     assert table["verdict"] == "leak detected, small" and summarise(_simulated(0, 0.0), ["features"]).shape[0] == 1
+
+
+def test_a_seat_of_many_attacks_is_not_called_a_leak_by_its_luckiest_one():
+    # three null attacks from one seat, judged together (Bonferroni over the seat's attacks): the seat, not each
+    # attack, keeps the false-alarm rate; a small leak in one of them is still found
+    many = ("error", "loss", "grad_norm")
+    seeds = range(40)
+
+    def seat(table: pd.DataFrame) -> bool:
+        return bool((table["kind"] == verdicts.DETECTED).any())
+    together = [seat(controls_table(_simulated(s, 0.0, many), 10, by=["seat"])) for s in seeds]
+    assert np.mean(together) <= 0.10
+    found = [seat(controls_table(_simulated(s, 0.04, many), 10, by=["seat"])) for s in seeds]
+    assert np.mean(found) >= 0.85  # a small leak in one of the three is still found
+    table = controls_table(_simulated(0, 0.0, many), 10, by=["seat"])
+    assert set(table["tests"]) == {3}
+
+
+def test_a_negative_says_when_only_the_correction_kept_it_from_a_leak():
+    near = _row(0.52, 0.505, 0.535)
+    assert verdicts.membership(near, ROUND0, near).kind == verdicts.DETECTED
+    v = verdicts.membership(near, ROUND0, near, tests=8)
+    assert v.kind == verdicts.NOT_DETECTED
+    assert v.note == "its own 95 % interval excludes chance, but not for the 8 attacks this seat ran together"
+    assert verdicts.z_for(1) == verdicts.Z and 2.39 < verdicts.z_for(3) < 2.40
