@@ -29,7 +29,8 @@ def parser(prog: str = "python -m attacks.audit") -> argparse.ArgumentParser:
     add_run_dir(p)
     p.add_argument("--budget", choices=list(BUDGETS), default="quick",
                    help="quick (cheap feature sets, one draw, no reference models, no gradient inversion) or full "
-                   "(Table 1's feature sets, 3 draws, 8 reference models, gradient inversion) (default: quick)")
+                   "(Table 1's feature sets, 3 draws, 8 reference models, gradient inversion, the malicious "
+                   "learner's error over every round) (default: quick)")
     p.add_argument("--families", default=",".join(FAMILIES), metavar="F",
                    help=f"comma-separated, of: {', '.join(FAMILIES)} (default: all)")
     p.add_argument("--round", type=int, default=None, metavar="R",

@@ -36,7 +36,8 @@ def test_one_column_per_round_each_read_off_that_rounds_snapshot(run):
     X = trajectory_features(target, [1, 2])
     # the slow path: rebuild each round's community model from its file and predict every scan
     config, n = snapshots.read_config(run), len(target.cohort.subject_ids)
-    volumes = torch.from_numpy(np.array(target.cohort.volumes, dtype=np.float32)).reshape(n, 1, *config["data"]["shape"])
+    volumes = torch.from_numpy(np.array(target.cohort.volumes, dtype=np.float32))
+    volumes = volumes.reshape(n, 1, *config["data"]["shape"])
     errors = []
     for rnd in (1, 2):
         model = run_model(config)
@@ -56,9 +57,13 @@ def test_the_classifier_fits_on_the_attackers_subjects_and_unseen_scans_only(run
     X = trajectory_features(target, [1, 2])
     row_of = {tuple(x): i for i, x in enumerate(X)}
     assert len(row_of) == len(X)  # every subject's trajectory is its own: rows identify subjects
-    fits = []
-    fit = ClassifierAttack.fit
-    monkeypatch.setattr(ClassifierAttack, "fit", lambda self, X_, y, *, repeat: fits.append((X_, y)) or fit(self, X_, y, repeat=repeat))
+    fits, fit = [], ClassifierAttack.fit
+
+    def recorded(self, X_, y, *, repeat):
+        fits.append((X_, y))
+        return fit(self, X_, y, repeat=repeat)
+
+    monkeypatch.setattr(ClassifierAttack, "fit", recorded)
     rows = trajectory_attacks(target, classifier="logreg", repeats=1, controls=False)
     assert {(r["attacker"], r["victim"]) for r in rows} == {(a, v) for a in LEARNERS for v in LEARNERS if a != v}
     assert {r["features"] for r in rows} == {"error over rounds 1–2"} and {r["round"] for r in rows} == {2}
@@ -77,7 +82,8 @@ def _planted(run: Path, tmp: Path) -> Path:
     |error| at round 1, members or not); by round 2 the members' error has fallen by 3 years, the others' not."""
     planted = Path(shutil.copytree(run, tmp / "planted"))
     target = open_run(planted)
-    member = (target.partitions.set_index("subject_id")["group"][list(target.cohort.subject_ids)] != "unseen").to_numpy()
+    groups = target.partitions.set_index("subject_id")["group"]
+    member = (groups[list(target.cohort.subject_ids)] != "unseen").to_numpy()
     rng = np.random.default_rng(0)
     n = len(member)
     difficulty, sign = rng.uniform(4, 20, n), rng.choice([-1.0, 1.0], n)
