@@ -180,6 +180,27 @@ class DefenseConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """A *simulated* active malicious learner (Nasr et al. 2019; FederatedScope's GradAscent), off by default.
+
+    Learner ``L<learner>`` trains as usual, then ascends the loss on ``targets`` scans drawn by seed,
+    half from the other learners' subjects and half from the unseen set (it knows the scans and ages,
+    not which half is which), in ``ascent_rounds`` rounds from ``from_round``. The ascent's norm is
+    ``ascent_scale`` times that of the attacker's normal update, so the community model still trains
+    (:mod:`fedsim.federation.malicious`).
+    """
+
+    active: bool = _spec(lambda v: isinstance(v, bool), "true or false", False)
+    learner: int = _spec(_int_at_least(1), "a positive integer k: learner Lk is the attacker", 1)
+    targets: int = _spec(lambda v: _int_at_least(2)(v) and v % 2 == 0,
+                         "an even integer of at least 2 (half members, half non-members)", 20)
+    ascent_steps: int = _spec(_int_at_least(1), "a positive integer (ascent steps per round)", 10)
+    ascent_scale: float = _spec(_positive, "a positive number (the ascent's norm over the normal update's)", 5.0)
+    from_round: int = _spec(_int_at_least(1), "a positive integer (the first round with an ascent)", 1)
+    ascent_rounds: int = _spec(_int_at_least(1), "a positive integer (consecutive rounds with an ascent)", 1)
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """One environment file, validated."""
 
@@ -194,6 +215,7 @@ class EnvConfig:
     train: TrainConfig
     federation: FederationConfig | None = None
     defense: DefenseConfig | None = None
+    attack: AttackConfig | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the model (everything in [model] but its name, plus the input shape)."""
@@ -225,8 +247,9 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "federation": FederationConfig,
     "defense": DefenseConfig,
+    "attack": AttackConfig,
 }
-_OPTIONAL_SECTIONS = {"federation", "defense"}
+_OPTIONAL_SECTIONS = {"federation", "defense", "attack"}
 
 
 def _section(where: str, section: str, cls: type, raw: Any) -> Any:
@@ -281,6 +304,8 @@ def _cross_checks(where: str, cfg: EnvConfig) -> None:
         raise FedsimError(f"{where}: a federated environment (learners = {p.learners}) needs a [federation] table")
     if cfg.defense is not None:
         _defense_checks(where, cfg)
+    if cfg.attack is not None and cfg.attack.active:
+        _attack_checks(where, cfg)
 
 
 def _defense_checks(where: str, cfg: EnvConfig) -> None:
@@ -308,6 +333,16 @@ def _defense_checks(where: str, cfg: EnvConfig) -> None:
             f"{where}: [defense] early_stopping_patience needs a validation set, which only centralized "
             "environments have; use fewer [federation] rounds instead"
         )
+
+
+def _attack_checks(where: str, cfg: EnvConfig) -> None:
+    a, learners = cfg.attack, cfg.partition.learners
+    if learners < 2:
+        raise FedsimError(f"{where}: [attack] active needs at least 2 learners (an attacker and a victim), got {learners}")
+    if a.learner > learners:
+        raise FedsimError(f"{where}: [attack] learner = {a.learner} but there are {learners} learners (L1..L{learners})")
+    if cfg.defense is not None and cfg.defense.dp_sgd:
+        raise FedsimError(f"{where}: [attack] active is not simulated beside DP-SGD learners; drop [defense] dp_noise_multiplier")
 
 
 def available_environments(directory: Path = ENVIRONMENTS_DIR) -> list[str]:

@@ -4,7 +4,8 @@
 seat; the curious controller needs local models; the attribute family needs the attribute in the manifest;
 gradient inversion needs a learner's update), runs it at a :class:`Budget`, and returns every family's rows
 and the skips. It adds no attack logic of its own: membership is :func:`attacks.api.attack_run` from every
-seat with its controls plus the calibrated attacks and the malicious learner's error over every round
+seat with its controls plus the calibrated attacks (the malicious learner's with reference models that replay
+the federation, :mod:`attacks.membership.learner_calibrated`) and the malicious learner's error over every round
 (:mod:`attacks.membership.trajectory`), attribute is :func:`attacks.attribute.inference.attribute_attacks`,
 reconstruction is :mod:`attacks.reconstruction.run`. :mod:`attacks.reporting.audit` writes the pages.
 """
@@ -159,6 +160,7 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
                                      say=say)
     if not centralized:
         _trajectory(target, result, seed=seed, cache=cache, progress=progress, say=say)
+        _learner_calibrated(target, result, seed=seed, cache=cache, progress=progress, say=say)
     if centralized:
         if budget.references < 2:
             result.skipped.append(Skip("membership", "centralized adversary",
@@ -177,7 +179,8 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
         say("  curious controller, calibrated by the other local models")
         rows = [r for matched in (False, True) for r in controller_calibrated(
             target, rnd=result.round, repeats=budget.repeats, seed=seed, age_matched=matched, cache=cache)]
-        result.calibrated = pd.DataFrame(rows).assign(seat=SEAT_NAMES["controller"])
+        result.calibrated = pd.concat([result.calibrated, pd.DataFrame(rows).assign(seat=SEAT_NAMES["controller"])],
+                                      ignore_index=True)  # after the malicious learner's, where they ran
 
 
 def _trajectory(target: Target, result: AuditResult, *, seed: int, cache: FeatureCache,
@@ -202,6 +205,42 @@ def _trajectory(target: Target, result: AuditResult, *, seed: int, cache: Featur
     rows = trajectory_attacks(target, rnd=result.round, classifier=budget.classifier, repeats=budget.repeats,
                               seed=seed, cache=cache, progress=progress)
     result.membership = pd.concat([result.membership, pd.DataFrame(rows).assign(seat=seat)], ignore_index=True)
+
+
+def _learner_calibrated(target: Target, result: AuditResult, *, seed: int, cache: FeatureCache,
+                        progress: Callable[[str, int, int], None] | None, say: Callable[[str], object]) -> None:
+    """The malicious learner's calibrated attacks (offline LiRA, RMIA), its references the federation replayed on
+    what it holds; one attacker (the smallest learner: the cheapest to replay) and one draw, as each attacker and
+    draw trains its own references."""
+    from attacks.membership.learner_calibrated import (
+        LEARNER_METHODS, MIN_REFERENCES, NOT_FROM_THIS_SEAT, learner_calibrated,
+    )
+    from attacks.threats.seats import SEAT_NAMES
+    from fedsim.data.partition import learner_groups
+
+    import pandas as pd
+
+    budget, seat = result.budget, SEAT_NAMES["learner"]
+    if budget.references < MIN_REFERENCES:
+        result.skipped.append(Skip("membership", seat, "calibrated attacks (offline LiRA, RMIA) with reference models "
+                                   f"that replay the federation: {budget.why_not.get('calibrated', '')}"))
+        return
+    counts = target.partitions["group"].value_counts()
+    learners = learner_groups(target.partitions["group"])
+    attacker = min(learners, key=lambda g: counts[g])
+    say(f"  {seat} {attacker}, calibrated by {budget.references} reference models that replay the federation")
+    rows = [r for matched in (False, True) for r in learner_calibrated(
+        target, rnd=result.round, references=budget.references, repeats=1, seed=seed, age_matched=matched,
+        controls=True, attackers=[attacker], cache=cache, progress=progress)]
+    if rows:
+        result.calibrated = pd.DataFrame(rows).assign(seat=seat)
+    others = [g for g in learners if g != attacker]
+    if others:
+        result.skipped.append(Skip("membership", seat, f"calibrated attacks ({', '.join(LEARNER_METHODS)}) by "
+                                   f"{', '.join(others)}: each malicious learner trains its own reference models; the "
+                                   f"audit ran {attacker}'s (the smallest learner's, the cheapest)"))
+    for methods, why in NOT_FROM_THIS_SEAT.items():
+        result.skipped.append(Skip("membership", seat, f"{methods}: {why}"))
 
 
 def _attribute(target: Target, result: AuditResult, *, centralized: bool, local: bool, seed: int,

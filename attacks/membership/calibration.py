@@ -194,6 +194,7 @@ def rmia_scores(
     *,
     likelihood: str = "gaussian",
     gamma: float = 1.0,
+    keep: np.ndarray | None = None,
 ) -> np.ndarray:
     """RMIA: the fraction of population subjects z with LR(x, z) ≥ γ, per subject x.
 
@@ -212,6 +213,10 @@ def rmia_scores(
         Gaussian for an MSE-trained model, Laplace for L1.
     gamma : float
         How much more likely under θ than z a subject must be; 1 in the paper's main results.
+    keep : bool array of shape (n_references, n_subjects), optional
+        Which reference trained on which subject. Given, Pr(x) averages only the references that did not
+        train on x (offline RMIA): the same test for a subject no reference trained on (another learner's)
+        as for one half of them did (the attacker's own). Every subject needs one such reference.
     """
     from scipy.special import logsumexp
 
@@ -225,7 +230,14 @@ def rmia_scores(
         raise FedsimError("RMIA needs at least one population subject z")
     log_target = _log_likelihood(target_pred, age, likelihood)
     log_refs = _log_likelihood(reference_pred, age, likelihood)
-    log_marginal = logsumexp(log_refs, axis=0) - np.log(len(reference_pred))  # log Pr(x)
+    if keep is None:
+        log_marginal = logsumexp(log_refs, axis=0) - np.log(len(reference_pred))  # log Pr(x)
+    else:
+        out = ~np.asarray(keep, dtype=bool)
+        if out.shape != log_refs.shape or not out.any(axis=0).all():
+            raise FedsimError("offline RMIA needs keep shaped like the reference predictions and, for every "
+                              "subject, a reference that did not train on it")
+        log_marginal = logsumexp(np.where(out, log_refs, -np.inf), axis=0) - np.log(out.sum(axis=0))
     ratio = log_target - log_marginal
     return np.mean(ratio[:, None] - ratio[None, population] >= np.log(gamma), axis=1)
 

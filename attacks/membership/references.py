@@ -48,7 +48,7 @@ from fedsim.models import build_model
 from fedsim.training import make_loader, predict, train_epochs
 
 __all__ = [
-    "REFERENCES_DIR", "ReferencePlan", "ReferenceSet", "assign_halves", "ensure_references",
+    "REFERENCES_DIR", "ReferencePlan", "ReferenceSet", "Trainer", "assign_halves", "ensure_references",
     "reference_seed", "train_model",
 ]
 
@@ -60,6 +60,10 @@ _PLAN_FILE = "plan.json"
 _PREDICTIONS_FILE = "predictions.npy"
 #: SeedSequence stream of the references' torch seeds (a fixed value: it names cached references).
 SEED_STREAM = 7919
+
+
+#: ``train(cfg, rows, seed, device) -> (model in eval mode, training MAE)``: how one reference trains on cohort rows.
+Trainer = Callable[[EnvConfig, np.ndarray, int, "torch.device | str"], tuple[nn.Module, float]]
 
 
 def reference_seed(seed: int, index: int) -> int:
@@ -139,16 +143,26 @@ class ReferencePlan:
     the subject ids the references split into halves (in a fixed order), ``epochs`` how long each
     trains and ``seed`` the attack seed. The number of references is not part of it: the pairs
     are drawn one by one, so a larger set extends a smaller one.
+
+    A plan may also name ``scored`` subjects outside the population, which every reference predicts
+    and none trains on, and, for references that do not start from scratch, ``start``: the digest of
+    the weights they start from and how they train from there (e.g. one simulated federation round,
+    :mod:`attacks.membership.learner_calibrated`); both change the key, and a plan without them keeps
+    the key it always had.
     """
 
     config: dict[str, Any]
     population: tuple[str, ...]
     epochs: int
     seed: int
+    scored: tuple[str, ...] = ()
+    start: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if len(set(self.population)) != len(self.population):
             raise FedsimError("the reference population lists a subject twice")
+        if set(self.scored) & set(self.population) or len(set(self.scored)) != len(self.scored):
+            raise FedsimError("a reference plan's scored subjects must be outside its population, each once")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise FedsimError(f"reference models need at least 1 training epoch, got {self.epochs!r}")
 
@@ -156,10 +170,15 @@ class ReferencePlan:
         return hashlib.sha256(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "version": REFERENCES_VERSION, "config_sha256": self.config_hash(), "seed": self.seed,
             "epochs": self.epochs, "population": list(self.population),
         }
+        if self.scored:
+            described["scored"] = list(self.scored)
+        if self.start is not None:
+            described["start"] = self.start
+        return described
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:12]
@@ -173,7 +192,8 @@ class ReferenceSet:
     """The reference models of a plan, as the attack uses them.
 
     ``keep[k, i]`` says whether reference ``k`` trained on population subject ``i``;
-    ``predictions[k, i]`` is its predicted age of that subject; ``trained`` lists the references
+    ``predictions[k, i]`` is its predicted age of that subject (then of the plan's ``scored`` subjects, in
+    their order: ``predictions`` has ``len(population) + len(scored)`` columns); ``trained`` lists the references
     trained by this call (the others were read from the cache) and ``seconds`` their training time.
     """
 
@@ -206,20 +226,28 @@ def ensure_references(
     references: int,
     device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    train: Trainer | None = None,
 ) -> ReferenceSet:
     """The first ``references`` reference models of ``plan``: read from the cache, or trained.
 
+    ``train(cfg, rows, seed, device)`` trains one reference on cohort ``rows`` (default: from scratch for
+    ``plan.epochs``, :func:`train_model`); a plan with a ``start`` needs its own, which ``start`` describes.
     ``progress(done, total)`` is called after each reference (trained or found). A reference is
     on disk once its ``meta.json`` exists (weights and predictions are written first, each
     atomically), so an interrupted call resumes where it stopped.
     """
+    if plan.start is not None and train is None:
+        raise FedsimError("a reference plan with a start model needs the trainer its start describes")
+    train = train or (lambda cfg, rows, seed, device: train_model(cfg, cohort, rows, epochs=plan.epochs, seed=seed,
+                                                                  device=device))
     device = resolve_device(device)
     keep = assign_halves(len(plan.population), references, seed=plan.seed)
     folder = Path(run_dir) / REFERENCES_DIR / plan.key()
     snapshots.write_text(folder / _PLAN_FILE, json.dumps(plan.describe(), indent=1))
     rows = cohort.index_of(list(plan.population))
+    predicted = cohort.index_of(list(plan.population + plan.scored))
     cfg: EnvConfig | None = None
-    predictions = np.empty(keep.shape, dtype=np.float64)
+    predictions = np.empty((references, len(predicted)), dtype=np.float64)
     train_mae = np.empty(len(keep), dtype=np.float64)
     trained, seconds = [], 0.0
     for k in range(references):
@@ -228,17 +256,18 @@ def ensure_references(
             cfg = cfg or plan.env()
             start = time.perf_counter()
             seed = reference_seed(plan.seed, k)
-            model, mae = train_model(cfg, cohort, rows[keep[k]], epochs=plan.epochs, seed=seed, device=device)
+            trained_rows = rows[keep[k]]
+            model, mae = train(cfg, trained_rows, seed, device)
             # released predictions, as the target's are ([defense] prediction_noise: own draws)
             released = release_model(model, dataclasses.replace(cfg, seed=seed))
-            preds = predict_rows(released, cohort, rows, batch_size=max(cfg.train.batch_size, 16), device=device)
+            preds = predict_rows(released, cohort, predicted, batch_size=max(cfg.train.batch_size, 16), device=device)
             took = time.perf_counter() - start
             tensors = {n: v.detach().cpu().contiguous() for n, v in model.state_dict().items()}
             snapshots.atomic_write(d / snapshots.MODEL_FILE, lambda tmp, t=tensors: save_file(t, tmp))
             snapshots.atomic_write(d / _PREDICTIONS_FILE, lambda tmp, p=preds: _save_npy(tmp, p))
             meta = {
                 "index": k, "seed": seed, "epochs": plan.epochs, "train_mae": mae, "seconds": round(took, 3),
-                "n_in": int(keep[k].sum()), "in": [s for s, m in zip(plan.population, keep[k]) if m],
+                "n_in": len(trained_rows), "in": [str(cohort.subject_ids[i]) for i in trained_rows],
             }
             snapshots.write_text(d / snapshots.META_FILE, json.dumps(meta, indent=1))
             trained.append(k)

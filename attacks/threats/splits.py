@@ -196,10 +196,24 @@ def learner_splits(
     splits = []
     for r in range(repeats):
         rng = np.random.default_rng([seed, r])
-        shuffled = unseen.iloc[rng.permutation(len(unseen))]
-        half = len(shuffled) // 2
-        pool_train, pool_test = shuffled.iloc[:half], shuffled.iloc[half:]
+        pool_train, pool_test = _unseen_halves(unseen, rng)
         tm, tn = _balanced(own, pool_train, train_cap, rng, age_matched=age_matched, what=f"attacker {attacker}")
         vm, vn = _balanced(victims, pool_test, len(victims), rng, age_matched=age_matched, what=f"victim {victim}")
         splits.append(AttackSplit(tm, tn, vm, vn))
     return splits
+
+
+def _unseen_halves(unseen: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The unseen pool halved at random: the malicious learner's half and the half its victims' test
+    non-members come from (the first draw of a repeat's ``rng``, so every attacker gets the same halves)."""
+    shuffled = unseen.iloc[rng.permutation(len(unseen))]
+    half = len(shuffled) // 2
+    return shuffled.iloc[:half], shuffled.iloc[half:]
+
+
+def learner_unseen(partitions: pd.DataFrame, *, repeat: int = 0, seed: int = 0) -> np.ndarray:
+    """The unseen subjects a malicious learner holds in repeat ``repeat`` of :func:`learner_splits` (plain or
+    age-matched: the same half): its attack-train non-members are drawn from them, its victims' test non-members
+    never are. What it may train reference models on, beside its own subjects."""
+    rng = np.random.default_rng([seed, repeat])
+    return _unseen_halves(_group(partitions, "unseen"), rng)[0]["subject_id"].to_numpy()

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.serverapp.strategy import (
@@ -41,6 +42,13 @@ from fedsim.defenses.dp_sgd import epsilon
 CENTRAL_STREAM = 0xCE17  # SeedSequence stream of the controller's noise
 NOISE_KEY = "central_noise_multiplier"  # metrics.jsonl: effective multiplier of each round
 EPSILON_KEY = "central_epsilon"  # metrics.jsonl: learner-level ε after each round
+
+
+def update_norm(after: dict[str, torch.Tensor], before: dict[str, torch.Tensor]) -> float:
+    """L2 norm of a learner's update ``after − before`` over its floating-point tensors: what the
+    clipping bounds, and what a controller screening updates would compare across learners."""
+    return sum(float((after[k].double() - before[k].double().to(after[k].device)).pow(2).sum())
+               for k in before if before[k].is_floating_point()) ** 0.5
 
 
 def effective_noise_multiplier(noise_multiplier: float, weights: Iterable[float]) -> float:

@@ -20,6 +20,7 @@ from fedsim.defenses import local_training, release_weights
 from fedsim.defenses.central_dp import clip_update
 from fedsim.defenses.dp_sgd import PrivacyLedger
 from fedsim.federation import keys
+from fedsim.federation.malicious import SIMULATED, ascend, attacking, read_attack_record
 from fedsim.federation.run_setup import RunSetup, learner_seed
 from fedsim.models import build_model
 from fedsim.training import train_epochs
@@ -109,7 +110,8 @@ def train(msg: Message, context: Context) -> Message:
     seed = learner_seed(cfg.seed, rnd, learner)
     torch.manual_seed(seed)
     model = build_model(cfg.model.name, **cfg.model_kwargs())
-    model.load_state_dict(msg.content[keys.ARRAYS].to_torch_state_dict())
+    received = msg.content[keys.ARRAYS].to_torch_state_dict()
+    model.load_state_dict(received)
     model.to(device)
     ledger = PrivacyLedger(setup.run_dir, learner) if cfg.defense and cfg.defense.dp_sgd else None
     session = local_training(cfg, model, dataset, seed=seed, prior=tuple(ledger.before(rnd)) if ledger else ())
@@ -124,6 +126,12 @@ def train(msg: Message, context: Context) -> Message:
         precision=cfg.train.precision,
     )
     info = {keys.LEARNER: learner}
+    if attacking(cfg, learner, rnd):  # [attack] active: a simulation, recorded as one in attack.json
+        targets = setup.dataset_of(read_attack_record(setup.run_dir)["targets"])
+        info[keys.ATTACK] = SIMULATED
+        info.update(ascend(model, {k: v.to(device) for k, v in received.items()}, targets, dataset,
+                           attack=cfg.attack, batch_size=cfg.train.batch_size, loss=cfg.train.loss,
+                           target_scale=cfg.model.target_scale, device=device))
     if ledger is not None:
         info[keys.EPSILON] = eps = session.epsilon(cfg.defense.dp_delta)
         ledger.record(rnd, session.private.steps(), eps, cfg.defense.dp_delta)

@@ -19,6 +19,9 @@ DEVICE = "device"
 NUM_THREADS = "num-threads"
 LEARNER = "learner"  # "L3"; node ids are random, so the learner names itself
 EPSILON = "epsilon"  # DP-SGD: ε this learner has spent up to this round (in INFO: never averaged)
+ATTACK = "attack"  # [attack] active: what the malicious learner simulated this round (in INFO)
+NORMAL_NORM = "normal-norm"  # its normal update's L2 norm, before the ascent
+ASCENT_NORM = "ascent-norm"  # the ascent's L2 norm added to it
 
 # [tool.flwr.app.config] / context.run_config
 NUM_SERVER_ROUNDS = "num-server-rounds"

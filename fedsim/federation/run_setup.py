@@ -28,6 +28,7 @@ from fedsim.data.partition_table import read_partitions, write_partitions
 from fedsim.data.prepare import PreparedData
 from fedsim.errors import FedsimError
 from fedsim.federation import keys
+from fedsim.federation.malicious import write_attack_record
 from fedsim.paths import fedsim_home
 from fedsim.plots import plot_partitions
 from fedsim.provenance import PROVENANCE_TABLE, provenance
@@ -65,6 +66,8 @@ def write_run_setup(run_dir: Path, cfg: EnvConfig, data: PreparedData, run: dict
     config[PROVENANCE_TABLE] = provenance()
     snapshots.write_config(run_dir, config)
     write_partitions(data.partitions, run_dir / snapshots.PARTITIONS_FILE)
+    if cfg.attack is not None and cfg.attack.active:
+        write_attack_record(run_dir, cfg, data.partitions)
     plot_partitions(data.partitions, run_dir / "partitions.png")
 
 
@@ -121,3 +124,7 @@ class RunSetup:
     def dataset(self, group: str) -> VolumeDataset:
         """One learner's (or the unseen set's) subjects."""
         return VolumeDataset(self.data.cohort, self.data.indices(group))
+
+    def dataset_of(self, subject_ids: list[str]) -> VolumeDataset:
+        """The named subjects, in that order (an active attacker's targets)."""
+        return VolumeDataset(self.data.cohort, self.data.cohort.index_of(subject_ids))

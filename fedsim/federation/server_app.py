@@ -61,6 +61,8 @@ class RoundRecorder:
         metrics = {"round": rnd, "seconds": round(seconds, 2), **unseen.as_dict("unseen")}
         metrics.update({f"{k}_train_mae": v["train_mae"] for k, v in report["learners"].items()})
         metrics.update({f"{k}_epsilon": v["epsilon"] for k, v in report["learners"].items() if "epsilon" in v})
+        for key in ("update_norm", "ascent_norm"):  # every update's norm; the simulated attacker's ascent
+            metrics.update({f"{k}_{key}": v[key] for k, v in report["learners"].items() if key in v})
         metrics.update(report.get("privacy", {}))  # central DP: effective noise multiplier and ε
         if report["failed"]:
             metrics["failed"] = sorted(report["failed"])

@@ -8,7 +8,9 @@ is weighted by ``num-examples``); it
 * aggregates replies in learner order, so floating-point sums do not depend on which Ray actor
   finished first (same seed ⇒ bit-identical community model);
 * names failed learners and stops the run once more than ``max_failures`` fail in a round;
-* with ``snapshot_local``, saves every learner's returned model (curious-controller audits).
+* with ``snapshot_local``, saves every learner's returned model (curious-controller audits);
+* records the L2 norm of every learner's update as it arrived (before any central-DP clipping), the
+  statistic a controller screening updates would look at (``L3_update_norm`` in ``metrics.jsonl``).
 
 Central DP (``[defense] central_dp``) wraps it in Flower's DP strategy wrappers
 (:mod:`fedsim.defenses.central_dp`), which screen replies with :meth:`SnapshotFedAvg.screen_replies`.
@@ -21,11 +23,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedsim import snapshots
+from fedsim.defenses.central_dp import update_norm
 from fedsim.errors import FedsimError
 from fedsim.federation import keys
 
@@ -76,12 +80,15 @@ class SnapshotFedAvg(FedAvg):
         self._sent: set[int] = set()
         self._learner_of: dict[int, str] = {}  # node id → learner, learnt from replies
         self._failed: dict[int, dict[str, str]] = {}  # absolute round → failures screened, not yet reported
+        self._current: dict[str, torch.Tensor] = {}  # the community model sent this round
+        self._norms: dict[int, dict[str, float]] = {}  # absolute round → learner → update norm, as received
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Send the community model to every learner, tagged with the absolute round."""
         messages = list(super().configure_train(server_round + self.done_rounds, arrays, config, grid))
+        self._current = arrays.to_torch_state_dict()
         self._sent = {m.metadata.dst_node_id for m in messages}
         return messages
 
@@ -115,6 +122,8 @@ class SnapshotFedAvg(FedAvg):
                 "continue with --resume RUN_DIR"
             )
         self._failed[rnd] = failed
+        self._norms[rnd] = {self._learner_of[m.metadata.src_node_id]:
+                            update_norm(m.content[keys.ARRAYS].to_torch_state_dict(), self._current) for m in ok}
         return ok
 
     def aggregate_train(
@@ -123,13 +132,18 @@ class SnapshotFedAvg(FedAvg):
         """Sort replies by learner, account for failures, save local models, then FedAvg."""
         rnd = server_round + self.done_rounds
         ok = self.screen_replies(server_round, replies)
+        norms = self._norms.pop(rnd)
         learners = {}
         for m in ok:
             name = self._learner_of[m.metadata.src_node_id]
             metrics, info = m.content[keys.METRICS], m.content[keys.INFO]
-            learners[name] = {"train_mae": float(metrics[keys.TRAIN_MAE]), "num_examples": int(metrics[keys.NUM_EXAMPLES])}
+            learners[name] = {"train_mae": float(metrics[keys.TRAIN_MAE]), "num_examples": int(metrics[keys.NUM_EXAMPLES]),
+                              "update_norm": norms[name]}
             if keys.EPSILON in info:  # DP-SGD learners report the ε they have spent so far
                 learners[name]["epsilon"] = float(info[keys.EPSILON])
+            if keys.ATTACK in info:  # [attack] active: the simulated attacker says what it did
+                learners[name].update({"attack": str(info[keys.ATTACK]), "normal_norm": float(info[keys.NORMAL_NORM]),
+                                       "ascent_norm": float(info[keys.ASCENT_NORM])})
             if self.snapshot_local:
                 snapshots.save_round(self.run_dir, rnd, m.content[keys.ARRAYS].to_torch_state_dict(), {}, name=name,
                                      architecture=self.architecture)
