@@ -1,0 +1,104 @@
+"""The simulated active malicious learner on the synthetic cohort:
+``python benchmarks/active_learner.py [--env skewed-iid] [--round 5] [--targets 100]``.
+
+Trains the environment twice for ``round + 1`` rounds with the same seed — once with ``[attack] active`` (learner
+L1 ascends the loss on ``targets`` scans, half the other learners' subjects and half unseen, in round ``round``)
+and once without — under ``runs/active-learner/``, then scores the targets by their loss drop from round
+``round`` to ``round + 1`` (:func:`attacks.membership.active.active_attack`) beside the same seat's passive loss
+attack on the same targets, the same drop without the ascent and on the untargeted subjects, and what a controller
+sees (:func:`attacks.membership.active.defense_view`: the attacker's update norm against the others', the unseen
+MAE with and without the attack). Writes ``benchmarks/results/active_learner.md``; both runs are reused when done.
+One torch thread per process (``OMP_NUM_THREADS=1``) is what its rows used on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from results_table import machine
+
+from attacks.membership.active import active_attack, defense_view
+from fedsim import snapshots
+from fedsim.config import ENVIRONMENTS_DIR
+from fedsim.errors import FedsimError
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "active_learner.md"
+TPR = "tpr@0.01"
+
+
+def _train(env_file: Path, run_dir: Path, rounds: int) -> None:
+    if snapshots.is_done(run_dir):
+        return
+    how = ["--resume", str(run_dir)] if (run_dir / snapshots.METRICS_FILE).is_file() else \
+        ["--env", str(env_file), "--out", str(run_dir), "--rounds", str(rounds)]
+    done = subprocess.run([sys.executable, "-m", "fedsim.run", *how], cwd=ROOT)
+    if done.returncode != 0:
+        raise FedsimError(f"training {run_dir.name} failed (exit {done.returncode}); rerun to resume it")
+
+
+def _interval(r: dict, name: str) -> str:
+    return f"{r[name]:.2f} [{r[f'{name}_low']:.2f}, {r[f'{name}_high']:.2f}]"
+
+
+def run(env: str, rnd: int, targets: int, scale: float, runs: Path) -> str:
+    base = (ENVIRONMENTS_DIR / f"{env}.toml").read_text()
+    attack = (f"\n[attack]\nactive = true\nlearner = 1\ntargets = {targets}\nascent_steps = 10\n"
+              f"ascent_scale = {scale:g}\nfrom_round = {rnd}\nascent_rounds = 1\n")
+    runs.mkdir(parents=True, exist_ok=True)
+    pair = {}
+    for name, text in (("active", base + attack), ("passive", base)):
+        env_file = runs / f"{env}-{name}.toml"
+        env_file.write_text(text)
+        # the run without the attack does not depend on the attack's settings: one per environment and length
+        pair[name] = runs / (f"{env}-active-r{rnd}-t{targets}-s{scale:g}" if name == "active" else f"{env}-passive-r{rnd}")
+        _train(env_file, pair[name], rnd + 1)
+    start = time.perf_counter()
+    rows = active_attack(pair["active"], rnd=rnd, passive_run=pair["passive"])
+    seen = [r for r in defense_view(pair["active"], passive_run=pair["passive"]) if r["round"] in (rnd, rnd + 1)]
+    lines = ["| statistic | subjects | run | AUC [95 %] | TPR at 1 % FPR [95 %] (FPR reached) | members / non-members |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['statistic']} | {r['subjects']} | {r['run']} | {_interval(r, 'auc')} | "
+                     f"{_interval(r, TPR)} ({r[f'{TPR}_fpr']:.3f}) | {r['n_members']} / {r['n_nonmembers']} |")
+    lines += ["", "| round | attacker's update norm / others' median (max) | ascent norm | unseen MAE with / without "
+              "the attack |", "|---|---|---|---|"]
+    for r in seen:
+        lines.append(f"| {r['round']} | {r['attacker_norm']:.3f} / {r['others_median_norm']:.3f} "
+                     f"({r['others_max_norm']:.3f}); ratio {r['norm_ratio']:.2f} | {r['ascent_norm']:.3f} | "
+                     f"{r['unseen_mae']:.2f} / {r.get('passive_unseen_mae', float('nan')):.2f} |")
+    command = f"python benchmarks/active_learner.py --env {env} --round {rnd} --targets {targets} --scale {scale:g}"
+    return (f"## `{env}`, ascent in round {rnd}, {targets} targets, scale {scale:g}\n\n"
+            f"<!-- written by `{command}` on {machine()}, no GPU, {time.strftime('%Y-%m-%d')} (torch "
+            f"{torch.__version__}); scoring took {time.perf_counter() - start:.0f} s -->\n\n`{command}`\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", default="skewed-iid", help="a federated environment (default: %(default)s)")
+    p.add_argument("--round", type=int, default=5, help="the round of the ascent (default: %(default)s)")
+    p.add_argument("--targets", type=int, default=100, help="target scans, even (default: %(default)s)")
+    p.add_argument("--scale", type=float, default=5.0, help="the ascent's norm over the normal update's (default: 5)")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "active-learner", help="where the two runs live")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    try:
+        section = run(args.env, args.round, args.targets, args.scale, args.runs.resolve())
+    except FedsimError as e:
+        raise SystemExit(f"error: {e}") from None
+    head = "# The simulated active malicious learner on the synthetic cohort\n\n"
+    old = RESULTS.read_text() if RESULTS.is_file() else head
+    title = section.splitlines()[0]
+    kept = [s for s in old.split("\n## ")[1:] if not ("## " + s).startswith(title)]
+    RESULTS.write_text(head + "".join("## " + s.rstrip() + "\n\n" for s in kept) + section)
+    print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
