@@ -6,7 +6,8 @@ gradient inversion needs a learner's update), runs it at a :class:`Budget`, and 
 and the skips. It adds no attack logic of its own: membership is :func:`attacks.api.attack_run` from every
 seat with its controls plus the calibrated attacks (the malicious learner's with reference models that replay
 the federation, :mod:`attacks.membership.learner_calibrated`) and the malicious learner's error over every round
-(:mod:`attacks.membership.trajectory`), attribute is :func:`attacks.attribute.inference.attribute_attacks`,
+(:mod:`attacks.membership.trajectory`) — and, on a run trained with ``[attack] active``, the simulated active
+learner's loss-drop test (:mod:`attacks.membership.active`) — attribute is :func:`attacks.attribute.inference.attribute_attacks`,
 reconstruction is :mod:`attacks.reconstruction.run`. :mod:`attacks.reporting.audit` writes the pages.
 """
 
@@ -89,6 +90,7 @@ class AuditResult:
     reconstruction: list[dict[str, Any]] = field(default_factory=list)
     examples: list[Any] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    active: list[dict[str, Any]] = field(default_factory=list)  # the active learner's update norms, per round
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -161,6 +163,7 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
     if not centralized:
         _trajectory(target, result, seed=seed, cache=cache, progress=progress, say=say)
         _learner_calibrated(target, result, seed=seed, cache=cache, progress=progress, say=say)
+        _active(target, result, cache=cache, say=say)
     if centralized:
         if budget.references < 2:
             result.skipped.append(Skip("membership", "centralized adversary",
@@ -205,6 +208,28 @@ def _trajectory(target: Target, result: AuditResult, *, seed: int, cache: Featur
     rows = trajectory_attacks(target, rnd=result.round, classifier=budget.classifier, repeats=budget.repeats,
                               seed=seed, cache=cache, progress=progress)
     result.membership = pd.concat([result.membership, pd.DataFrame(rows).assign(seat=seat)], ignore_index=True)
+
+
+def _active(target: Target, result: AuditResult, *, cache: FeatureCache, say: Callable[[str], object]) -> None:
+    """On a run trained with ``[attack] active``: the active learner's test among the seat's attacks (judged with
+    them), and what a controller sees of it (every round's update norms)."""
+    from attacks.membership.active import active_name, audit_rows, defense_view
+    from attacks.threats.seats import SEAT_NAMES
+    from fedsim.federation.malicious import ATTACK_FILE, read_attack_record
+
+    import pandas as pd
+
+    if not (target.run_dir / ATTACK_FILE).is_file():
+        return
+    seat, first = SEAT_NAMES["learner"], int(read_attack_record(target.run_dir)["from_round"])
+    if first + 1 > result.round:
+        result.skipped.append(Skip("membership", seat, f"{active_name(first)}: the attacker holds the community "
+                                   f"model of round {first + 1} only from then; audit --round {first + 1} or later"))
+        return
+    say(f"  {seat}: {active_name(first)}")
+    rows = audit_rows(target, reported_round=result.round, cache=cache)
+    result.membership = pd.concat([result.membership, pd.DataFrame(rows).assign(seat=seat)], ignore_index=True)
+    result.active = [r for r in defense_view(target.run_dir) if r["round"] <= result.round]
 
 
 def _learner_calibrated(target: Target, result: AuditResult, *, seed: int, cache: FeatureCache,

@@ -29,7 +29,7 @@ from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 from fedsim.federation.malicious import read_attack_record
 
-__all__ = ["DROP", "LOSS", "WITH_ASCENT", "WITHOUT_ASCENT", "active_attack", "defense_view"]
+__all__ = ["DROP", "LOSS", "WITH_ASCENT", "WITHOUT_ASCENT", "active_attack", "active_name", "audit_rows", "defense_view"]
 
 DROP = "loss drop"  # the active attack's score: loss of round r minus loss of round r + 1
 LOSS = "loss"  # the seat's passive attack: minus the loss of round r + 1
@@ -63,6 +63,40 @@ def _ascent_round(target: Target, record: dict[str, Any], rnd: int | None) -> in
     return rnd
 
 
+def active_name(rnd: int) -> str:
+    """What a results table's ``features`` column calls the active attack of round ``rnd`` (its control keeps it)."""
+    return f"loss drop after ascent, rounds {rnd}→{rnd + 1} (active)"
+
+
+def _targets(target: Target, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The targets' mask over the cohort and every subject's label (a victim's member or not)."""
+    ids, groups = target.cohort.subject_ids, target.partitions.set_index("subject_id")["group"].astype(str)
+    group = groups.reindex(ids).to_numpy()
+    victims = [g for g in learner_groups(groups) if g != record["learner"]]
+    return np.isin(ids, record["targets"]), np.where(np.isin(group, victims), MEMBER, NON_MEMBER)
+
+
+def audit_rows(target: Target, *, reported_round: int, cache: FeatureCache | None = None) -> list[dict[str, Any]]:
+    """The active attack as rows of a membership results table (:func:`attacks.evaluation.summary.controls_table`
+    judges them beside the seat's passive attacks): the loss drop on the targets (``control`` ``none``, filed
+    under ``reported_round``, the round the audit reports) and its round-0 control — minus the untrained
+    model's loss on the same targets, what a difference between the targeted members and non-members alone gives
+    a loss score. One attacker and one draw of targets: the AUC interval is the attack's own (Hanley–McNeil)."""
+    record = read_attack_record(target.run_dir)
+    rnd = _ascent_round(target, record, None)
+    chosen, labels = _targets(target, record)
+    before, after = _losses(target, rnd, cache), _losses(target, rnd + 1, cache)
+    untrained = _losses(target, 0, cache)
+    name = active_name(rnd)
+    rows = []
+    for control, at, scores in (("none", reported_round, before - after), ("round-0", 0, -untrained)):
+        row = _scored(name, "targets", WITH_ASCENT, at, labels[chosen], scores[chosen])
+        row.pop("statistic"), row.pop("subjects"), row.pop("run")
+        rows.append({**row, "features": name, "control": control, "classifier": "none",
+                     "attacker": record["learner"], "victim": "targets", "repeat": 0, "accuracy": np.nan})
+    return rows
+
+
 def active_attack(run_dir: str | Path, *, rnd: int | None = None, passive_run: str | Path | None = None,
                   cache: FeatureCache | None = None) -> list[dict[str, Any]]:
     """Membership from the community models of rounds ``rnd`` and ``rnd + 1`` (default ``rnd``: the attack's
@@ -80,12 +114,10 @@ def active_attack(run_dir: str | Path, *, rnd: int | None = None, passive_run: s
     target = open_run(run_dir)
     record = read_attack_record(target.run_dir)
     rnd = _ascent_round(target, record, rnd)
-    ids, groups = target.cohort.subject_ids, target.partitions.set_index("subject_id")["group"].astype(str)
-    group = groups.reindex(ids).to_numpy()
-    victims = [g for g in learner_groups(groups) if g != record["learner"]]
-    labels = np.where(np.isin(group, victims), MEMBER, NON_MEMBER)
-    chosen = np.isin(ids, record["targets"])
-    untargeted = ~chosen & (np.isin(group, victims) | (group == "unseen"))
+    ids = target.cohort.subject_ids
+    group = target.partitions.set_index("subject_id")["group"].astype(str).reindex(ids).to_numpy()
+    chosen, labels = _targets(target, record)
+    untargeted = ~chosen & ((labels == MEMBER) | (group == "unseen"))
     before, after = _losses(target, rnd, cache), _losses(target, rnd + 1, cache)
     rows = [
         _scored(DROP, "targets", WITH_ASCENT, rnd, labels[chosen], (before - after)[chosen]),

@@ -147,7 +147,8 @@ def _membership_page(result: AuditResult, membership: pd.DataFrame, path: Path) 
                                      for r in group.to_dict("records")]}
              for seat, group in membership.groupby("seat", sort=False)]
     return write_page(path, "audit_membership.html", title=f"Membership inference on {result.run_dir.name}",
-                      round=result.round, seats=seats, budget=result.budget.name, repeats=result.budget.repeats)
+                      round=result.round, seats=seats, budget=result.budget.name, repeats=result.budget.repeats,
+                      active=result.active)
 
 
 class AuditReport(NamedTuple):
@@ -190,6 +191,8 @@ def write_audit(result: AuditResult, *, command: str) -> AuditReport:
     document = {"run": str(run_dir), "round": result.round, "budget": result.budget.name, "command": command,
                 "seconds": result.seconds, "summary": summary.to_dict("records"), "attacks": attacks.to_dict("records"),
                 "skipped": skipped}
+    if result.active:
+        document["active_learner_norms"] = result.active
     snapshots.write_text(run_dir / SUMMARY_JSON, json.dumps(document, indent=1, default=_plain))
     links = {name: os.path.relpath(page, index.parent) for name, page in pages.items()}
     rows = [{**r, "href": os.path.relpath(run_dir / r["link"], index.parent),

@@ -64,6 +64,7 @@ class Memoriser(nn.Module):
                  dropout: float = 0.0, target_scale: float = 1.0) -> None:
         super().__init__()
         self.in_shape = tuple(in_shape)  # what the feature extractor checks scans against
+        self.target_scale = target_scale  # what the attacks' loss divides the error by, as in fedsim's models
         self.hidden = nn.Linear(int(np.prod(in_shape)), head_channels)
         self.output = nn.Linear(head_channels, 1)
         nn.init.constant_(self.output.bias, 62.7)

@@ -87,3 +87,25 @@ def test_central_dp_clipping_sees_the_attacker_before_it_clips(runs, tmp_path):
     view = {r["round"]: r for r in defense_view(federate(tmp_path / "run", Path(manifest), env=env))}
     assert view[2]["clipping_norm"] == 2.0 and view[2]["clipped"] and view[2]["attacker_norm"] > 3  # as sent
     assert not view[1]["clipped"] and not view[3]["clipped"] and view[2]["others_max_norm"] < 2.0
+
+
+def test_the_audit_judges_the_active_attack_among_the_learners_and_shows_its_norms(runs):
+    from attacks.evaluation import verdicts
+    from attacks.experiments.audit import run_audit
+    from attacks.membership.active import active_name
+    from attacks.reporting.audit import MEMBERSHIP_PAGE, write_audit
+    from attacks.threats.seats import SEAT_NAMES
+
+    active, _ = runs
+    report = write_audit(run_audit(active, families="membership", rnd=3), command="fedsim audit")
+    rows = report.attacks[report.attacks["attack"] == active_name(2)]
+    assert list(rows["seat"]) == [SEAT_NAMES["learner"]]
+    assert rows["kind"].iloc[0] == verdicts.DETECTED and rows["value"].iloc[0] >= 0.9  # its AUC, as active_attack's
+    learner = report.summary.set_index("seat").loc[SEAT_NAMES["learner"]]
+    assert learner["attack"] == active_name(2) and learner["attacks"] == len(report.attacks.query("seat == @learner.name"))
+    page = (active / MEMBERSHIP_PAGE).read_text()
+    assert "What a controller sees of the active learner" in page and active_name(2) in page
+    # before the round that shows the drop, the attacker cannot run it: a skip, not a verdict
+    early = run_audit(active, families="membership", rnd=2)
+    assert active_name(2) not in set(early.membership["features"])
+    assert any("audit --round 3 or later" in s.why for s in early.skipped)
