@@ -59,6 +59,14 @@ def _matrix(v: Any) -> bool:
     )
 
 
+def _age_range(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_non_negative(a) for a in v) and v[0] < v[1]
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
 def _one_of(*options: str):
     check = lambda v: v in options  # noqa: E731
     check.options = options  # type: ignore[attr-defined]
@@ -119,13 +127,17 @@ class ModelConfig:
     head_channels: int = _spec(_int_at_least(1), "a positive integer")
     dropout: float = _spec(_fraction, "a number in [0, 1)", 0.0)
     target_scale: float = _spec(_positive, "a positive number (years per output unit)", 1.0)
+    # Age bins of a model that classifies them (sfcn); unset keys keep the model's defaults (Peng et al.'s).
+    age_range: list[float] | None = _spec(_optional(_age_range), "two ages [lo, hi] in years with lo < hi, e.g. [42, 82]", None)
+    bin_step: float | None = _spec(_optional(_positive), "a positive number of years (the width of an age bin)", None)
+    label_sigma: float | None = _spec(_optional(_positive), "a positive number of years (the soft label's std)", None)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Local training: the same loop serves centralized and federated learners."""
 
-    loss: str = _spec(_one_of("mse", "l1"), "one of 'mse', 'l1'")
+    loss: str = _spec(_one_of("mse", "l1", "kl"), "one of 'mse', 'l1' (regressors), 'kl' (sfcn's age bins)")
     optimizer: str = _spec(_one_of("adam", "sgd"), "one of 'adam', 'sgd'")
     lr: float = _spec(_positive, "a positive number")
     batch_size: int = _spec(_int_at_least(1), "a positive integer")
@@ -144,10 +156,6 @@ class FederationConfig:
     snapshot_local: bool = _spec(lambda v: isinstance(v, bool), "true or false", False)
     max_failures: int = _spec(_int_at_least(0), "a non-negative integer (0 = stop at the first failure)", 0)
     round_timeout: float = _spec(_positive, "a positive number of seconds", 3600.0)
-
-
-def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or check(v)
 
 
 @dataclass(frozen=True)
@@ -218,8 +226,8 @@ class EnvConfig:
     attack: AttackConfig | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments of the model (everything in [model] but its name, plus the input shape)."""
-        kwargs = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "name"}
+        """Constructor arguments of the model (everything set in [model] but its name, plus the input shape)."""
+        kwargs = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "name" and v is not None}
         return {"in_shape": tuple(self.data.shape), **kwargs}
 
     def to_dict(self, *, manifest: Path | None = None) -> dict[str, Any]:
@@ -300,6 +308,14 @@ def _cross_checks(where: str, cfg: EnvConfig) -> None:
         raise FedsimError(f"{where}: [partition] by = {p.by!r} splits among learners; a centralized environment has none")
     if p.learners == 0 and p.val_fraction == 0:
         raise FedsimError(f"{where}: [partition] a centralized environment (learners = 0) needs val_fraction > 0")
+    if (cfg.model.name == "sfcn") != (cfg.train.loss == "kl"):
+        raise FedsimError(
+            f"{where}: [train] loss = 'kl' goes with [model] name = 'sfcn' (its age bins) and only with it; "
+            f"got loss = {cfg.train.loss!r} for model {cfg.model.name!r}"
+        )
+    bins = [k for k in ("age_range", "bin_step", "label_sigma") if getattr(cfg.model, k) is not None]
+    if bins and cfg.model.name != "sfcn":
+        raise FedsimError(f"{where}: [model] {bins[0]} belongs to model 'sfcn' (age bins), not {cfg.model.name!r}")
     if p.learners > 0 and cfg.federation is None:
         raise FedsimError(f"{where}: a federated environment (learners = {p.learners}) needs a [federation] table")
     if cfg.defense is not None:
@@ -315,9 +331,10 @@ def _defense_checks(where: str, cfg: EnvConfig) -> None:
     if d.dp_sgd and cfg.train.precision != "fp32":
         raise FedsimError(f"{where}: [defense] DP-SGD clips per-sample gradients in float32; use [train] precision = \"fp32\"")
     if d.dp_sgd and cfg.model.name != "cnn3d":
+        why = ("normalises with BatchNorm, which mixes the subjects of a batch" if cfg.model.name == "sfcn"
+               else "folds slices into the batch")
         raise FedsimError(
-            f"{where}: [defense] DP-SGD needs per-subject gradients, but model {cfg.model.name!r} folds slices "
-            "into the batch; use model name 'cnn3d'"
+            f"{where}: [defense] DP-SGD needs per-subject gradients, but model {cfg.model.name!r} {why}; use model name 'cnn3d'"
         )
     central = ("central_noise_multiplier", "central_clipping_norm")
     if d.central_dp is None and any(getattr(d, k) is not None for k in central):
@@ -411,6 +428,9 @@ def from_resolved(raw: dict[str, Any], *, where: str = "config.toml") -> EnvConf
     """
     if "name" not in raw:
         raise FedsimError(f"{where}: lacks 'name'; it was not written by fedsim")
+    if raw.get("model", {}).get("name") == "imported":  # fedsim.importing: a model fedsim did not train
+        raise FedsimError(f"{where}: the run imports {raw['model'].get('factory', 'a model')}, which fedsim did not "
+                          "train: it has no environment to train it again or replay its training")
     clean = {k: v for k, v in raw.items() if k not in _RESOLVED_ONLY[""]}
     for section, keys in _RESOLVED_ONLY.items():
         if section and isinstance(clean.get(section), dict):

@@ -1,8 +1,11 @@
 """The local training and evaluation loop, shared by centralized training and federated learners.
 
-Targets are ages in years; the loss is computed on ``(prediction - age) / target_scale`` so a
-CPU-profile model (``target_scale`` 7.4) effectively regresses a z-scored age while the paper's
-profile (``target_scale`` 1) is exactly the paper's MSE in years².
+Targets are ages in years. A regressor's output is the age and its loss is computed on
+``(prediction - age) / target_scale``, so a CPU-profile model (``target_scale`` 7.4) effectively
+regresses a z-scored age while the paper's profile (``target_scale`` 1) is exactly the paper's MSE
+in years². A model whose output is something else (SFCN's age-bin log-probabilities) is an
+:class:`OwnOutput`: it says how its output is trained and read, and :func:`model_loss` and
+:func:`model_ages` ask it, here and in every attack.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -49,8 +53,43 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def regression_loss(name: str, pred: torch.Tensor, age: torch.Tensor, target_scale: float) -> torch.Tensor:
-    """Batch-mean loss on the scaled error; one definition for training and attacks."""
+    """Batch-mean loss on the scaled error; one definition for training and attacks (through :func:`model_loss`)."""
     return _LOSSES[name](pred / target_scale, age / target_scale)
+
+
+@runtime_checkable
+class OwnOutput(Protocol):
+    """A model whose output is not the age in years, so it carries its own loss and reading of it."""
+
+    def output_loss(self, output: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
+        """Each subject's training loss, shape (B,), of ``output`` for ages (B,) in years."""
+
+    def output_ages(self, output: torch.Tensor) -> torch.Tensor:
+        """The predicted ages in years, shape (B,)."""
+
+
+def own_output(model: nn.Module) -> OwnOutput | None:
+    """``model`` (or the model Opacus' ``GradSampleModule`` wraps, its ``_module``) if it is an
+    :class:`OwnOutput`; ``None`` for a regressor, whose output is the age."""
+    inner = getattr(model, "_module", model)
+    return inner if isinstance(inner, OwnOutput) else None
+
+
+def model_loss(model: nn.Module, output: torch.Tensor, age: torch.Tensor, *, loss: str,
+               target_scale: float) -> torch.Tensor:
+    """The batch-mean loss of ``model``'s ``output``: what training minimises and every gradient attack
+    differentiates. The model's own (:class:`OwnOutput`) if it has one, else :func:`regression_loss`
+    with the run's ``loss`` and ``target_scale``."""
+    own = own_output(model)
+    if own is not None:
+        return own.output_loss(output, age).mean()
+    return regression_loss(loss, output, age, target_scale)
+
+
+def model_ages(model: nn.Module, output: torch.Tensor) -> torch.Tensor:
+    """The ages in years that ``model``'s ``output`` predicts (a regressor's output is the age)."""
+    own = own_output(model)
+    return output if own is None else own.output_ages(output)
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
@@ -94,10 +133,11 @@ def train_epochs(
                 x, age = x.to(device, non_blocking=True), age.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    pred = model(x)
-                pred = pred.float()
-                regression_loss(loss, pred, age, target_scale).backward()
+                    output = model(x)
+                output = output.float()
+                model_loss(model, output, age, loss=loss, target_scale=target_scale).backward()
                 optimizer.step()
+                pred = model_ages(model, output)
                 abs_err += (pred.detach() - age).abs().sum().double()
                 n += len(age)
     return float(abs_err) / max(n, 1)
@@ -109,7 +149,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | str = "
     model.eval()
     preds, ages = [], []
     for x, age in loader:
-        preds.append(model(x.to(device)).cpu())
+        preds.append(model_ages(model, model(x.to(device))).cpu())
         ages.append(age)
     return torch.cat(preds).numpy().astype(np.float64), torch.cat(ages).numpy().astype(np.float64)
 

@@ -191,7 +191,7 @@ def test_layer_parameters_and_get_layer(name: str, expected: list[str]) -> None:
 
 def test_registry() -> None:
     # The built-in models; a test helper may have registered its own beside them (tests/helpers/memorising.py).
-    assert {"cnn3d", "slice_mean2d"} <= set(MODELS)
+    assert {"cnn3d", "sfcn", "slice_mean2d"} <= set(MODELS)
     listed = rf"unknown model 'nope'; choose one of: {', '.join(sorted(MODELS))}$"
     with pytest.raises(FedsimError, match=listed):
         build_model("nope")

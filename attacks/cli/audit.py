@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.au
     from rich.table import Table
 
     from attacks.experiments.audit import parse_families, run_audit
-    from attacks.reporting.audit import write_audit
+    from attacks.reporting.audit import epsilon_rows, write_audit
     from attacks.threats.seats import skipped_pairs_said
     from fedsim.cli.progress import progress_bars
     from fedsim.device import using_device
@@ -71,6 +71,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.au
             question = r.family if r.question == r.family else f"{r.family}: {r.question}"
             table.add_row(question, r.seat, words, str(r.attack), number)
     console.print(table)
+    if result.epsilon is not None:  # is the reported ε honest? the accountant's beside the empirical lower bounds
+        console.print("ε: " + "; ".join(f"{e['what']} {e['value']}" for e in epsilon_rows(result.epsilon)))
     for skip in result.skipped:
         console.print(f"[yellow]not run:[/] {skip.family}, {skip.seat}: {skip.why}")
     console.print(f"report: {report.index}")

@@ -7,7 +7,9 @@ and the skips. It adds no attack logic of its own: membership is :func:`attacks.
 seat with its controls plus the calibrated attacks (the malicious learner's with reference models that replay
 the federation, :mod:`attacks.membership.learner_calibrated`) and the malicious learner's error over every round
 (:mod:`attacks.membership.trajectory`) — and, on a run trained with ``[attack] active``, the simulated active
-learner's loss-drop test (:mod:`attacks.membership.active`) — attribute is :func:`attacks.attribute.inference.attribute_attacks`,
+learner's loss-drop test (:mod:`attacks.membership.active`), and the empirical lower bounds on ε beside the
+accountant's (:mod:`attacks.evaluation.epsilon`: the strongest membership attack's; at ``--budget full`` the one-run
+canary audit, :mod:`attacks.membership.canaries`) — attribute is :func:`attacks.attribute.inference.attribute_attacks`,
 reconstruction is :mod:`attacks.reconstruction.run`. :mod:`attacks.reporting.audit` writes the pages.
 """
 
@@ -38,7 +40,8 @@ class Budget:
     take the repeats), the
     calibrated attacks' reference models (0: none trained), the scans each reconstruction inverts and whether
     gradient inversion (the costly one: every scan of a learner's update, its local steps replayed) and the
-    malicious learner's attack on the error over every round (a forward pass per round and subject) run."""
+    malicious learner's attack on the error over every round (a forward pass per round and subject) and the one-run
+    canary audit of ε (one more training run) run."""
 
     name: str
     features: str
@@ -50,6 +53,7 @@ class Budget:
     layers: tuple[str, ...] | None = None  # feature inversion's layers (None: every conv layer)
     gradient: bool = False
     trajectory: bool = False
+    canaries: bool = False
     why_not: dict[str, str] = field(default_factory=dict)
 
 
@@ -61,8 +65,10 @@ BUDGETS = {
                  "which reuse the other learners' local models, still run",
                  "layers": "feature inversion of the deeper conv layers (--budget full: every conv layer)",
                  "gradient": "inverts every scan of a learner's update with its local steps replayed (--budget full)",
-                 "trajectory": "a forward pass of every subject through each round's community model (--budget full)"}),
-    "full": Budget("full", features="table1", repeats=3, references=8, scans=8, gradient=True, trajectory=True),
+                 "trajectory": "a forward pass of every subject through each round's community model (--budget full)",
+                 "canaries": "trains one more model, with canaries, as the run trained (--budget full)"}),
+    "full": Budget("full", features="table1", repeats=3, references=8, scans=8, gradient=True, trajectory=True,
+                   canaries=True),
 }
 
 
@@ -91,6 +97,7 @@ class AuditResult:
     examples: list[Any] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     active: list[dict[str, Any]] = field(default_factory=list)  # the active learner's update norms, per round
+    epsilon: dict[str, Any] | None = None  # the accountant's ε beside the empirical lower bounds (_epsilon)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -140,6 +147,10 @@ def run_audit(
         start = time.perf_counter()
         steps[family](target, result, centralized=centralized, local=local, seed=seed, progress=progress, say=say)
         result.seconds[family] = time.perf_counter() - start
+    if "membership" in chosen:
+        start = time.perf_counter()
+        _epsilon(target, result, seed=seed, say=say)
+        result.seconds["ε"] = time.perf_counter() - start
     return result
 
 
@@ -170,9 +181,13 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
                                        f"calibrated attacks (LiRA, RMIA): {budget.why_not.get('calibrated', '')}"))
             return
         say(f"  calibrated: {budget.references} reference models")
-        rows, scores, _ = run_calibrated(target, references=budget.references, seed=seed, target_round=result.round,
-                                         progress=None if progress is None else
-                                         (lambda done, total: progress("reference models", done, total)))
+        try:
+            rows, scores, _ = run_calibrated(target, references=budget.references, seed=seed, target_round=result.round,
+                                             progress=None if progress is None else
+                                             (lambda done, total: progress("reference models", done, total)))
+        except FedsimError as err:  # e.g. an imported model, which fedsim cannot train again
+            result.skipped.append(Skip("membership", "centralized adversary", f"calibrated attacks (LiRA, RMIA): {err}"))
+            return
         result.calibrated, result.calibrated_scores = pd.DataFrame(rows), scores
     elif local:
         if len(learner_groups(target.partitions["group"])) < MIN_CALIBRATION_LEARNERS:
@@ -184,6 +199,41 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
             target, rnd=result.round, repeats=budget.repeats, seed=seed, age_matched=matched, cache=cache)]
         result.calibrated = pd.concat([result.calibrated, pd.DataFrame(rows).assign(seat=SEAT_NAMES["controller"])],
                                       ignore_index=True)  # after the malicious learner's, where they ran
+
+
+def _epsilon(target: Target, result: AuditResult, *, seed: int, say: Callable[[str], object]) -> None:
+    """Is the reported ε honest? The accountant's ε of the audited round (∞ without DP) beside two empirical lower
+    bounds: the strongest membership attack's and, at ``--budget full``, the one-run canary audit's."""
+    from attacks.evaluation.epsilon import attacks_epsilon
+    from attacks.membership.canaries import canary_audit
+    from fedsim import snapshots
+    from fedsim.defenses import defense_of
+
+    import pandas as pd
+
+    defense = defense_of(snapshots.read_config(target.run_dir))
+    metrics = next((m for m in snapshots.read_metrics(target.run_dir) if m.get("round") == result.round), {})
+    learners = [float(v) for k, v in metrics.items() if k.endswith("epsilon") and k != "central_epsilon"]
+    frames = [f for f in (result.membership, result.calibrated) if f is not None and not f.empty]
+    result.epsilon = {
+        "round": result.round, "delta": defense.dp_delta,
+        "dp_sgd": max(learners) if learners else None, "dp_sgd_accountants": len(learners),
+        "central": metrics.get("central_epsilon"),
+        "attack": attacks_epsilon(pd.concat(frames, ignore_index=True), rnd=result.round, delta=defense.dp_delta)
+        if frames else None, "canaries": None}
+    if result.epsilon["dp_sgd"] is None and result.epsilon["central"] is None:
+        result.skipped.append(Skip("membership", "ε audit", "the one-run canary audit: the run has no DP accountant "
+                                   "whose ε it could check (without DP the guarantee is ε = ∞)"))
+        return
+    if not result.budget.canaries:
+        result.skipped.append(Skip("membership", "ε audit", f"the one-run canary audit at --budget "
+                                   f"{result.budget.name}: {result.budget.why_not.get('canaries', '')}"))
+        return
+    say("  ε: the one-run canary audit (one model trained with canaries)")
+    try:
+        result.epsilon["canaries"] = canary_audit(target, rnd=result.round, seed=seed).as_dict()
+    except FedsimError as err:
+        result.skipped.append(Skip("membership", "ε audit", f"the one-run canary audit: {err}"))
 
 
 def _trajectory(target: Target, result: AuditResult, *, seed: int, cache: FeatureCache,
@@ -254,9 +304,13 @@ def _learner_calibrated(target: Target, result: AuditResult, *, seed: int, cache
     learners = learner_groups(target.partitions["group"])
     attacker = min(learners, key=lambda g: counts[g])
     say(f"  {seat} {attacker}, calibrated by {budget.references} reference models that replay the federation")
-    rows = [r for matched in (False, True) for r in learner_calibrated(
-        target, rnd=result.round, references=budget.references, repeats=1, seed=seed, age_matched=matched,
-        controls=True, attackers=[attacker], cache=cache, progress=progress)]
+    try:
+        rows = [r for matched in (False, True) for r in learner_calibrated(
+            target, rnd=result.round, references=budget.references, repeats=1, seed=seed, age_matched=matched,
+            controls=True, attackers=[attacker], cache=cache, progress=progress)]
+    except FedsimError as err:  # e.g. an imported federation, which fedsim cannot replay
+        result.skipped.append(Skip("membership", seat, f"calibrated attacks (offline LiRA, RMIA): {err}"))
+        return
     if rows:
         result.calibrated = pd.DataFrame(rows).assign(seat=seat)
     others = [g for g in learners if g != attacker]
@@ -320,7 +374,10 @@ def _reconstruction(target: Target, result: AuditResult, *, centralized: bool, l
                                    f"gradient inversion at --budget {budget.name}: {budget.why_not['gradient']}"))
     else:
         say("  gradient inversion of the first learner's update, every scan")
-        outcomes.append(gradient_attack(target, rnd=result.round, progress=progress))
+        try:
+            outcomes.append(gradient_attack(target, rnd=result.round, progress=progress))
+        except FedsimError as err:  # e.g. an imported federation, whose local training fedsim cannot replay
+            result.skipped.append(Skip("reconstruction", "curious controller", f"gradient inversion: {err}"))
     for outcome in outcomes:
         result.reconstruction += outcome.rows
         result.examples += outcome.examples

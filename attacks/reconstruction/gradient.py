@@ -38,7 +38,7 @@ from attacks.reconstruction.optimize import Inverted, invert
 from attacks.reconstruction.settings import OBJECTIVES, WEIGHTINGS, Inversion
 from attacks.signals.updates import Recipe
 from fedsim.errors import FedsimError
-from fedsim.training import regression_loss
+from fedsim.training import model_ages, model_loss
 
 __all__ = ["OBJECTIVES", "WEIGHTINGS", "Known", "UpdateMatch", "dead_parameters", "invert_update", "output_constraints",
            "simulate_update"]
@@ -49,7 +49,8 @@ ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 
 def _loss(model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
           x: torch.Tensor, ages: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    return regression_loss(recipe.loss, functional_call(model, (params, buffers), (x,)), ages, recipe.target_scale)
+    output = functional_call(model, (params, buffers), (x,))
+    return model_loss(model, output, ages, loss=recipe.loss, target_scale=recipe.target_scale)
 
 
 def simulate_update(model: nn.Module, x: torch.Tensor, ages: torch.Tensor, recipe: Recipe, *,
@@ -95,7 +96,7 @@ def dead_parameters(model: nn.Module, x: torch.Tensor, ages: torch.Tensor, recip
     carry no information and are left out of the match."""
     params = dict(model.named_parameters())
     with torch.enable_grad():
-        loss = regression_loss(recipe.loss, model(x.detach()), ages, recipe.target_scale)
+        loss = model_loss(model, model(x.detach()), ages, loss=recipe.loss, target_scale=recipe.target_scale)
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     size = {k: 0.0 if g is None else float(g.abs().max()) for k, g in zip(params, grads)}
     largest = max(size.values())
@@ -116,7 +117,7 @@ def _output_input(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
     seen: list[torch.Tensor] = []
     handle = model.output.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
     try:
-        prediction = model(x)
+        prediction = model_ages(model, model(x))
     finally:
         handle.remove()
     return prediction, seen[0].reshape(len(x), -1)
@@ -185,7 +186,7 @@ class UpdateMatch:
     def __call__(self, x: torch.Tensor, extra: Sequence[torch.Tensor]) -> torch.Tensor:
         recipe, y = self.recipe, self.labels(extra)
         if self.objective == "gradient":
-            loss = regression_loss(recipe.loss, self.model(x), y, recipe.target_scale)
+            loss = model_loss(self.model, self.model(x), y, loss=recipe.loss, target_scale=recipe.target_scale)
             grads = torch.autograd.grad(loss, self.params, create_graph=True)
             mine = [g + recipe.weight_decay * p.detach()  # what the optimizer steps on
                     for g, p, live in zip(grads, self.params, self.live) if live]

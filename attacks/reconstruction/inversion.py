@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from attacks.reconstruction.optimize import Inversion, invert
-from fedsim.training import regression_loss
+from fedsim.training import model_ages, model_loss
 
 __all__ = ["closeness", "invert_model"]
 
@@ -30,11 +30,11 @@ def invert_model(model: nn.Module, age: float, init: torch.Tensor, *, loss: str 
     target = torch.full((len(init),), float(age), device=init.device)
 
     def fit(x: torch.Tensor, _extra: list[torch.Tensor]) -> torch.Tensor:
-        return regression_loss(loss, model(x), target, target_scale)
+        return model_loss(model, model(x), target, loss=loss, target_scale=target_scale)
 
     x = invert(fit, init, settings=settings, bounds=bounds, progress=progress).x
     with torch.no_grad():
-        return x, float(model(x).mean())
+        return x, float(model_ages(model, model(x)).mean())
 
 
 def closeness(prototype: np.ndarray, members: np.ndarray, non_members: np.ndarray) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +28,7 @@ from attacks.experiments.audit import AuditResult
 from attacks.reporting.html import interval, linked_to, write_page
 from fedsim import snapshots
 
-__all__ = ["INDEX", "SUMMARY_JSON", "AuditReport", "attack_rows", "seat_summary", "write_audit"]
+__all__ = ["INDEX", "SUMMARY_JSON", "AuditReport", "attack_rows", "epsilon_rows", "seat_summary", "write_audit"]
 
 INDEX, SUMMARY_JSON, MEMBERSHIP_PAGE = "audit/index.html", "audit/summary.json", "audit/membership.html"
 HOW_TO_READ = (
@@ -151,6 +152,48 @@ def _membership_page(result: AuditResult, membership: pd.DataFrame, path: Path) 
                       active=result.active)
 
 
+def _against(bound: float, accountant: float | None) -> str:
+    if accountant is None:
+        return "no DP accountant: its ε is ∞"
+    if bound > accountant:
+        return f"ABOVE the accountant's ε {accountant:.2f}: the DP implementation or its accounting has a bug"
+    return f"not above the accountant's ε {accountant:.2f} (a lower bound: it does not show the run private)"
+
+
+def epsilon_rows(epsilon: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The index's "Is the reported ε honest?" table: the accountant's ε of the audited round beside the empirical
+    lower bounds (:func:`attacks.experiments.audit._epsilon`), each with how it was found and what it says."""
+    delta, accountant = epsilon["delta"], epsilon["dp_sgd"] if epsilon["dp_sgd"] is not None else epsilon["central"]
+    rows = [{"what": "accountant: DP-SGD", "value": "∞" if epsilon["dp_sgd"] is None else f"{epsilon['dp_sgd']:.2f}",
+             "how": "the run trained without DP-SGD" if epsilon["dp_sgd"] is None else
+                    f"Opacus' RDP accountant at round {epsilon['round']}, δ = {delta:g}"
+                    + (f", the largest of {epsilon['dp_sgd_accountants']} learners'"
+                       if epsilon["dp_sgd_accountants"] > 1 else "")}]
+    if epsilon["central"] is not None:
+        rows.append({"what": "accountant: central DP", "value": f"{epsilon['central']:.2f}",
+                     "how": f"learner-level ε of Flower's DP wrappers at round {epsilon['round']}"})
+    attack = epsilon["attack"]
+    rows.append({"what": "lower bound: strongest membership attack", "value": "—" if attack is None else
+                 f"{attack['epsilon']:.2f}", "how": "no attack row carries counts at a fixed threshold"
+                 if attack is None else
+                 f"{attack['attack']}: {attack['tp']}/{attack['positives']} members and {attack['fp']}/"
+                 f"{attack['negatives']} non-members called members at a threshold {attack['threshold']}; TPR ≥ "
+                 f"{attack['tpr_low']:.3f}, FPR ≤ {attack['fpr_high']:.3f} ({attack['confidence']:.0%} "
+                 f"Clopper–Pearson, Bonferroni over {attack['tests']} attack rows); "
+                 + _against(attack["epsilon"], accountant)})
+    canaries = epsilon["canaries"]
+    if canaries is not None:
+        own = canaries["canary_model_accountant_epsilon"]
+        rows.append({"what": "lower bound: one-run canary audit", "value": f"{canaries['epsilon']:.2f}",
+                     "how": f"{canaries['right']} of {canaries['guesses']} guesses right ({canaries['k_in']} IN, "
+                            f"{canaries['k_out']} OUT) among {canaries['canaries']} canaries, {canaries['included']} "
+                            f"trained on, labels + {canaries['shift_years']:.1f} years; {canaries['confidence']:.0%}, "
+                            f"the best of {canaries['tried']} guess sizes (Steinke et al. 2023); "
+                            + (_against(canaries["epsilon"], accountant) if own is None else
+                               f"its model's own accountant: {own:.2f}; " + _against(canaries["epsilon"], own))})
+    return rows
+
+
 class AuditReport(NamedTuple):
     """What :func:`write_audit` wrote: the index page, every attack's row and the index's first table."""
 
@@ -193,6 +236,8 @@ def write_audit(result: AuditResult, *, command: str) -> AuditReport:
                 "skipped": skipped}
     if result.active:
         document["active_learner_norms"] = result.active
+    if result.epsilon is not None:
+        document["epsilon"] = result.epsilon
     snapshots.write_text(run_dir / SUMMARY_JSON, json.dumps(document, indent=1, default=_plain))
     links = {name: os.path.relpath(page, index.parent) for name, page in pages.items()}
     rows = [{**r, "href": os.path.relpath(run_dir / r["link"], index.parent),
@@ -200,7 +245,8 @@ def write_audit(result: AuditResult, *, command: str) -> AuditReport:
             for r in summary.to_dict("records")]
     write_page(index, "audit.html", title=f"Privacy audit of {run_dir.name}", command=command,
                how_to_read=HOW_TO_READ, rows=rows, skipped=skipped, pages=links, round=result.round,
-               budget=result.budget.name, seconds=result.seconds)
+               budget=result.budget.name, seconds=result.seconds,
+               epsilon=epsilon_rows(result.epsilon) if result.epsilon is not None else [])
     return AuditReport(index, attacks, summary)
 
 

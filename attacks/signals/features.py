@@ -24,15 +24,17 @@ from attacks.signals.gradients import Method, choose_method, per_sample_gradient
 from attacks.signals.names import FEATURES, Feature, feature_listing
 from fedsim.data.cache import CohortArray
 from fedsim.errors import FedsimError
-from fedsim.models import get_layer, layer_parameters
+from fedsim.models import get_layer, layer_parameters, layer_paths
+from fedsim.training import model_ages, own_output
 
 __all__ = [
     "FEATURES", "READERS", "TABLE1", "Batch", "Feature", "assemble", "compute_features",
     "extract", "feature_listing", "is_black_box", "parse_features", "register_feature",
 ]
 
-#: Loss names of ``fedsim.training.regression_loss``; gradient features use the run's loss.
-LOSSES = ("mse", "l1")
+#: The run's ``[train]`` loss: a regressor's (``fedsim.training.regression_loss``) or SFCN's own ``kl``;
+#: gradient and loss features use the model's own loss where it has one, else the run's.
+LOSSES = ("mse", "l1", "kl")
 
 #: Table 1 of Gupta et al. (2021): row name -> feature spec (``activation`` = conv6 output, our choice).
 TABLE1: dict[str, str] = {
@@ -56,6 +58,7 @@ class Batch:
     activations: dict[str, torch.Tensor]  # layer -> (B, d)
     gradients: dict[str, torch.Tensor]  # layer -> (B, n_params), in module order
     loss: str = "mse"  # the target's training loss
+    losses: torch.Tensor | None = None  # (B,) each subject's own loss, for a model that has one (SFCN)
 
 
 #: How a feature is read off a pass: ``read(batch, layer) -> (B, d)``.
@@ -104,8 +107,11 @@ def _error(batch: Batch, layer: str | None) -> torch.Tensor:
 
 @_reads("loss")
 def _loss(batch: Batch, layer: str | None) -> torch.Tensor:
-    """The per-sample training loss in years: squared error for an MSE run, absolute error for L1 —
-    the signal of the loss-based black-box attack of standard privacy libraries."""
+    """The per-sample training loss: the model's own (SFCN's KL divergence), else in years the squared
+    error for an MSE run and the absolute error for L1 — the signal of the loss-based black-box attack of
+    standard privacy libraries."""
+    if batch.losses is not None:
+        return batch.losses[:, None]
     error = batch.prediction - batch.label
     return (error**2 if batch.loss == "mse" else error.abs())[:, None]
 
@@ -154,7 +160,7 @@ def _split(spec: str | Sequence[str]) -> list[str]:
 def _valid_layers(model: nn.Module, kind: str) -> list[str]:
     if kind == "parameters":
         return list(layer_parameters(model))
-    return [name for name, _ in model.named_children()]
+    return list(layer_paths(model))  # top-level children; an imported model's named layers
 
 
 def parse_features(spec: str | Sequence[str], model: nn.Module) -> tuple[str, ...]:
@@ -209,7 +215,7 @@ def _needs(model: nn.Module, names: Sequence[str]) -> tuple[list[str], list[str]
 
 @torch.no_grad()
 def _forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eval-mode predictions and the flattened outputs of ``layers``."""
+    """Eval-mode output of ``model`` (a regressor's: the ages) and the flattened outputs of ``layers``."""
     captured: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
@@ -219,12 +225,12 @@ def _forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> tuple[
     was_training = model.training
     model.eval()
     try:
-        pred = model(x)
+        output = model(x)
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return pred, captured
+    return output, captured
 
 
 def _subjects(
@@ -287,7 +293,8 @@ def compute_features(
     indices
         Rows of ``subjects`` to use (default: all), in output order.
     loss
-        The target's training loss (``mse`` or ``l1``) that gradients differentiate.
+        The target's training loss (``mse`` or ``l1``) that gradients differentiate; a model with its
+        own loss (:class:`fedsim.training.OwnOutput`, SFCN) uses that instead.
     method
         Per-sample gradient method (:func:`attacks.signals.gradients.per_sample_gradients`).
     max_grad_bytes
@@ -303,6 +310,10 @@ def compute_features(
     names = parse_features(features, model)
     if loss not in LOSSES:
         raise FedsimError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    own = own_output(model)
+    if own is not None and release is not None and "loss" in names:
+        raise FedsimError(f"the 'loss' feature of {type(model).__name__} needs its output, which this run releases only as "
+                          "a noisy age ([defense] prediction_noise); use 'error' instead")
     load, y_all = _subjects(model, subjects, ages, indices)
     grad_layers, act_layers = _needs(model, names)
     params = dict(model.named_parameters())
@@ -320,11 +331,15 @@ def compute_features(
             if method == "auto":  # timed on the first chunk, then fixed for the rest
                 method = choose_method(model, x, y, grad_layers, loss=loss)
             pred, gradients = per_sample_gradients(model, x, y, grad_layers, loss=loss, method=method)
-        if act_layers or not grad_layers:
-            pred, activations = _forward(model, x, act_layers)
+        losses = None
+        if act_layers or not grad_layers or (own is not None and "loss" in names):
+            output, activations = _forward(model, x, act_layers)
+            pred = model_ages(model, output)
+            if own is not None:
+                losses = own.output_loss(output, y)
         if release is not None:
             pred = release(pred, x)
-        batch = Batch(pred.float(), y, activations, gradients, loss)
+        batch = Batch(pred.float(), y, activations, gradients, loss, losses)
         for name in names:
             base, _, layer = name.partition(":")
             out[name].append(READERS[base](batch, layer or None).float().cpu().numpy())

@@ -33,7 +33,7 @@ from torch.func import functional_call, grad, vmap
 from fedsim.defenses.dp_sgd import import_opacus
 from fedsim.errors import FedsimError
 from fedsim.models import layer_parameters
-from fedsim.training import OPACUS_HOOK_WARNING, regression_loss
+from fedsim.training import OPACUS_HOOK_WARNING, model_ages, model_loss
 
 __all__ = ["GRAD_METHODS", "Method", "benchmark_methods", "choose_method", "per_sample_gradients"]
 
@@ -71,9 +71,9 @@ def _loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str], 
     wanted = [params[n] for n in names]
     preds, rows = [], []
     for i in range(len(x)):
-        pred = model(x[i : i + 1])
-        rows.append(torch.autograd.grad(regression_loss(loss, pred, y[i : i + 1], scale), wanted))
-        preds.append(pred.detach())
+        output = model(x[i : i + 1])
+        rows.append(torch.autograd.grad(model_loss(model, output, y[i : i + 1], loss=loss, target_scale=scale), wanted))
+        preds.append(model_ages(model, output).detach())
     grads = {n: torch.stack([row[k] for row in rows]) for k, n in enumerate(names)}
     return torch.cat(preds), grads
 
@@ -84,8 +84,8 @@ def _vmap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str], 
     wanted = {n: params.pop(n) for n in names}
 
     def subject_loss(w: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor):
-        pred = functional_call(model, {**params, **w}, (xi[None],))
-        return regression_loss(loss, pred, yi[None], scale), pred[0]
+        output = functional_call(model, {**params, **w}, (xi[None],))
+        return model_loss(model, output, yi[None], loss=loss, target_scale=scale), model_ages(model, output)[0]
 
     grads, preds = vmap(grad(subject_loss, has_aux=True), in_dims=(None, 0, 0))(wanted, x, y)
     return preds, grads
@@ -104,11 +104,11 @@ def _opacus(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str]
     with _mode(clone, train_param_modules=True):
         gsm = import_opacus().GradSampleModule(clone, batch_first=True, loss_reduction="sum", strict=True)
         try:
-            pred = gsm(x)
+            output = gsm(x)
             with warnings.catch_warnings():
                 # Opacus's backward hooks fire on layer outputs; the input needs no gradient.
                 warnings.filterwarnings("ignore", message=OPACUS_HOOK_WARNING)
-                (regression_loss(loss, pred, y, scale) * len(x)).backward()
+                (model_loss(model, output, y, loss=loss, target_scale=scale) * len(x)).backward()
             params = dict(clone.named_parameters())
             grads = {}
             for n in names:
@@ -116,7 +116,7 @@ def _opacus(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str]
                 grads[n] = sample.reshape(len(x), -1, *sample.shape[1:]).sum(1)
         finally:
             gsm._close()
-    return pred.detach(), grads
+    return model_ages(model, output).detach(), grads
 
 
 #: Per-sample gradient methods by name (``auto`` picks one of these).
@@ -138,6 +138,14 @@ def _param_names(model: nn.Module, layers: Sequence[str]) -> list[str]:
     return [n for layer in table if layer in layers for n in table[layer]]
 
 
+def _methods(model: nn.Module) -> list[str]:
+    """The methods that apply to ``model``: Opacus' hooks run the layers that own parameters in training
+    mode, which a layer with running statistics (BatchNorm: SFCN) would read off the batch instead."""
+    stats = any(any(True for _ in m.parameters(recurse=False)) and any(True for _ in m.buffers(recurse=False))
+                for m in model.modules())
+    return [m for m in GRAD_METHODS if not (stats and m == "opacus")]
+
+
 def _run(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str], loss: str, method: str
 ) -> _Result:
@@ -145,20 +153,20 @@ def _run(
     device = next(model.parameters()).device
     x, y = x.to(device, torch.float32), y.to(device, torch.float32)
     with _mode(model), torch.enable_grad():
-        return GRAD_METHODS[method](model, x, y, names, loss, float(model.target_scale))
+        return GRAD_METHODS[method](model, x, y, names, loss, float(getattr(model, "target_scale", 1.0)))
 
 
 def benchmark_methods(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: Sequence[str], *, loss: str = "mse"
 ) -> dict[str, float]:
-    """Seconds per subject of every method on this batch (after one untimed warm-up subject).
+    """Seconds per subject of every method that applies to ``model`` on this batch (after one untimed warm-up subject).
 
     Used by ``method="auto"``; pass a batch of the size that will be used for real,
     since vectorised methods gain from larger batches and the loop does not.
     """
     names = _param_names(model, layers)
     timings = {}
-    for method in GRAD_METHODS:
+    for method in _methods(model):
         _run(model, x[:1], y[:1], names, loss, method)
         start = time.perf_counter()
         _run(model, x, y, names, loss, method)
@@ -200,20 +208,22 @@ def per_sample_gradients(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Predictions and each subject's loss gradient, flattened per layer.
 
-    The loss is :func:`fedsim.training.regression_loss` of one subject, i.e.
-    ``((pred - age) / target_scale) ** 2`` for ``mse``: the training loss, so the
-    gradient is what one SGD step on that subject would apply. Dropout is off.
+    The loss is the training loss of one subject (:func:`fedsim.training.model_loss`): the model's
+    own (SFCN's KL divergence) or :func:`fedsim.training.regression_loss`, i.e.
+    ``((pred - age) / target_scale) ** 2`` for ``mse``; so the gradient is what one SGD step on
+    that subject would apply. Dropout is off (and BatchNorm uses its running statistics).
 
     Parameters
     ----------
     model
-        A fedsim regressor (ages in years, ``target_scale`` attribute).
+        A fedsim model: a regressor (ages in years, ``target_scale`` attribute) or an
+        :class:`fedsim.training.OwnOutput` (SFCN).
     x, y
         Volumes (B, 1, D, H, W) and ages in years (B,).
     layers
         Top-level layer names from :func:`fedsim.models.layer_parameters`.
     loss
-        ``"mse"`` or ``"l1"``, as in the run's ``[train]`` table.
+        ``"mse"`` or ``"l1"``, as in the run's ``[train]`` table (a model with its own loss ignores it).
     method
         ``"loop"``, ``"vmap"``, ``"opacus"`` or ``"auto"`` (fastest, timed once per setting).
 
@@ -224,6 +234,9 @@ def per_sample_gradients(
     """
     if method != "auto" and method not in GRAD_METHODS:
         raise FedsimError(f"unknown per-sample gradient method {method!r}; choose one of: auto, {', '.join(GRAD_METHODS)}")
+    if method != "auto" and method not in _methods(model):
+        raise FedsimError(f"{type(model).__name__} normalises with running statistics (BatchNorm), which Opacus' "
+                          f"per-sample hooks do not support; choose one of: auto, {', '.join(_methods(model))}")
     if method == "auto":
         method = choose_method(model, x, y, layers, loss=loss)
     names = _param_names(model, layers)

@@ -47,6 +47,10 @@ class Recipe:
     def of_run(cls, config: Mapping[str, Any], **changes: Any) -> Recipe:
         """The recipe of a run's ``config.toml`` ([train], [federation] local_epochs, [model] target_scale)."""
         train = config["train"]
+        missing = [key for key in ("optimizer", "lr", "batch_size") if key not in train]
+        if missing:  # an imported run (fedsim import, a recorded Flower app): fedsim did not train it
+            raise FedsimError(f"the run records no training recipe ([train] {', '.join(missing)}): it was imported, and "
+                              "fedsim cannot replay training it did not do")
         recipe = cls(optimizer=train["optimizer"], lr=float(train["lr"]), momentum=float(train.get("momentum", 0.0)),
                      weight_decay=float(train.get("weight_decay", 0.0)), batch_size=int(train["batch_size"]),
                      epochs=int(config.get("federation", {}).get("local_epochs", train.get("epochs", 1))),

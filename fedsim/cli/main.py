@@ -14,6 +14,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "cohort": ("fedsim.cli.cohort", "write a synthetic T1 cohort (NIfTI + manifest.csv)"),
     "train": ("fedsim.cli.train", "federated training: FedAvg on Flower + Ray"),
     "centralized": ("fedsim.cli.centralized", "the centralized baseline"),
+    "import": ("fedsim.cli.importing", "your own trained model (checkpoints, membership) as a run dir"),
     "audit": ("attacks.cli.audit", "every attack family from every seat: a verdict per seat"),
     "attack": ("attacks.cli.run", "membership inference on a run, with its controls"),
     "seats": ("attacks.cli.seats", "learner, controller and outsider attack the same victims"),
@@ -26,7 +27,7 @@ STAGES: dict[str, tuple[str, str]] = {
 
 PIPELINE = """\
   1. data    fedsim cohort                       NIfTI + manifest, or your own
-  2. train   fedsim train | centralized          a run dir, a snapshot per round
+  2. train   fedsim train | centralized | import  a run dir, snapshots per round
   3. attack  fedsim audit | attack | seats | …   every family from every seat
   4. report  RUN_DIR/audit/index.html            a verdict per seat, linked
   5. study   fedsim study | sweep                every environment; defenses"""

@@ -21,6 +21,7 @@ from fedsim.data.manifest import load_manifest
 from fedsim.data.partition import assign_groups
 from fedsim.data.partition_table import partition_table
 from fedsim.errors import FedsimError
+from fedsim.models.sfcn import check_cohort_ages
 from fedsim.progress import Progress
 
 
@@ -69,6 +70,8 @@ def prepare_data(cfg: EnvConfig, cohort: str | Path | None = None, *, progress: 
     manifest = load_manifest(manifest_path)
     cached = build_cache(manifest, tuple(cfg.data.shape), progress=progress, dtype=cfg.data.cache_dtype,
                          workers=preprocess_workers(cfg.data.workers, len(manifest)))
+    if cfg.model.name == "sfcn":  # a classifier of age bins: the cohort must lie inside them
+        check_cohort_ages(cached.ages, cfg.model.age_range)
     p = cfg.partition
     groups = assign_groups(
         cached.ages,

@@ -92,7 +92,7 @@ def make_private(
 ) -> PrivateTraining:
     """Wrap for DP-SGD; deterministic by ``seed`` (Poisson sampling uses ``loader``'s generator).
 
-    The loss must be a batch mean (``fedsim.training.regression_loss`` is), and ``prior`` is the
+    The loss must be a batch mean (``fedsim.training.model_loss`` is), and ``prior`` is the
     history already spent on the same data (earlier rounds).
     """
     PrivacyEngine = import_opacus().PrivacyEngine

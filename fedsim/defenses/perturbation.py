@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from fedsim.training import model_ages
+
 # One stream per defense, so their draws never coincide for equal keys.
 LABEL_STREAM, PREDICTION_STREAM, WEIGHT_STREAM = 0x1ABE1, 0x9BED, 0x3E16
 
@@ -83,7 +85,7 @@ def perturb_predictions(
 
 
 class PerturbedPredictions(nn.Module):
-    """A model whose released predictions carry Gaussian noise: ``model(x) + N(0, std²)``.
+    """A model whose released predictions carry Gaussian noise: its predicted ages + ``N(0, std²)``.
 
     The noise of a volume is fixed by its content and ``seed`` (querying twice returns the same
     answer). The wrapped model stays reachable as ``.model`` (its layers, for white-box features,
@@ -95,7 +97,8 @@ class PerturbedPredictions(nn.Module):
         self.model, self.std, self.seed = model, float(std), int(seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return perturb_predictions(self.model(x), x, self.std, self.seed)
+        """Released ages in years, (B,): a model with its own output (SFCN) releases its predicted age."""
+        return perturb_predictions(model_ages(self.model, self.model(x)), x, self.std, self.seed)
 
 
 def perturb_state(state: Mapping[str, torch.Tensor], std: float, *entropy: int) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from fedsim.data.partition import learner_groups, learner_label
 from fedsim.defenses.central_dp import update_norm
 from fedsim.errors import FedsimError
 from fedsim.federation import keys
-from fedsim.training import make_loader, regression_loss
+from fedsim.training import make_loader, model_loss
 
 ATTACK_FILE = "attack.json"
 ATTACK_STREAM = 0xA77AC  # SeedSequence stream of the target draw: independent of every other draw
@@ -127,6 +127,6 @@ def _gradient(model: nn.Module, params: list[nn.Parameter], batches: list[tuple[
     model.zero_grad(set_to_none=True)
     n = sum(len(age) for _, age in batches)
     for x, age in batches:
-        pred = model(x.to(device)).float()
-        (regression_loss(loss, pred, age.to(device), target_scale) * len(age) / n).backward()
+        output = model(x.to(device)).float()
+        (model_loss(model, output, age.to(device), loss=loss, target_scale=target_scale) * len(age) / n).backward()
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]).detach()

@@ -1,6 +1,6 @@
 """Brain-age regressors by name, and per-layer access for gradient-based attacks.
 
-Configs and the command line name a model (``"cnn3d"``, ``"slice_mean2d"``);
+Configs and the command line name a model (``"cnn3d"``, ``"slice_mean2d"``, ``"sfcn"``);
 :func:`build_model` turns the name and keyword arguments into a module and turns
 typos into one-line :class:`~fedsim.errors.FedsimError` messages.
 """
@@ -15,12 +15,12 @@ from torch import nn
 
 from fedsim.errors import FedsimError
 
-__all__ = ["MODELS", "build_model", "get_layer", "layer_parameters", "register_model"]
+__all__ = ["MODELS", "build_model", "get_layer", "layer_parameters", "layer_paths", "register_model"]
 
-ModelT = TypeVar("ModelT", bound=type[nn.Module])
+ModelT = TypeVar("ModelT", bound=Callable[..., nn.Module])
 
-#: Registered model classes by name.
-MODELS: dict[str, type[nn.Module]] = {}
+#: Registered model classes (or factories: ``imported`` builds a user's class) by name.
+MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(name: str) -> Callable[[ModelT], ModelT]:
@@ -61,29 +61,42 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     return cls(**kwargs)
 
 
+def layer_paths(model: nn.Module) -> dict[str, str]:
+    """The layers attacks address by name, each with its dotted module path, in module order.
+
+    A model's top-level children (``conv1`` … ``output``), unless it carries its own table as
+    ``fedsim_layers`` (an imported model: :mod:`fedsim.models.imported` names the user's layers).
+    """
+    table = getattr(model, "fedsim_layers", None)
+    if table is not None:
+        return dict(table)
+    return {name: name for name, _ in model.named_children()}
+
+
 def layer_parameters(model: nn.Module) -> dict[str, list[str]]:
-    """Map each top-level child that owns parameters to its full parameter names.
+    """Map each layer (:func:`layer_paths`) that owns parameters to its full parameter names.
 
     Attacks build per-layer gradient features from this (e.g. ``"conv6"`` ->
     ``["conv6.0.weight", "conv6.0.bias"]``); the dict is in module order.
     """
     layers: dict[str, list[str]] = {}
-    for child_name, child in model.named_children():
-        names = [f"{child_name}.{param}" for param, _ in child.named_parameters()]
+    for name, path in layer_paths(model).items():
+        names = [f"{path}.{param}" for param, _ in model.get_submodule(path).named_parameters()]
         if names:
-            layers[child_name] = names
+            layers[name] = names
     return layers
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """Return the top-level child ``name`` (e.g. ``"conv6"``), for hooks and attacks."""
-    children = dict(model.named_children())
-    if name not in children:
+    """Return the layer ``name`` (e.g. ``"conv6"``, a top-level child), for hooks and attacks."""
+    paths = layer_paths(model)
+    if name not in paths:
         raise FedsimError(
-            f"{type(model).__name__} has no layer {name!r}; choose one of: {', '.join(children)}"
+            f"{type(model).__name__} has no layer {name!r}; choose one of: {', '.join(paths)}"
         )
-    return children[name]
+    return model.get_submodule(paths[name])
 
 
 # Imported last: the model modules register themselves with the decorator above.
-from fedsim.models import cnn3d, slice_mean  # noqa: E402, F401
+from fedsim.models import cnn3d, sfcn, slice_mean  # noqa: E402, F401
+from fedsim.models import imported  # noqa: E402, F401  (a user's own model: fedsim import)
