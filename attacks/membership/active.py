@@ -29,7 +29,7 @@ from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 from fedsim.federation.malicious import read_attack_record
 
-__all__ = ["DROP", "LOSS", "WITH_ASCENT", "WITHOUT_ASCENT", "active_attack", "active_name", "audit_rows", "defense_view"]
+__all__ = ["DROP", "LOSS", "WITH_ASCENT", "WITHOUT_ASCENT", "active_attack", "active_name", "audit_rows", "is_active", "defense_view"]
 
 DROP = "loss drop"  # the active attack's score: loss of round r minus loss of round r + 1
 LOSS = "loss"  # the seat's passive attack: minus the loss of round r + 1
@@ -63,9 +63,17 @@ def _ascent_round(target: Target, record: dict[str, Any], rnd: int | None) -> in
     return rnd
 
 
+_ACTIVE = " (active)"
+
+
 def active_name(rnd: int) -> str:
     """What a results table's ``features`` column calls the active attack of round ``rnd`` (its control keeps it)."""
-    return f"loss drop after ascent, rounds {rnd}→{rnd + 1} (active)"
+    return f"loss drop after ascent, rounds {rnd}→{rnd + 1}{_ACTIVE}"
+
+
+def is_active(features: str) -> bool:
+    """Whether a results table's ``features`` names the active attack (:func:`active_name`)."""
+    return str(features).endswith(_ACTIVE)
 
 
 def _targets(target: Target, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

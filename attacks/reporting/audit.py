@@ -25,6 +25,7 @@ import pandas as pd
 from attacks.evaluation import verdicts
 from attacks.evaluation.summary import attack_counts, controls_table, feature_name
 from attacks.experiments.audit import AuditResult
+from attacks.membership.active import is_active
 from attacks.reporting.html import interval, linked_to, write_page
 from fedsim import snapshots
 
@@ -51,7 +52,9 @@ def _membership_attacks(result: AuditResult) -> pd.DataFrame:
     for frame, kind in frames:
         rnd = result.round if result.round in set(frame["round"]) else int(frame["round"].max())
         table = controls_table(frame, rnd, by=["seat"], tests=tests)
-        parts.append(table.assign(family="membership", question="membership", attack_kind=kind,
+        active = table["features"].map(is_active).astype(bool)
+        parts.append(table.assign(family="membership", question="membership",
+                                  attack_kind=np.where(active, "simulated active attack", kind),
                                   label=[feature_name(f) for f in table["features"]], link=MEMBERSHIP_PAGE))
     if not parts:
         return pd.DataFrame()

@@ -101,6 +101,7 @@ def test_the_audit_judges_the_active_attack_among_the_learners_and_shows_its_nor
     rows = report.attacks[report.attacks["attack"] == active_name(2)]
     assert list(rows["seat"]) == [SEAT_NAMES["learner"]]
     assert rows["kind"].iloc[0] == verdicts.DETECTED and rows["value"].iloc[0] >= 0.9  # its AUC, as active_attack's
+    assert rows["attack_kind"].iloc[0] == "simulated active attack"
     learner = report.summary.set_index("seat").loc[SEAT_NAMES["learner"]]
     assert learner["attack"] == active_name(2) and learner["attacks"] == len(report.attacks.query("seat == @learner.name"))
     page = (active / MEMBERSHIP_PAGE).read_text()
