@@ -9,13 +9,16 @@ the registry (:mod:`fedsim.models.imported`), so the attacks need no path of the
 
 Checkpoints are safetensors or PyTorch state dicts read with ``torch.load(weights_only=True)``: a file
 that holds pickled objects (a whole ``nn.Module``, a custom class) is refused in one line, never
-unpickled. What the model expects of its input (shape, intensity normalisation, the units of its output)
-is declared (:class:`ModelSpec`), checked on the cohort's first scan, and recorded in ``config.toml``.
+unpickled. What the model expects of its input (shape, intensity normalisation, a centre crop, the units
+of its output) is declared (:class:`ModelSpec`), checked on the cohort's first scan, and recorded in
+``config.toml``. fedsim's own models import by name (``sfcn``): an SFCN checkpoint of the reference code
+(Peng et al.'s layer names) is renamed on reading, and SFCN's age bins are read by SFCN itself.
 :class:`fedsim.federation.recorder.RecordingStrategy` writes the same run directory from a Flower app.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pickle
 import re
@@ -42,24 +45,28 @@ from fedsim.data.volumes import load_volume
 from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
+from fedsim.models.sfcn import SFCN, from_reference_state_dict
 from fedsim.plots import plot_partitions
 from fedsim.progress import Progress
 from fedsim.provenance import PROVENANCE_TABLE, provenance
-from fedsim.training import evaluate, make_loader
+from fedsim.training import evaluate, make_loader, model_ages, own_output
 
-__all__ = ["IMPORT_TABLE", "LOSSES", "ModelSpec", "check_on_scan", "import_run", "load_weights", "read_membership",
-           "read_state_dict", "resolve_cohort", "resolved", "write_run_files"]
+__all__ = ["IMPORT_TABLE", "LOSSES", "OWN_LOSS", "ModelSpec", "check_on_scan", "import_run", "load_weights",
+           "read_membership", "read_state_dict", "read_weights", "resolve_cohort", "resolved", "write_run_files"]
 
 #: The table of ``config.toml`` that says where the weights came from (files and their SHA-256, or the recorder).
 IMPORT_TABLE = "import"
 #: The losses a regressor's error is scored with (``[train] loss``): what gradient features differentiate.
 LOSSES = ("mse", "l1")
+#: ``[train] loss`` of a model with a loss of its own (SFCN's KL to soft labels), as fedsim's SFCN runs record it.
+OWN_LOSS = "kl"
 #: Groups of a membership table besides the learners ``L1``…``LK``.
 GROUPS = ("train", "val", "unseen")
 COHORT_SUBSET = "cohort.csv"  # the manifest's rows the membership table names, when it names fewer
 _LEARNER = re.compile(r"L[1-9][0-9]*")
 PLAUSIBLE = 30.0  # years: a trained model's age of the first scan lies within this of the cohort's ages
 _STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")  # where training scripts keep one
+REFERENCE_SFCN = "feature_extractor.conv_"  # how the reference SFCN code's state dicts begin (module. removed)
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,8 @@ class ModelSpec:
     Parameters
     ----------
     factory : str
-        ``package.module:Class`` or a factory function; importable wherever the run is attacked.
+        ``package.module:Class`` or a factory function; importable wherever the run is attacked. Or one of
+        fedsim's models by name (``sfcn``), which keeps its own layers, loss and reading of its output.
     shape : tuple of int
         The volume (D, H, W) it was trained on; fedsim resamples every scan of the cohort to it.
     kwargs : mapping (default: {})
@@ -78,10 +86,14 @@ class ModelSpec:
         Per-scan normalisation it was trained with (:data:`fedsim.models.imported.INTENSITIES`).
     output_scale, output_offset : float (default: 1.0, 0.0)
         Its output in years is ``output_offset + output_scale * output``: a model trained on z-scored ages
-        declares their standard deviation and mean.
+        declares their standard deviation and mean. A model with an output of its own
+        (:class:`fedsim.training.OwnOutput`: SFCN's age bins) reads its ages itself and refuses them.
     layers : mapping or None (default: None)
         Role (``conv1``, ``conv6``, ``output``) -> its own layer name, for the white-box attacks; unset
         roles are found from the module (first conv, last hidden layer, output).
+    crop : tuple of int or None (default: None)
+        The centre of each normalised ``shape`` volume that the model takes (SFCN's reference code: 160x192x160
+        of the 1 mm grid, 182x218x182); default: the whole volume.
     """
 
     factory: str
@@ -91,6 +103,7 @@ class ModelSpec:
     output_scale: float = 1.0
     output_offset: float = 0.0
     layers: Mapping[str, str] | None = None
+    crop: tuple[int, int, int] | None = None
 
     def model_kwargs(self, layers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The ``[model]`` table of ``config.toml`` and every snapshot header (without ``name``)."""
@@ -100,6 +113,8 @@ class ModelSpec:
         layers = self.layers if layers is None else layers
         if layers is not None:
             out["layers"] = dict(layers)
+        if self.crop is not None:
+            out["crop"] = [int(s) for s in self.crop]
         return out
 
     def build(self) -> nn.Module:
@@ -112,7 +127,7 @@ class ModelSpec:
 def resolved(spec: ModelSpec, model: nn.Module) -> ModelSpec:
     """``spec`` with every layer role spelt out as ``model`` found it, so the run records them all."""
     roles = {role: path for role, path in model.fedsim_layers.items() if role in ("conv1", "conv6", "output")}
-    return ModelSpec(spec.factory, spec.shape, spec.kwargs, spec.intensity, spec.output_scale, spec.output_offset, roles)
+    return dataclasses.replace(spec, layers=roles)
 
 
 def _sha256(path: Path) -> str:
@@ -170,6 +185,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_weights(model: nn.Module, path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """The state dict in ``path`` (:func:`read_state_dict`) under ``model``'s parameter names, and whether it
+    was renamed: for fedsim's SFCN, a checkpoint of the reference code (``feature_extractor.conv_<i>``…,
+    ha-ha-ha-han/UKBiobank_deep_pretrain) goes through :func:`~fedsim.models.sfcn.from_reference_state_dict`."""
+    state = read_state_dict(path)
+    if isinstance(model, SFCN) and any(k.startswith(REFERENCE_SFCN) for k in state):
+        return from_reference_state_dict(state), True
+    return state, False
+
+
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
     """Load ``state`` into ``model`` (strictly), or say in one line what does not fit."""
     own = model.state_dict()
@@ -195,7 +220,7 @@ def check_on_scan(model: nn.Module, volume: np.ndarray, where: str) -> float:
     x = torch.from_numpy(np.asarray(volume, dtype=np.float32))[None, None]
     try:
         with torch.no_grad():
-            age = float(model.eval()(x)[0])
+            age = float(model_ages(model, model.eval()(x))[0])
     except FedsimError:
         raise
     except Exception as err:  # noqa: BLE001 - the user's forward: report it in one line
@@ -285,7 +310,7 @@ def write_run_files(
 
     ``[train]`` holds only the loss: fedsim does not know how the model was trained, so the attacks that retrain
     or replay training (reference models, property inference, gradient inversion) skip such a run, saying why."""
-    if loss not in LOSSES:
+    if loss not in (*LOSSES, OWN_LOSS):
         raise FedsimError(f"loss {loss!r} is not one of {', '.join(LOSSES)} (the loss the model was trained with)")
     group_of = dict(zip(membership["subject_id"], membership["group"]))
     ids = [s for s in manifest["subject_id"] if s in group_of]
@@ -326,7 +351,7 @@ def _rounds(checkpoints: Sequence[str | Path] | Mapping[int, str | Path]) -> dic
 def import_run(
     out: str | Path | None, *, model: ModelSpec, checkpoints: Sequence[str | Path] | Mapping[int, str | Path],
     cohort: str | Path, membership: str | Path | pd.DataFrame,
-    local: Mapping[tuple[int, str], str | Path] | None = None, loss: str = "mse", name: str | None = None,
+    local: Mapping[tuple[int, str], str | Path] | None = None, loss: str | None = None, name: str | None = None,
     seed: int = 0, progress: Progress | None = None,
 ) -> Path:
     """Write the run directory of a model fedsim did not train; every attack then opens it as its own.
@@ -348,8 +373,10 @@ def import_run(
     local : mapping (default: None)
         ``(round, learner) -> file``: a federation's local models where the user has them (the curious
         controller's seat).
-    loss : str (default: "mse")
-        The loss the model was trained with (``mse`` or ``l1``), which the gradient features differentiate.
+    loss : str or None (default: None, meaning "mse")
+        The loss the model was trained with (``mse`` or ``l1``), which the gradient features differentiate. A
+        model with a loss of its own (:class:`fedsim.training.OwnOutput`: SFCN) is attacked with that one,
+        recorded as ``kl``, and refuses another.
     """
     rounds = _rounds(checkpoints)
     local = {(int(r), str(g)): Path(p) for (r, g), p in (local or {}).items()}
@@ -362,17 +389,25 @@ def import_run(
         if rnd not in rounds or rnd == 0:
             raise FedsimError(f"local model {str(path)!r} is of round {rnd}, which has no community checkpoint "
                               f"(rounds: {', '.join(map(str, rounds))})")
-    name = name or f"imported-{Path(str(model.factory).partition(':')[2] or 'model').stem.lower()}"
+    name = name or f"imported-{Path(str(model.factory).rpartition(':')[2] or 'model').stem.lower()}"
     with snapshots.new_run_dir(None if out is None else Path(out), name) as run_dir:
         manifest_path, manifest = resolve_cohort(cohort, members, run_dir)
         net = model.build()
         spec = resolved(model, net)
+        if own_output(net) is not None and loss is not None:
+            raise FedsimError(f"{model.factory} trains with its own loss ({type(net).__name__}.output_loss), which the "
+                              f"attacks differentiate: drop --loss (got {loss!r})")
+        loss = OWN_LOSS if own_output(net) is not None else loss or "mse"
         first = manifest.iloc[0]
         where = f"subject {first['subject_id']!r}"
         scan = load_volume(first["path"], tuple(model.shape), where=where)
         check_on_scan(net, scan, where)  # the declared shape and normalisation, before any weights are read
-        states = {r: read_state_dict(p) for r, p in rounds.items()}
-        locals_ = {key: read_state_dict(p) for key, p in local.items()}
+        read = {r: read_weights(net, p) for r, p in rounds.items()}
+        states = {r: state for r, (state, _) in read.items()}
+        renamed = {rounds[r] for r, (_, was) in read.items() if was}
+        read_local = {key: read_weights(net, p) for key, p in local.items()}
+        locals_ = {key: state for key, (state, _) in read_local.items()}
+        renamed |= {local[key] for key, (_, was) in read_local.items() if was}
         for r, state in states.items():
             load_weights(net, state, f"checkpoint {str(rounds[r])!r}")
         for key, state in locals_.items():
@@ -385,15 +420,20 @@ def import_run(
         net.load_state_dict(states[last])
         age, (young, old) = check_on_scan(net, scan, where), (manifest["age"].min(), manifest["age"].max())
         if not young - PLAUSIBLE < age < old + PLAUSIBLE:  # a trained model's age of a scan of this cohort
-            raise FedsimError(
-                f"the model of round {last} predicts {age:.1f} years for {where} of a cohort aged {young:g}-{old:g}: "
-                "check the declared shape and intensity, and the output's units (age = output_offset + output_scale "
-                "* output: a model trained on z-scored ages declares their mean and standard deviation)")
-        record = {"checkpoints": [{"round": r, "path": str(p.resolve()), "sha256": _sha256(p)} for r, p in rounds.items()],
+            units = ("its age bins" if own_output(net) is not None else
+                     "the output's units (age = output_offset + output_scale * output: a model trained on z-scored "
+                     "ages declares their mean and standard deviation)")
+            raise FedsimError(f"the model of round {last} predicts {age:.1f} years for {where} of a cohort aged "
+                              f"{young:g}-{old:g}: check the declared shape, crop and intensity, and {units}")
+
+        def entry(path: Path) -> dict[str, Any]:
+            names = {"names": "reference SFCN, renamed by from_reference_state_dict"} if path in renamed else {}
+            return {"path": str(path.resolve()), "sha256": _sha256(path), **names}
+
+        record = {"checkpoints": [{"round": r, **entry(p)} for r, p in rounds.items()],
                   "initial": str(rounds[0].resolve()) if 0 in rounds else f"a fresh {model.factory} (seed {seed})"}
         if local:
-            record["local"] = [{"round": r, "learner": g, "path": str(p.resolve()), "sha256": _sha256(p)}
-                               for (r, g), p in sorted(local.items())]
+            record["local"] = [{"round": r, "learner": g, **entry(p)} for (r, g), p in sorted(local.items())]
         partitions = write_run_files(
             run_dir, spec=spec, manifest_path=manifest_path, manifest=manifest, membership=members, name=name,
             description=f"{model.factory} imported from {len(rounds)} checkpoint(s)", seed=seed, loss=loss,

@@ -17,32 +17,10 @@ from fedsim.errors import FedsimError
 from fedsim.models import MODELS, build_model, layer_parameters
 from fedsim.models.sfcn import SFCN, bin_centres, check_cohort_ages, from_reference_state_dict, soft_labels
 from fedsim.training import OwnOutput, make_optimizer, model_ages, model_loss, own_output, train_epochs
+from tests.helpers.sfcn_reference import ReferenceSFCN, perturb_batch_norms
 
 PAPER_SHAPE = (160, 192, 160)
 TINY = dict(in_shape=(32, 32, 32), channels=(2, 4, 4, 4), head_channels=4)  # four pools: 2x2x2 left
-
-
-class ReferenceSFCN(nn.Module):
-    """SFCN laid out as the reference code (``dp_model/model_files/sfcn.py``) lays it out: an independent
-    construction to count and to load checkpoints from. ``avg_shape`` is its hard-coded [5, 6, 5]."""
-
-    def __init__(self, channel_number=(32, 64, 128, 256, 256, 64), output_dim=40, avg_shape=(5, 6, 5)):
-        super().__init__()
-        self.feature_extractor = nn.Sequential()
-        for i, out_channel in enumerate(channel_number):
-            in_channel = 1 if i == 0 else channel_number[i - 1]
-            last = i == len(channel_number) - 1
-            layers = [nn.Conv3d(in_channel, out_channel, kernel_size=1 if last else 3, padding=0 if last else 1),
-                      nn.BatchNorm3d(out_channel)]
-            layers += [nn.ReLU()] if last else [nn.MaxPool3d(2, stride=2), nn.ReLU()]
-            self.feature_extractor.add_module(f"conv_{i}", nn.Sequential(*layers))
-        self.classifier = nn.Sequential()
-        self.classifier.add_module("average_pool", nn.AvgPool3d(avg_shape))
-        self.classifier.add_module("dropout", nn.Dropout(0.5))
-        self.classifier.add_module(f"conv_{len(channel_number)}", nn.Conv3d(channel_number[-1], output_dim, 1))
-
-    def forward(self, x):
-        return torch.log_softmax(self.classifier(self.feature_extractor(x)), dim=1)
 
 
 def n_params(model: nn.Module) -> int:
@@ -72,11 +50,7 @@ def test_parameter_count_is_the_papers_at_the_papers_input():
 def test_a_reference_checkpoint_loads_and_predicts_alike():
     torch.manual_seed(0)
     reference = ReferenceSFCN(channel_number=(2, 4, 4, 4, 4), output_dim=40, avg_shape=(2, 2, 2))
-    with torch.no_grad():  # running statistics that are not the initial ones, so that loading them matters
-        for m in reference.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
+    perturb_batch_norms(reference)
     state = {f"module.{k}": v for k, v in reference.state_dict().items()}  # as DataParallel saved it
     model = build_model("sfcn", **TINY)
     model.load_state_dict(from_reference_state_dict(state))  # strict: every entry has its place

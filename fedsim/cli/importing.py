@@ -13,7 +13,7 @@ from fedsim.errors import FedsimError
 
 PROG = "python -m fedsim.cli.importing"
 ROLES = ("conv1", "conv6", "output")  # fedsim.models.imported.ROLES, without importing torch for --help
-INTENSITIES = ("zscore", "minmax")  # fedsim.models.imported.INTENSITIES
+INTENSITIES = ("zscore", "minmax", "mean")  # fedsim.models.imported.INTENSITIES
 
 
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -28,9 +28,13 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
                   "--model mynets:AgeNet --checkpoint 0=a.pt --checkpoint 5=b.pt \\\n"
                   "      --local 5:L1=l1-r5.pt --cohort bids/ --membership fl.csv \\\n"
                   "      --shape 36 43 36 --output-scale 7.4 --output-offset 62.7 \\\n"
-                  "      --layers conv6=fc1"])
+                  "      --layers conv6=fc1",
+                  "--model sfcn --checkpoint run_20190719_00_epoch_best_mae.p \\\n"
+                  "      --cohort ukb/manifest.csv --membership membership.csv \\\n"
+                  "      --shape 182 218 182 --crop 160 192 160 --intensity mean"])
     p.add_argument("--model", required=True, metavar="PKG.MODULE:CLASS",
-                   help="your model's class, or a function that builds it")
+                   help="your model's class, or a function that builds it, or one of fedsim's models by name (sfcn: "
+                   "checkpoints of the reference SFCN code load as they are)")
     p.add_argument("--model-kwargs", default="{}", metavar="JSON", help="its keyword arguments (default: {})")
     p.add_argument("--checkpoint", action="append", required=True, metavar="[ROUND=]FILE",
                    help="weights of the trained model, once per round or epoch (in order: rounds 1, 2, ...; or "
@@ -43,16 +47,21 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int, nargs=3, required=True, metavar=("X", "Y", "Z"),
                    help="the input volume the model takes; every scan is resampled onto the MNI box at this grid")
     p.add_argument("--intensity", default="zscore", choices=INTENSITIES,
-                   help="per-scan normalisation it was trained with (default: zscore)")
+                   help="per-scan normalisation it was trained with (default: zscore; mean: the scan divided by its "
+                   "mean, SFCN's, for scans whose background is 0)")
+    p.add_argument("--crop", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="the model takes the centre X Y Z of each normalised scan (SFCN's reference: 160 192 160 of "
+                   "--shape 182 218 182; default: the whole scan)")
     p.add_argument("--output-scale", type=float, default=1.0, metavar="YEARS",
                    help="years per output unit, e.g. the age standard deviation of a model trained on z-scored ages "
-                   "(default: 1: the output is in years)")
+                   "(default: 1: the output is in years; refused for a model that reads its own ages, as SFCN)")
     p.add_argument("--output-offset", type=float, default=0.0, metavar="YEARS",
                    help="the age of output 0, e.g. the mean age of a model trained on z-scored ages (default: 0)")
     p.add_argument("--layers", metavar="ROLE=LAYER,...",
                    help="which of your layers the white-box attacks name conv1 (the first conv), conv6 (the last "
                    "hidden layer) and output, e.g. conv6=fc1,output=head (default: found from the module)")
-    p.add_argument("--loss", default="mse", choices=("mse", "l1"), help="the loss it was trained with (default: mse)")
+    p.add_argument("--loss", choices=("mse", "l1"), help="the loss it was trained with (default: mse; a model with a "
+                   "loss of its own, as SFCN's KL to soft labels, is attacked with that and takes no --loss)")
     add_out_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh round-0 model (default: 0)")
     return p
@@ -122,7 +131,8 @@ def model_kwargs(value: str) -> dict:
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     args = parser(prog).parse_args(argv)
     spec_args = dict(kwargs=model_kwargs(args.model_kwargs), intensity=args.intensity, output_scale=args.output_scale,
-                     output_offset=args.output_offset, layers=layers(args.layers))
+                     output_offset=args.output_offset, layers=layers(args.layers),
+                     crop=None if args.crop is None else tuple(args.crop))
     rounds, local = checkpoints(args.checkpoint), local_models(args.local)
     from rich.console import Console
 

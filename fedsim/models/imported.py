@@ -8,14 +8,18 @@ the same parameter names and state dict, so their checkpoints load as they are �
 extended by :class:`ImportedModel` with what the attacks read off fedsim's own nets:
 
 * ``forward`` takes fedsim's preprocessed volume (resampled to ``in_shape``, z-scored per scan),
-  applies the intensity normalisation the model was trained with, and returns ages in years
-  (``age_offset + target_scale * output``: a model trained on z-scored ages declares the mean and
-  standard deviation it used, so fedsim's loss on ``(prediction - age) / target_scale`` is its own);
+  applies the intensity normalisation the model was trained with (then, if declared, takes the
+  centre ``crop`` the model was trained on), and returns ages in years (``age_offset +
+  target_scale * output``: a model trained on z-scored ages declares the mean and standard deviation
+  it used, so fedsim's loss on ``(prediction - age) / target_scale`` is its own). A model with an
+  output of its own (:class:`fedsim.training.OwnOutput`, e.g. SFCN's age bins) returns that output
+  unchanged: training code and attacks read it through its ``output_loss`` and ``output_ages``;
 * ``in_shape`` and ``target_scale``, as on :class:`fedsim.models.cnn3d.BrainAgeCNN3D`;
 * ``fedsim_layers``: the layers the attacks name (:func:`fedsim.models.layer_paths`). Three of the
   user's layers take the names fedsim's nets give them — ``conv1`` (the first conv), ``conv6`` (the
   last hidden layer) and ``output`` — so every attack's default feature sets apply unchanged; every
-  other layer with weights keeps its own dotted name (``features.3``).
+  other layer with weights keeps its own dotted name (``features.3``). One of fedsim's registered
+  models (``sfcn``, or ``fedsim.models.sfcn:SFCN``) keeps its own layers, as a run fedsim trained.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import torch
 from torch import nn
 
 from fedsim.errors import FedsimError
-from fedsim.models import register_model
-from fedsim.models.blocks import check_in_shape, finite_real
+from fedsim.models import MODELS, register_model
+from fedsim.models.blocks import check_in_shape, finite_real, positive_int
+from fedsim.training import own_output
 
 __all__ = ["INTENSITIES", "ROLES", "ImportedModel", "default_layers", "imported", "resolve_factory"]
 
@@ -49,20 +54,39 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - lo) / (hi - lo).clamp_min(1e-12)
 
 
+def _mean(x: torch.Tensor) -> torch.Tensor:
+    flat = x.flatten(1)
+    lo = flat.min(dim=1).values.reshape(-1, *[1] * (x.dim() - 1))
+    mean = flat.mean(dim=1).reshape(-1, *[1] * (x.dim() - 1))
+    return (x - lo) / (mean - lo).clamp_min(1e-12)
+
+
 #: Per-scan intensity normalisations a model may expect. fedsim's cache holds each scan z-scored, and
 #: every normalisation here is invariant to a scan's own affine rescaling, so it is computed exactly from
 #: the z-scored volume (raw scanner intensities are not kept, so a model trained on them cannot be served).
 INTENSITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "zscore": _zscore,  # (scan - mean) / std over the whole volume
     "minmax": _minmax,  # (scan - min) / (max - min): each scan in [0, 1]
+    # (scan - min) / (mean - min): SFCN's scan / scan.mean() (Peng et al.) for a scan whose minimum is 0,
+    # the background of a skull-stripped T1 in MNI space; a scan with negative voxels is shifted first
+    "mean": _mean,
 }
 
 
+def _fedsim_models() -> dict[str, Callable[..., nn.Module]]:
+    """fedsim's registered models a user may import by name (all but ``imported`` itself)."""
+    return {name: build for name, build in MODELS.items() if name != "imported"}
+
+
 def resolve_factory(path: str) -> Callable[..., nn.Module]:
-    """The class or factory function named ``package.module:Name`` (``Name`` may be dotted: ``Outer.Inner``)."""
+    """The class or factory function named ``package.module:Name`` (``Name`` may be dotted: ``Outer.Inner``),
+    or one of fedsim's registered models by its name (``sfcn``)."""
+    if str(path) in _fedsim_models():
+        return _fedsim_models()[str(path)]
     module_name, sep, name = str(path).partition(":")
     if not sep or not module_name or not name:
-        raise FedsimError(f"the model must be named 'package.module:Class' (a class or a factory function), got {path!r}")
+        raise FedsimError(f"the model must be named 'package.module:Class' (a class or a factory function) or be one "
+                          f"of fedsim's ({', '.join(sorted(_fedsim_models()))}), got {path!r}")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as err:
@@ -89,10 +113,17 @@ class ImportedModel(nn.Module):
     fedsim_age_offset: float
     fedsim_intensity: str
     fedsim_factory: str
+    fedsim_crop: tuple[slice, slice, slice] | None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Ages in years of fedsim's z-scored volumes (B, 1, D, H, W): (B,)."""
-        output = super().forward(INTENSITIES[self.fedsim_intensity](x))
+        """Ages in years of fedsim's z-scored volumes (B, 1, D, H, W): (B,); or, for an
+        :class:`~fedsim.training.OwnOutput` model, its own output."""
+        x = INTENSITIES[self.fedsim_intensity](x)
+        if self.fedsim_crop is not None:
+            x = x[(..., *self.fedsim_crop)]
+        output = super().forward(x)
+        if own_output(self) is not None:
+            return output
         if not isinstance(output, torch.Tensor) or output.numel() != x.shape[0]:
             got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise FedsimError(f"{self.fedsim_factory} returned {got} for {x.shape[0]} scan(s); a brain-age model returns one "
@@ -177,8 +208,7 @@ def _table(model: nn.Module, roles: Mapping[str, str]) -> dict[str, str]:
     return table
 
 
-def _build(factory: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    build = resolve_factory(factory)
+def _build(factory: str, build: Callable[..., nn.Module], kwargs: Mapping[str, Any]) -> nn.Module:
     try:
         model = build(**dict(kwargs))
     except TypeError as err:
@@ -186,6 +216,29 @@ def _build(factory: str, kwargs: Mapping[str, Any]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise FedsimError(f"{factory} built a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _native_layers(model: nn.Module, layers: Mapping[str, str] | None, factory: str) -> dict[str, str]:
+    """A fedsim model's own layer table (its children, as :func:`fedsim.models.layer_paths` names them),
+    so an imported SFCN is attacked layer by layer like one fedsim trained; ``layers`` may only repeat it."""
+    table = {name: name for name, _ in model.named_children()}
+    moved = {role: name for role, name in (layers or {}).items() if name != role or role not in table}
+    if moved:
+        raise FedsimError(f"{factory} is one of fedsim's models and keeps its own layers ({', '.join(table)}); "
+                          f"drop --layers (got {', '.join(f'{r}={n}' for r, n in moved.items())})")
+    return table
+
+
+def _centre(shape: tuple[int, int, int], crop: Sequence[int]) -> tuple[slice, slice, slice]:
+    """The slices of the centre ``crop`` of a ``shape`` volume, as the reference SFCN code's ``crop_center``."""
+    if isinstance(crop, (str, bytes)) or len(crop) != 3:
+        raise FedsimError(f"crop must be three sizes (D, H, W), got {crop!r}")
+    sizes = [positive_int("crop", c) for c in crop]
+    if any(c > s for c, s in zip(sizes, shape)):
+        raise FedsimError(f"crop {tuple(sizes)} does not fit in the declared shape {shape}: the model takes the centre "
+                          "of each scan at that shape")
+    d, h, w = (slice((s - c) // 2, (s - c) // 2 + c) for s, c in zip(shape, sizes))
+    return d, h, w
 
 
 @register_model("imported")
@@ -198,13 +251,15 @@ def imported(
     target_scale: float = 1.0,
     age_offset: float = 0.0,
     layers: Mapping[str, str] | None = None,
+    crop: Sequence[int] | None = None,
 ) -> nn.Module:
     """Build the user's model ``factory(**kwargs)`` and extend it for fedsim (see the module docstring).
 
     Parameters
     ----------
     factory
-        ``package.module:Class`` (or a function returning the module), importable where fedsim runs.
+        ``package.module:Class`` (or a function returning the module), importable where fedsim runs, or the
+        name of one of fedsim's models (``sfcn``).
     in_shape
         The volume (D, H, W) the model takes; fedsim resamples every scan to it.
     kwargs
@@ -213,10 +268,15 @@ def imported(
         The per-scan normalisation the model was trained with: one of :data:`INTENSITIES`.
     target_scale, age_offset
         The model's output in years is ``age_offset + target_scale * output`` (a model regressing z-scored
-        ages: the training ages' standard deviation and mean).
+        ages: the training ages' standard deviation and mean). A model with its own output
+        (:class:`~fedsim.training.OwnOutput`) reads its ages itself, so it refuses any but 1 and 0.
     layers
         Role (``conv1``, ``conv6``, ``output``) -> the user's dotted layer name; default: :func:`default_layers`
-        on a zero volume.
+        on a zero volume (one of fedsim's models: its own layers).
+    crop
+        The centre (D, H, W) of the normalised ``in_shape`` volume that the model takes, as SFCN's reference
+        code crops 160x192x160 out of the 1 mm MNI grid (182x218x182) after dividing by the scan's mean;
+        default: the whole volume.
     """
     shape = check_in_shape(in_shape)
     if intensity not in INTENSITIES:
@@ -224,11 +284,21 @@ def imported(
                           "z-scored, so a model trained on raw intensities cannot be served")
     if not finite_real("target_scale", target_scale) > 0:
         raise FedsimError(f"target_scale (years per output unit) must be positive, got {target_scale!r}")
-    model = _build(factory, kwargs or {})
+    offset = finite_real("age_offset", age_offset)
+    window = None if crop is None else _centre(shape, crop)
+    build = resolve_factory(factory)
+    model = _build(factory, build, kwargs or {})
+    if own_output(model) is not None and (target_scale != 1 or offset != 0):
+        raise FedsimError(f"{factory} reads its ages off its own output ({type(model).__name__}.output_ages), so it "
+                          f"takes no output units: drop --output-scale/--output-offset (got {target_scale:g} and "
+                          f"{offset:g})")
     model.__class__ = _extended(type(model))
     model.in_shape, model.target_scale = shape, float(target_scale)
     model.fedsim_factory, model.fedsim_intensity = str(factory), intensity
-    model.fedsim_age_offset = finite_real("age_offset", age_offset)
+    model.fedsim_age_offset, model.fedsim_crop = offset, window
+    if build in _fedsim_models().values():
+        model.fedsim_layers = _native_layers(model, layers, str(factory))
+        return model
     if layers is None:
         try:
             layers = default_layers(model, torch.zeros(1, 1, *shape))
