@@ -17,6 +17,7 @@
         splits.py       attack-train / attack-test subject sets, age-matched controls
         seats.py        centralized adversary, malicious learner, curious controller, outsider
       engine.py       the one loop: fit on the attacker's side, score the victim's subjects
+      execution.py    where independent trainings (references, shadows) run: in process or as Ray tasks, cached
       membership/     the membership family
         names.py        the attack classifiers by name, imported on first use
         nets.py         the paper's deep attack classifiers (MLP, per-filter gradient head)

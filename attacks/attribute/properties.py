@@ -21,6 +21,9 @@ update's direction alone is drowned by the batch order of local SGD.
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from attacks.attribute.labels import POSITIVE_SEX, values
 from attacks.attribute.names import DEFAULT_SHADOWS, MIN_SHADOWS
 from attacks.evaluation.images import mean_interval
+from attacks.execution import TASKS_DIR, cached_map, content_key
 from attacks.signals.cache import Progress
 from attacks.signals.features import compute_features
 from attacks.signals.updates import Recipe, train_update
@@ -49,6 +53,8 @@ PROPERTIES = {"women": "share of women", "age": "mean age (years)"}
 _BOUNDS = {"women": (0.0, 1.0), "age": (-np.inf, np.inf)}  # an estimate outside them is clipped: a share is a share
 MIN_SHADOW_SUBJECTS = 8
 _ALPHAS = np.logspace(-2, 5, 15)
+#: Bump when a shadow update's training or reading changes: it is part of every cached shadow's key.
+SHADOW_VERSION = 1
 
 
 def _predictions(model: torch.nn.Module, target: Target, rows: np.ndarray) -> np.ndarray:
@@ -96,6 +102,25 @@ def _shadow_rows(rng: np.random.Generator, women: np.ndarray, ages: np.ndarray, 
     return np.concatenate(picked)
 
 
+@dataclass(frozen=True)
+class _Shadow:
+    """One shadow update's task (in process or a Ray task): train it from ``start`` on cohort rows with its
+    seed, and return how the model it makes moves the probes (:func:`behaviour`)."""
+
+    config: dict[str, Any]
+    start: torch.nn.Module
+    target: Target
+    recipe: Recipe
+    probe: np.ndarray
+    women: np.ndarray
+    before: np.ndarray
+
+    def __call__(self, job: tuple[np.ndarray, int]) -> list[float]:
+        rows, seed = job
+        update = train_update(self.config, self.start, self.target.cohort, rows, self.recipe, seed=seed)
+        return behaviour(_moved(self.start, update), self.target, self.probe, self.women, self.before).tolist()
+
+
 def property_attack(
     target: Target, *, rnd: int, shadows: int = DEFAULT_SHADOWS, seed: int = 0, progress: Progress | None = None,
 ) -> pd.DataFrame:
@@ -133,15 +158,21 @@ def property_attack(
     def read(model: torch.nn.Module) -> np.ndarray:
         return behaviour(model, target, probe, women_of[probe], before)
     rng = np.random.default_rng([seed, 13])
-    X, y = [], []
-    for s in range(shadows):
-        size = int(np.clip(sizes[s % len(sizes)], MIN_SHADOW_SUBJECTS, largest))
-        rows = pool[_shadow_rows(rng, women_of[pool], ages[pool], size)]
-        update = train_update(config, start.model, target.cohort, rows, recipe, seed=seed + s)
-        X.append(read(_moved(start.model, update)))
-        y.append(_properties(women_of[rows], ages[rows]))
-        if progress is not None:
-            progress("shadow updates", s + 1, shadows)
+    cohorts = [pool[_shadow_rows(rng, women_of[pool], ages[pool], int(np.clip(sizes[s % len(sizes)],
+                                                                             MIN_SHADOW_SUBJECTS, largest)))]
+               for s in range(shadows)]
+    shadow = _Shadow(config, start.model, target, recipe, probe, women_of[probe], before)
+    ids = target.cohort.subject_ids
+    # what a shadow's output is computed from: the start model, the recipe, the cohort's scans, the probes (their
+    # sex and age), its own subjects and seed
+    setting = {"version": SHADOW_VERSION, "start": start.digest, "config": content_key(config),
+               "recipe": dataclasses.asdict(recipe), "cohort": Path(str(getattr(target.cohort.volumes, "filename", "")
+                                                                          or "in-memory")).name,
+               "probe": [[ids[i], bool(women_of[i]), float(ages[i])] for i in probe]}
+    keys = [content_key({**setting, "seed": seed + s, "rows": [ids[i] for i in rows]}) for s, rows in enumerate(cohorts)]
+    X = cached_map(shadow, [(rows, seed + s) for s, rows in enumerate(cohorts)], keys=keys,
+                   folder=target.run_dir / TASKS_DIR / "shadows", description="shadow updates", progress=progress)
+    y = [_properties(women_of[rows], ages[rows]) for rows in cohorts]
     truth, real = [], []
     for g in learners:
         real.append(read(load_snapshot(target.run_dir, rnd, name=g).model))

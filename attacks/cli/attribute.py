@@ -21,7 +21,7 @@ from attacks.attribute.names import (
     ADVERSARY, ATTRIBUTES, COMPONENTS, CONTROLLER, DEFAULT_CLASSIFIER, DEFAULT_SHADOWS, HOLDER, LEARNER, MIN_SHADOWS,
     OUTSIDER,
 )
-from attacks.cli.options import add_run_dir
+from attacks.cli.options import add_executor_options, add_run_dir, executing
 from attacks.membership.names import CLASSIFIERS
 from attacks.signals.names import feature_listing
 from fedsim.cli import add_device_option, command_parser
@@ -69,6 +69,7 @@ def parser(prog: str = "python -m attacks.attribute") -> argparse.ArgumentParser
                    help=f"shadow updates of property inference (default: {DEFAULT_SHADOWS})")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the splits and shadows (default: 0)")
     add_device_option(p)
+    add_executor_options(p)
     return p
 
 
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.at
     from attacks.threats.seats import skipped_pairs_said
     from fedsim.device import using_device
 
-    with using_device(args.device):
+    with using_device(args.device), executing(args):
         target = open_run(args.run_dir)
         rnd = resolve_rounds("default", target, centralized=is_centralized(target))[0] if args.round is None else args.round
         asked = [q for a in attributes for q in questions(target, a)]  # every attribute checked before any work

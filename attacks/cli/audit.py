@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from attacks.cli.options import add_run_dir
+from attacks.cli.options import add_executor_options, add_run_dir, executing
 from attacks.experiments.audit import BUDGETS, FAMILIES
 from fedsim.cli import add_device_option, command_parser
 
@@ -37,6 +37,7 @@ def parser(prog: str = "python -m attacks.audit") -> argparse.ArgumentParser:
                    help="the round attacked (default: the best epoch of a centralized run, else the last round)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the attack splits (default: 0)")
     add_device_option(p)
+    add_executor_options(p)
     return p
 
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.au
     families = parse_families(args.families)
     console = Console(highlight=False)
     command = shlex.join([*prog.split(), *(sys.argv[1:] if argv is None else argv)])
-    with using_device(args.device):
+    with using_device(args.device), executing(args):
         with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")), \
                 progress_bars(console) as progress:
             result = run_audit(args.run_dir, families=families, budget=args.budget, seed=args.seed, rnd=args.round,

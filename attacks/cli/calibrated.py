@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from attacks.cli.options import add_run_dir
+from attacks.cli.options import add_executor_options, add_run_dir, executing
 from attacks.membership.calibration import (
     DEFAULT_METHODS, DEFAULT_REFERENCES, DEFAULT_STATISTICS, LIKELIHOODS, METHODS, PER_SUBJECT_FROM, STATISTICS,
     VARIANCES, attack_name, check_gamma, choice, parse_methods,
@@ -53,6 +53,7 @@ def parser(prog: str = "python -m attacks.calibrated") -> argparse.ArgumentParse
         examples=["runs/centralized", "runs/centralized --references 16 --method rmia"])
     add_run_dir(p, "a centralized run directory written by fedsim centralized")
     add_device_option(p)
+    add_executor_options(p)
     p.add_argument("--references", type=int, default=DEFAULT_REFERENCES, metavar="N",
                    help=f"reference models, an even number (default: {DEFAULT_REFERENCES}; cached and reused)")
     p.add_argument("--method", default=",".join(DEFAULT_METHODS), metavar="METHODS", help=f"comma-separated, from: {', '.join(METHODS)}")
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.ca
     from attacks.target import open_run
     from fedsim.device import using_device
 
-    with using_device(args.device):
+    with using_device(args.device), executing(args):
         if args.references < 2 or args.references % 2:
             raise FedsimError(
                 f"--references must be an even number of at least 2 (references come in complementary pairs), "

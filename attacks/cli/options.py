@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attacks.membership.names import CLASSIFIERS, DEFAULT_CLASSIFIER
 from attacks.signals.names import feature_listing
 from attacks.threats.names import DEFAULT_REPEATS
 from fedsim.errors import FedsimError
+
+if TYPE_CHECKING:
+    from attacks.execution import Executor
 
 
 def add_attack_options(p: argparse.ArgumentParser, *, features: str = "table1", seed: bool = True) -> None:
@@ -51,3 +56,45 @@ def parse_families(text: str, families: Sequence[str] = FAMILIES) -> list[str]:
     if bad:
         raise FedsimError(f"--families: unknown family {bad[0]!r}; choose from: {', '.join(families)}")
     return list(dict.fromkeys(["membership", *names]))
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--ray-address``, ``--cpus-per-task``, ``--gpus-per-task``: where the command's
+    independent trainings (reference models, shadow updates) run, with training's Ray options."""
+    p.add_argument("--executor", choices=("serial", "ray"), default=None,
+                   help="where reference models and shadow updates train: serial (in this process, the default) or "
+                   "ray (as Ray tasks: a private local Ray, or the cluster of --ray-address; implied by the Ray options)")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="run the tasks on this Ray cluster (default with --executor ray: $RAY_ADDRESS, else a private local Ray)")
+    p.add_argument("--cpus-per-task", type=float, metavar="N", help="CPUs per Ray task (default: 1)")
+    p.add_argument("--gpus-per-task", type=float, metavar="N",
+                   help="GPUs per Ray task, fractions share a GPU (default: 1 if torch sees CUDA, else 0)")
+
+
+@contextlib.contextmanager
+def executing(args: argparse.Namespace) -> Iterator[None]:
+    """Inside, the command's trainings run where the options of :func:`add_executor_options` say (checked
+    first, before any work); a Ray started for them stops on leaving."""
+    from attacks.execution import RayExecutor, using_executor
+
+    executor = executor_of(args)
+    try:
+        with using_executor(executor):
+            yield
+    finally:
+        if isinstance(executor, RayExecutor):
+            executor.close()
+
+
+def executor_of(args: argparse.Namespace) -> Executor:
+    """The executor the options of :func:`add_executor_options` ask for."""
+    from attacks.execution import RayExecutor, SerialExecutor
+
+    ray_options = [f"--{name.replace('_', '-')}" for name in ("ray_address", "cpus_per_task", "gpus_per_task")
+                   if getattr(args, name) is not None]
+    if args.executor == "serial" and ray_options:
+        raise FedsimError(f"{ray_options[0]} places Ray tasks; drop it or use --executor ray")
+    if args.executor is None and not ray_options:
+        return SerialExecutor()
+    return RayExecutor(address=args.ray_address, cpus=1.0 if args.cpus_per_task is None else args.cpus_per_task,
+                       gpus=args.gpus_per_task)

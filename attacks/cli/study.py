@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from attacks.cli.options import add_attack_options, add_families_option, parse_families
+from attacks.cli.options import (
+    add_attack_options, add_executor_options, add_families_option, executing, parse_families,
+)
 from attacks.experiments.names import DEFAULT_ENVS
 from fedsim.cli import add_cohort_option, add_device_option, command_parser
 from fedsim.cli.progress import progress_bars
@@ -45,6 +47,7 @@ def parser(prog: str = "python -m attacks.study") -> argparse.ArgumentParser:
     add_attack_options(p, seed=False)
     add_families_option(p)
     add_device_option(p)
+    add_executor_options(p)
     return p
 
 
@@ -68,7 +71,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.st
     from attacks.reporting.markdown import write_summary
     from fedsim.device import using_device
 
-    with using_device(args.device):
+    with using_device(args.device), executing(args):
         envs = [e.strip() for e in args.envs.split(",") if e.strip()]
         if not envs:
             raise FedsimError("--envs names no environment")

@@ -22,7 +22,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from attacks.cli.options import SWEEP_FAMILIES, add_attack_options, add_families_option, parse_families
+from attacks.cli.options import (
+    SWEEP_FAMILIES, add_attack_options, add_executor_options, add_families_option, executing, parse_families,
+)
 from attacks.cli.study import print_frame
 from attacks.experiments.names import DEFAULT_FEATURES, SWEEPABLE
 from attacks.membership.calibration import FAMILY_REFERENCES
@@ -54,6 +56,7 @@ def parser(prog: str = "python -m attacks.sweep") -> argparse.ArgumentParser:
                    help=f"reference models of the calibrated family on a centralized run, an even number ≥ {FAMILY_REFERENCES} "
                    f"(default: {FAMILY_REFERENCES}; each trains like the run, cached and reused)")
     add_device_option(p)
+    add_executor_options(p)
     return p
 
 
@@ -78,7 +81,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
     from fedsim.device import using_device
     from fedsim.models import build_model
 
-    with using_device(args.device):
+    with using_device(args.device), executing(args):
         key = args.defense
         if key not in SWEEPABLE:
             raise FedsimError(f"unknown [defense] key {key!r} to sweep; choose one of: {', '.join(SWEEPABLE)}")

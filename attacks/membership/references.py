@@ -38,6 +38,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from attacks.execution import current_executor
 from fedsim import snapshots
 from fedsim.config import EnvConfig, from_resolved
 from fedsim.data.cache import CohortArray, VolumeDataset
@@ -218,6 +219,45 @@ def _ref_dir(folder: Path, index: int) -> Path:
     return folder / f"ref-{index:02d}"
 
 
+@dataclass(frozen=True)
+class _ReferenceJob:
+    """What one reference's task needs besides its index: a picklable callable, run in process or as a Ray task."""
+
+    plan: ReferencePlan
+    cohort: CohortArray
+    folder: Path
+    keep: np.ndarray
+    train: Trainer | None
+    device: torch.device | str | None
+
+    def __call__(self, k: int) -> float:
+        """Train reference ``k``, predict, write its files (``meta.json`` last); returns its seconds."""
+        cfg = self.plan.env()
+        start = time.perf_counter()
+        seed = reference_seed(self.plan.seed, k)
+        device = resolve_device(self.device)
+        trained_rows = self.cohort.index_of(list(self.plan.population))[self.keep[k]]
+        if self.train is None:
+            model, mae = train_model(cfg, self.cohort, trained_rows, epochs=self.plan.epochs, seed=seed, device=device)
+        else:
+            model, mae = self.train(cfg, trained_rows, seed, device)
+        # released predictions, as the target's are ([defense] prediction_noise: own draws)
+        released = release_model(model, dataclasses.replace(cfg, seed=seed))
+        predicted = self.cohort.index_of(list(self.plan.population + self.plan.scored))
+        preds = predict_rows(released, self.cohort, predicted, batch_size=max(cfg.train.batch_size, 16), device=device)
+        took = time.perf_counter() - start
+        d = _ref_dir(self.folder, k)
+        tensors = {n: v.detach().cpu().contiguous() for n, v in model.state_dict().items()}
+        snapshots.atomic_write(d / snapshots.MODEL_FILE, lambda tmp: save_file(tensors, tmp))
+        snapshots.atomic_write(d / _PREDICTIONS_FILE, lambda tmp: _save_npy(tmp, preds))
+        meta = {
+            "index": k, "seed": seed, "epochs": self.plan.epochs, "train_mae": mae, "seconds": round(took, 3),
+            "n_in": len(trained_rows), "in": [str(self.cohort.subject_ids[i]) for i in trained_rows],
+        }
+        snapshots.write_text(d / snapshots.META_FILE, json.dumps(meta, indent=1))
+        return took
+
+
 def ensure_references(
     plan: ReferencePlan,
     cohort: CohortArray,
@@ -232,55 +272,43 @@ def ensure_references(
 
     ``train(cfg, rows, seed, device)`` trains one reference on cohort ``rows`` (default: from scratch for
     ``plan.epochs``, :func:`train_model`); a plan with a ``start`` needs its own, which ``start`` describes.
-    ``progress(done, total)`` is called after each reference (trained or found). A reference is
-    on disk once its ``meta.json`` exists (weights and predictions are written first, each
-    atomically), so an interrupted call resumes where it stopped.
+    The references not on disk are tasks of the current executor (:func:`attacks.execution.current_executor`:
+    in this process, or Ray tasks that write to the same run directory); each seeds itself from the plan's seed
+    and its index alone, so both give the same references. ``progress(done, total)`` is called for those found,
+    then after each one trained. A reference is on disk once its ``meta.json`` exists (weights and predictions
+    are written first, each atomically), so an interrupted call resumes where it stopped.
     """
     if plan.start is not None and train is None:
         raise FedsimError("a reference plan with a start model needs the trainer its start describes")
-    train = train or (lambda cfg, rows, seed, device: train_model(cfg, cohort, rows, epochs=plan.epochs, seed=seed,
-                                                                  device=device))
-    device = resolve_device(device)
     keep = assign_halves(len(plan.population), references, seed=plan.seed)
     folder = Path(run_dir) / REFERENCES_DIR / plan.key()
     snapshots.write_text(folder / _PLAN_FILE, json.dumps(plan.describe(), indent=1))
-    rows = cohort.index_of(list(plan.population))
-    predicted = cohort.index_of(list(plan.population + plan.scored))
-    cfg: EnvConfig | None = None
-    predictions = np.empty((references, len(predicted)), dtype=np.float64)
+    missing = [k for k in range(references) if not (_ref_dir(folder, k) / snapshots.META_FILE).is_file()]
+    finished = references - len(missing)
+    if progress is not None and finished:
+        progress(finished, references)
+    took: dict[int, float] = {}
+
+    def arrived(i: int, seconds: float) -> None:
+        nonlocal finished
+        took[missing[i]] = seconds
+        finished += 1
+        if progress is not None:
+            progress(finished, references)
+
+    # the folder absolute: a Ray worker's working directory is its own
+    current_executor().map(_ReferenceJob(plan, cohort, folder.resolve(), keep, train, device), missing, done=arrived)
+    predictions = np.empty((references, len(plan.population) + len(plan.scored)), dtype=np.float64)
     train_mae = np.empty(len(keep), dtype=np.float64)
-    trained, seconds = [], 0.0
     for k in range(references):
         d = _ref_dir(folder, k)
-        if not (d / snapshots.META_FILE).is_file():
-            cfg = cfg or plan.env()
-            start = time.perf_counter()
-            seed = reference_seed(plan.seed, k)
-            trained_rows = rows[keep[k]]
-            model, mae = train(cfg, trained_rows, seed, device)
-            # released predictions, as the target's are ([defense] prediction_noise: own draws)
-            released = release_model(model, dataclasses.replace(cfg, seed=seed))
-            preds = predict_rows(released, cohort, predicted, batch_size=max(cfg.train.batch_size, 16), device=device)
-            took = time.perf_counter() - start
-            tensors = {n: v.detach().cpu().contiguous() for n, v in model.state_dict().items()}
-            snapshots.atomic_write(d / snapshots.MODEL_FILE, lambda tmp, t=tensors: save_file(t, tmp))
-            snapshots.atomic_write(d / _PREDICTIONS_FILE, lambda tmp, p=preds: _save_npy(tmp, p))
-            meta = {
-                "index": k, "seed": seed, "epochs": plan.epochs, "train_mae": mae, "seconds": round(took, 3),
-                "n_in": len(trained_rows), "in": [str(cohort.subject_ids[i]) for i in trained_rows],
-            }
-            snapshots.write_text(d / snapshots.META_FILE, json.dumps(meta, indent=1))
-            trained.append(k)
-            seconds += took
         meta = json.loads((d / snapshots.META_FILE).read_text())
         expected = [s for s, m in zip(plan.population, keep[k]) if m]
         if meta["in"] != expected:
             raise FedsimError(f"{str(d)!r} trained on other subjects than its plan says; delete {str(folder)!r} and rerun")
         predictions[k] = np.load(d / _PREDICTIONS_FILE)
         train_mae[k] = meta["train_mae"]
-        if progress is not None:
-            progress(k + 1, references)
-    return ReferenceSet(folder, plan.population, keep, predictions, train_mae, trained, seconds)
+    return ReferenceSet(folder, plan.population, keep, predictions, train_mae, sorted(took), sum(took.values()))
 
 
 def population_order(subject_ids: Sequence[str], cohort: CohortArray) -> tuple[str, ...]:

@@ -45,6 +45,21 @@ class CohortArray:
         position = {s: i for i, s in enumerate(self.subject_ids)}
         return np.array([position[s] for s in subject_ids], dtype=np.int64)
 
+    def __reduce__(self) -> tuple:
+        """Pickled by its cache file's path where the volumes map one whole (as :func:`build_cache` opens it):
+        a Ray task or another process maps the same file (shared storage on a cluster) instead of receiving
+        every volume. In-memory volumes are pickled as they are."""
+        volumes = self.volumes
+        if isinstance(volumes, np.memmap) and volumes.filename and os.path.isfile(volumes.filename):
+            whole = np.load(volumes.filename, mmap_mode="r")
+            if whole.offset == volumes.offset and whole.shape == volumes.shape and whole.dtype == volumes.dtype:
+                return _mapped, (volumes.filename, self.subject_ids, self.ages)
+        return CohortArray, (np.asarray(volumes), self.subject_ids, self.ages)
+
+
+def _mapped(path: str, subject_ids: list[str], ages: np.ndarray) -> CohortArray:
+    return CohortArray(np.load(path, mmap_mode="r"), subject_ids, ages)
+
 
 def _cache_key(manifest: pd.DataFrame, shape: tuple[int, int, int], dtype: str) -> str:
     settings = {"version": PREPROCESS_VERSION, "method": METHOD, "shape": list(shape), "dtype": dtype}
