@@ -122,7 +122,7 @@ def test_replies_that_name_no_learner_and_weights_that_do_not_fit_are_one_line_e
 
 
 @pytest.mark.slow
-def test_the_example_runs_in_flowers_ray_simulation_and_is_audited(tmp_path, manifest, app):
+def test_the_example_runs_in_flowers_ray_simulation_and_records_every_round(tmp_path, manifest, app):
     """The example's own driver (``simulate.py``: ``flwr.simulation.run_simulation``, Ray), as a user runs it; the
     attacks import the app's model class (``app``: its package importable here, as on the user's PYTHONPATH)."""
     run_dir = tmp_path / "ray-run"
@@ -130,7 +130,7 @@ def test_the_example_runs_in_flowers_ray_simulation_and_is_audited(tmp_path, man
     result = subprocess.run([sys.executable, str(EXAMPLE / "simulate.py"), str(manifest), str(run_dir)],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    # what the in-process run has, which the tests above audit from every seat
     assert snapshots.complete_rounds(run_dir) == [0, 1, 2] and snapshots.is_done(run_dir)
-    results = attacks.audit(run_dir, features="error,pred+label", seats=["controller"], repeats=1, classifier="logreg")
-    assert set(results["seat"]) == {"curious controller"} and results["auc"].between(0, 1).all()
+    assert has_local_models(open_run(run_dir), 2)
 
