@@ -19,7 +19,6 @@ of its output) is declared (:class:`ModelSpec`), checked on the cohort's first s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import pickle
 import re
 import zlib
@@ -38,7 +37,7 @@ from torch import nn
 from fedsim import snapshots
 from fedsim.data.bids import is_bids, write_bids_manifest
 from fedsim.data.cache import VolumeDataset, build_cache
-from fedsim.data.manifest import load_manifest
+from fedsim.data.manifest import file_sha256, load_manifest
 from fedsim.data.partition import learner_groups
 from fedsim.data.partition_table import partition_table, write_partitions
 from fedsim.data.volumes import load_volume
@@ -128,14 +127,6 @@ def resolved(spec: ModelSpec, model: nn.Module) -> ModelSpec:
     """``spec`` with every layer role spelt out as ``model`` found it, so the run records them all."""
     roles = {role: path for role, path in model.fedsim_layers.items() if role in ("conv1", "conv6", "output")}
     return dataclasses.replace(spec, layers=roles)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _only_tensors(obj: Any) -> bool:
@@ -428,7 +419,7 @@ def import_run(
 
         def entry(path: Path) -> dict[str, Any]:
             names = {"names": "reference SFCN, renamed by from_reference_state_dict"} if path in renamed else {}
-            return {"path": str(path.resolve()), "sha256": _sha256(path), **names}
+            return {"path": str(path.resolve()), "sha256": file_sha256(path), **names}
 
         record = {"checkpoints": [{"round": r, **entry(p)} for r, p in rounds.items()],
                   "initial": str(rounds[0].resolve()) if 0 in rounds else f"a fresh {model.factory} (seed {seed})"}

@@ -18,7 +18,8 @@ REQUIRED_COLUMNS = ("subject_id", "path", "age")
 MAX_AGE = 120.0  # years: the oldest verified human lived 122; an older age is a typo or a unit error
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks (scans and checkpoints are large)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -36,7 +37,7 @@ def _refuse_copies(manifest: Path, scans: dict[Path, tuple[int, str]]) -> None:
     for same_size in (group for group in by_size.values() if len(group) > 1):
         seen: dict[str, Path] = {}
         for image in sorted(same_size, key=lambda p: scans[p][0]):
-            digest = _sha256(image)
+            digest = file_sha256(image)
             if digest in seen:
                 (line, sid), (first_line, first) = scans[image], scans[seen[digest]]
                 raise FedsimError(f"manifest {str(manifest)!r} line {line} (subject {sid!r}): a copy of the image of "
