@@ -33,7 +33,7 @@ from fedsim.federation.simulation import PRIVATE_RAY, ray_address
 from fedsim.progress import Progress
 
 __all__ = [
-    "EXECUTORS", "TASKS_DIR", "Executor", "RayExecutor", "SerialExecutor", "cached_map", "content_key",
+    "EXECUTORS", "TASKS_DIR", "Done", "Executor", "RayExecutor", "SerialExecutor", "cached_map", "content_key",
     "current_executor", "using_executor",
 ]
 
@@ -66,15 +66,18 @@ class SerialExecutor:
         return results
 
 
-def _in_worker(fn: Callable[[T], R], task: T, threads: int, device: str) -> R:
-    """One task in a Ray worker: the torch threads and device of its resources (as a learner actor's)."""
+def _in_worker(fn: Callable[[T], R], task: T, cpus: float, gpus: float) -> R:
+    """One task in a Ray worker: the torch threads and device of its resources (as a learner actor's). Tasks it
+    starts itself (a sweep value's reference models) are Ray tasks of the same resources: Ray lends the waiting
+    task's CPU to them."""
     import torch
 
     from fedsim.device import using_device
 
+    threads = max(1, int(cpus))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    with using_device(device):
+    with using_device("cuda" if gpus > 0 else "cpu"), using_executor(RayExecutor.in_task(cpus, gpus)):
         return fn(task)
 
 
@@ -122,6 +125,14 @@ class RayExecutor:
         self.address, self.cpus, self.gpus = address, float(cpus), float(gpus)
         self._started = False
 
+    @classmethod
+    def in_task(cls, cpus: float, gpus: float) -> RayExecutor:
+        """The executor of a Ray task's own tasks: the Ray that runs it (initialised in every worker), the same
+        resources per task, nothing to start or stop."""
+        executor = cls.__new__(cls)
+        executor.address, executor.cpus, executor.gpus, executor._started = "the task's own Ray", cpus, gpus, False
+        return executor
+
     def _start(self) -> None:
         import ray
 
@@ -146,9 +157,8 @@ class RayExecutor:
         import ray
 
         shared = ray.put(fn)  # once in the object store, not once per task
-        device = "cuda" if self.gpus > 0 else "cpu"
         remote = ray.remote(_in_worker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
-        pending = [remote.remote(shared, task, max(1, int(self.cpus)), device) for task in tasks]
+        pending = [remote.remote(shared, task, self.cpus, self.gpus) for task in tasks]
         index = {ref: i for i, ref in enumerate(pending)}
         results: list[Any] = [None] * len(tasks)
         failure: BaseException | None = None

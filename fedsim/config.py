@@ -145,6 +145,9 @@ class TrainConfig:
     momentum: float = _spec(_fraction, "a number in [0, 1)", 0.0)
     epochs: int = _spec(_int_at_least(1), "a positive integer", 1)
     precision: str = _spec(_one_of("fp32", "bf16"), "'fp32' or 'bf16' (bfloat16 autocast of the forward pass)", "fp32")
+    init: str | None = _spec(_optional(lambda v: isinstance(v, str) and v.strip() != ""),
+                             "a run directory or a .safetensors snapshot to start from (e.g. a model trained on public "
+                             "data; fedsim.pretrained)", None)
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,8 @@ class EnvConfig:
                 out[f.name] = {k: v for k, v in dataclasses.asdict(value).items() if v is not None}
         if manifest is not None:
             out["cohort"]["manifest"] = str(Path(manifest).resolve())
+        if self.train.init is not None:  # a run's config names the same file wherever it is read from
+            out["train"]["init"] = str(Path(self.train.init).resolve())
         out["model"]["in_shape"] = list(self.data.shape)
         return out
 

@@ -60,9 +60,11 @@ def parse_families(text: str, families: Sequence[str] = FAMILIES) -> list[str]:
 
 def add_executor_options(p: argparse.ArgumentParser) -> None:
     """``--executor``, ``--ray-address``, ``--cpus-per-task``, ``--gpus-per-task``: where the command's
-    independent trainings (reference models, shadow updates) run, with training's Ray options."""
+    independent tasks (reference models, shadow updates, sweep values, reconstruction sweep points) run, with training's
+    Ray options."""
     p.add_argument("--executor", choices=("serial", "ray"), default=None,
-                   help="where reference models and shadow updates train: serial (in this process, the default) or "
+                   help="where the independent tasks (reference models, shadows, sweep values, reconstruction sweep points) run: serial "
+                   "(in this process, the default) or "
                    "ray (as Ray tasks: a private local Ray, or the cluster of --ray-address; implied by the Ray options)")
     p.add_argument("--ray-address", metavar="ADDRESS",
                    help="run the tasks on this Ray cluster (default with --executor ray: $RAY_ADDRESS, else a private local Ray)")
@@ -77,24 +79,30 @@ def executing(args: argparse.Namespace) -> Iterator[None]:
     first, before any work); a Ray started for them stops on leaving."""
     from attacks.execution import RayExecutor, using_executor
 
+    from attacks.execution import current_executor
+
+    borrowed = current_executor()
     executor = executor_of(args)
     try:
         with using_executor(executor):
             yield
     finally:
-        if isinstance(executor, RayExecutor):
+        if isinstance(executor, RayExecutor) and executor is not borrowed:  # a caller's executor stays the caller's
             executor.close()
 
 
 def executor_of(args: argparse.Namespace) -> Executor:
-    """The executor the options of :func:`add_executor_options` ask for."""
-    from attacks.execution import RayExecutor, SerialExecutor
+    """The executor the options of :func:`add_executor_options` ask for; without them, the enclosing
+    :func:`~attacks.execution.using_executor`'s (serial by default), so a caller can run a command's tasks its way."""
+    from attacks.execution import RayExecutor, SerialExecutor, current_executor
 
     ray_options = [f"--{name.replace('_', '-')}" for name in ("ray_address", "cpus_per_task", "gpus_per_task")
                    if getattr(args, name) is not None]
     if args.executor == "serial" and ray_options:
         raise FedsimError(f"{ray_options[0]} places Ray tasks; drop it or use --executor ray")
-    if args.executor is None and not ray_options:
+    if args.executor == "serial":
         return SerialExecutor()
+    if args.executor is None and not ray_options:
+        return current_executor()
     return RayExecutor(address=args.ray_address, cpus=1.0 if args.cpus_per_task is None else args.cpus_per_task,
                        gpus=args.gpus_per_task)

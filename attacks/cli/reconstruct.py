@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from attacks.cli.options import add_run_dir
+from attacks.cli.options import add_executor_options, add_run_dir, executing
 from attacks.reconstruction.settings import (
     LOCAL_STEPS, OBJECTIVES, PRIORS, PROJECTIONS, UPDATES, WEIGHTINGS, GradientAttack, Inversion,
 )
@@ -117,6 +117,7 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
     p.add_argument("--recipe", choices=["paper", "run"], default="paper",
                    help="--sweep: local training as the paper's federation (plain SGD) or as the run's [train] (default: paper)")
     add_device_option(p)
+    add_executor_options(p)
     return p
 
 
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.re
     attack = GradientAttack(settings, weighting=args.weighting, constraints=args.constraints,
                             prior=args.prior, components=args.components)
     console = Console()
-    with using_device(args.device):
+    with using_device(args.device), executing(args):
         target = open_run(args.run_dir)
         with progress_bars(console) as progress:
             if args.sweep:

@@ -64,8 +64,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.st
     args = parser(prog).parse_args(argv)
     import pandas as pd
 
+    from attacks.execution import SerialExecutor, current_executor
     from attacks.experiments.study import (
-        AttackSettings, attack_cached, attribute_cached, attribute_row, environment_row, pair_table, table1, train_env,
+        AttackSettings, EnvironmentTask, attribute_row, environment_row, pair_table, run_environments, table1,
     )
     from attacks.reporting.attribute import attribute_table
     from attacks.reporting.markdown import write_summary
@@ -81,15 +82,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.st
         settings = AttackSettings(args.features, args.classifier, args.repeats)  # a typo fails before training, too
         families = parse_families(args.families)
         console = Console(highlight=False)
+        # each environment trained and attacked: in this process, or side by side as tasks of --executor ray
+        serial = isinstance(current_executor(), SerialExecutor)
+        task = EnvironmentTask(settings, tuple(families), cohort=args.cohort, device=args.device, local_models=True,
+                               **({"say": console.print, "rule": console.rule, "bars": lambda: progress_bars(console)}
+                                  if serial else {}))
+        jobs = [(env, args.out / name, "") for env, name in names.items()]
+        found = run_environments(task, jobs, rule=console.rule, done=None if serial else (
+            lambda i, _: console.print(f"{jobs[i][1].name}: trained and attacked")))
         results, rows, attribute = {}, [], []
-        for env, name in names.items():
-            run_dir = args.out / name
-            train_env(env, run_dir, args.cohort, console.rule, device=args.device, local_models=True)
-            with progress_bars(console) as progress:
-                results[name] = attack_cached(run_dir, settings, say=console.print, progress=progress)
-                found = attribute_cached(run_dir, say=console.print, progress=progress) if "attribute" in families else None
-            rows.append(environment_row(name, run_dir, results[name]))
-            attribute += [] if found is None else attribute_row(name, attribute_table(found))
+        for (_, run_dir, _), attacked in zip(jobs, found):
+            results[run_dir.name] = attacked.membership
+            rows.append(environment_row(run_dir.name, run_dir, attacked.membership))
+            attribute += [] if attacked.attribute is None else attribute_row(run_dir.name, attribute_table(attacked.attribute))
         per_env = pd.DataFrame(rows)
         t1 = table1(results, dict(zip(per_env["environment"], per_env["model"])))
         pairs = {r["environment"]: (f"{r['best_features']}, round {r['round']}",

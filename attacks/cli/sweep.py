@@ -65,9 +65,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
     import pandas as pd
 
     from attacks.api import feature_sets
-    from attacks.experiments.study import (
-        AttackSettings, attack_cached, attribute_cached, calibrated_cached, calibrated_skipped, train_env,
-    )
+    from attacks.execution import SerialExecutor, current_executor
+    from attacks.experiments.study import AttackSettings, EnvironmentTask, run_environments
     from attacks.experiments.sweep import (
         attribute_sweep_rows, calibrated_sweep_rows, parse_settings, parse_values, plan_settings, strongest_rows,
         sweep_rows,
@@ -111,24 +110,28 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
         rows: list[dict[str, Any]] = []
         attribute: list[dict[str, Any]] = []
         notes: list[str] = []
-        for i, s in enumerate(settings, start=1):
-            console.rule(f"[bold]{key} = {s.label}[/] ({i}/{len(settings)}): {s.env_file}")
+        for s in settings:
             if not s.env_file.is_file() or s.env_file.read_text() != s.text:  # unchanged files keep their time stamps
                 snapshots.write_text(s.env_file, s.text)
             load_env(s.env_file)  # the file as written loads (plan_settings checked the same data)
-            train_env(str(s.env_file), s.run_dir, args.cohort, console.rule, device=args.device)
-            with progress_bars(console) as progress:
-                rows += sweep_rows(key, s, attack_cached(s.run_dir, attack, say=console.print, progress=progress))
-                found = (attribute_cached(s.run_dir, controls=False, say=console.print, progress=progress)
-                         if "attribute" in families else None)
-                attribute += [] if found is None else attribute_sweep_rows(key, s, found)
-                why = calibrated_skipped(s.run_dir) if "calibrated" in families else ""
-                if why:
-                    notes.append(f"{key} = {s.label}: calibrated attacks skipped: {why}.")
-                    console.print(f"[yellow]note:[/] {escape(notes[-1])}")
-                elif "calibrated" in families:
-                    rows += calibrated_sweep_rows(key, s, calibrated_cached(
-                        s.run_dir, references=args.references, repeats=args.repeats, say=console.print, progress=progress))
+        # each value trained and attacked: in this process, or side by side as tasks of --executor ray
+        serial = isinstance(current_executor(), SerialExecutor)
+        task = EnvironmentTask(attack, tuple(families), attribute_controls=False, references=args.references,
+                               cohort=args.cohort, device=args.device,
+                               **({"say": console.print, "rule": console.rule, "bars": lambda: progress_bars(console)}
+                                  if serial else {}))
+        jobs = [(str(s.env_file), s.run_dir, f"[bold]{key} = {s.label}[/] ({i}/{len(settings)}): {s.env_file}")
+                for i, s in enumerate(settings, start=1)]
+        found = run_environments(task, jobs, rule=console.rule, done=None if serial else (
+            lambda i, _: console.print(f"{key} = {settings[i].label}: trained and attacked")))
+        for s, attacked in zip(settings, found):
+            rows += sweep_rows(key, s, attacked.membership)
+            attribute += [] if attacked.attribute is None else attribute_sweep_rows(key, s, attacked.attribute)
+            if attacked.calibrated_skipped:
+                notes.append(f"{key} = {s.label}: calibrated attacks skipped: {attacked.calibrated_skipped}.")
+                console.print(f"[yellow]note:[/] {escape(notes[-1])}")
+            elif attacked.calibrated is not None:
+                rows += calibrated_sweep_rows(key, s, attacked.calibrated)
         frame = pd.DataFrame(rows)
         page = write_outputs(out, frame, command, f"Privacy–utility sweep of [defense] {key} on {base.name}",
                              pd.DataFrame(attribute), notes)

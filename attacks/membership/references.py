@@ -46,6 +46,7 @@ from fedsim.defenses import local_training, release_model, release_weights
 from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
 from fedsim.models import build_model
+from fedsim.pretrained import start_from
 from fedsim.training import make_loader, predict, train_epochs
 
 __all__ = [
@@ -116,7 +117,8 @@ def train_model(
     """
     cfg = dataclasses.replace(cfg, seed=seed)  # the defenses' draws are this reference's own
     torch.manual_seed(seed)
-    model = build_model(cfg.model.name, **cfg.model_kwargs()).to(device)
+    # from the same public start as the target ([train] init): the attacker knows the training algorithm
+    model = start_from(cfg.train.init, build_model(cfg.model.name, **cfg.model_kwargs())).to(device)
     session = local_training(cfg, model, VolumeDataset(cohort, rows), seed=seed)
     mae = float("nan")
     if epochs > 0:

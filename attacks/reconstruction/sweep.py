@@ -6,31 +6,46 @@ the local steps are one batch, so every point scores every one of those scans), 
 would (:func:`attacks.reconstruction.gradient.invert_update`, labels known). Local steps are ``1`` (one
 batch), ``epoch`` (one pass over the subjects) or ``run`` (the run's ``local_epochs`` passes). Defenses
 are applied at the first batch size and local-steps value of the grid, where leakage is largest.
+
+Every update of every point is a task of the current executor (:mod:`attacks.execution`): in this process, or a
+Ray task that rebuilds what it needs from the run directory. Its rows are stored under a key of what they were
+computed from (the community model, the run's configuration, the attack and the point), so an interrupted sweep
+resumes without inverting a finished update again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from attacks.reconstruction.run import Outcome, Progress, Scans, control_columns, example, strength_columns, victim_group
+from attacks.execution import TASKS_DIR, SerialExecutor, cached_map, content_key, current_executor
+from attacks.reconstruction.run import (Example, Outcome, Progress, Scans, control_columns, example, strength_columns,
+                                        victim_group)
 from attacks.reconstruction.settings import LOCAL_STEPS
 from attacks.reconstruction.strength import GradientAttack
 from attacks.signals.updates import Defense, Recipe, epoch_orders, train_update
-from attacks.target import Target, attacked_round, load_snapshot, run_model
+from attacks.target import Target, attacked_round, load_snapshot, open_run, run_model
 from fedsim import snapshots
 from fedsim.config import load_env
-from fedsim.errors import FedsimError
 from fedsim.data.partition import learner_groups
+from fedsim.errors import FedsimError
 
 __all__ = ["LOCAL_STEPS", "paper_recipe", "sweep"]
 
 #: The environment whose [train] is the paper's federated recipe (plain SGD, batch 1).
 PAPER_ENV = "paper-skewed-noniid"
+#: Bump when a sweep task computes something else, so stored tasks are not reused.
+TASK_VERSION = 1
+Point = tuple[int, str, float, Defense]
 
 
 def paper_recipe(recipe: Recipe) -> Recipe:
@@ -41,9 +56,119 @@ def paper_recipe(recipe: Recipe) -> Recipe:
 
 
 def _points(batch_sizes: Sequence[int], local_steps: Sequence[str], widths: Sequence[float],
-            defenses: Sequence[Defense]) -> list[tuple[int, str, float, Defense]]:
+            defenses: Sequence[Defense]) -> list[Point]:
     grid = [(b, s, w, Defense()) for w in widths for b in batch_sizes for s in local_steps]
     return grid + [(batch_sizes[0], local_steps[0], widths[0], d) for d in defenses if d.name != "none"]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every task of one sweep shares, by value: a Ray worker rebuilds the rest from the run directory."""
+
+    run_dir: Path
+    rnd: int
+    group: str
+    subjects: int
+    recipe: str
+    attack: GradientAttack
+    seed: int
+    model: str  # the community model's digest: a retrained run is another plan
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the tasks of one plan read (built once per process)."""
+
+    scans: Scans
+    config: dict[str, Any]
+    base: Recipe
+    community: torch.nn.Module
+    run_width: float
+    victims: list[str]
+    chosen: list[str]
+    others: list[np.ndarray]
+    basis: torch.Tensor | None
+
+
+@functools.lru_cache(maxsize=1)
+def _context(plan: _Plan) -> _Context:
+    target = open_run(plan.run_dir)
+    scans = Scans(target)
+    victims = scans.ids(plan.group)
+    config = snapshots.read_config(plan.run_dir)
+    base = Recipe.of_run(config)
+    # secagg's other learners: the same number of scans as the victim, from each learner that has them
+    mates = [scans.ids(g) for g in learner_groups(target.partitions["group"]) if g != plan.group]
+    return _Context(scans=scans, config=config, base=paper_recipe(base) if plan.recipe == "paper" else base,
+                    community=load_snapshot(plan.run_dir, plan.rnd).model.to(scans.device),
+                    run_width=float(config["model"].get("width", 1.0)), victims=victims,
+                    chosen=victims[:plan.subjects],
+                    others=[target.cohort.index_of(ids[:plan.subjects]) for ids in mates if len(ids) >= plan.subjects],
+                    basis=plan.attack.basis(lambda: scans.volumes(scans.own)))
+
+
+def _groups(chosen: Sequence[str], batch: int, steps: str) -> list[list[str]]:
+    """The scans of each update of a point: every disjoint batch where the local steps are one batch, else all."""
+    return [list(chosen[i:i + batch]) for i in range(0, len(chosen) - batch + 1, batch)] if steps == "1" else [list(chosen)]
+
+
+@dataclass(frozen=True)
+class _Update:
+    """One task: invert update ``j`` of a point and score it (the point's strength columns on its first update)."""
+
+    plan: _Plan
+    points: tuple[Point, ...]
+    #: the inversion's own progress, in this process only (None on Ray)
+    progress: Progress | None = dataclasses.field(default=None, compare=False)
+
+    def __call__(self, task: tuple[int, int]) -> dict[str, Any]:
+        k, j = task
+        plan, ctx = self.plan, _context(self.plan)
+        scans, batch, steps, width, defense = ctx.scans, *self.points[k]
+        updates = len(_groups(ctx.chosen, batch, steps))
+        if width == ctx.run_width:
+            model = ctx.community
+        else:  # another width has no trained snapshot: its round-0 model, seeded like the run
+            torch.manual_seed(int(ctx.config.get("seed", 0)))
+            model = run_model(ctx.config, width=width).to(scans.device).eval()
+        trained_on = _groups(ctx.chosen, batch, steps)[j]
+        point = dataclasses.replace(ctx.base, batch_size=batch, epochs=ctx.base.epochs if steps == "run" else 1)
+        update = train_update(ctx.config, model, scans.target.cohort, scans.target.cohort.index_of(trained_on), point,
+                              defense, others=[o[j * batch:(j + 1) * batch] if steps == "1" else o for o in ctx.others],
+                              seed=plan.seed + j)
+        # several batches: the replay visits the dummies in the learner's shuffled order, every epoch
+        ids, orders = trained_on, epoch_orders(len(trained_on), batch, plan.seed + j, point.epochs)
+        # a defended update is no longer one plain SGD step: its output layer gives no exact constraints
+        used = plan.attack if defense.name == "none" else dataclasses.replace(plan.attack, constraints=False)
+        label = f"sweep point {k + 1}/{len(self.points)}" + (f", update {j + 1}/{updates}" if updates > 1 else "")
+        t0 = time.perf_counter()
+        found, _ = used.invert(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point, ages=scans.ages(ids),
+                               orders=orders, basis=ctx.basis, bounds=scans.bounds, seed=plan.seed,
+                               progress=None if self.progress is None else
+                               (lambda d, t: self.progress(label, d, t)))  # type: ignore[misc]
+        seconds = time.perf_counter() - t0
+        strength = {} if j else strength_columns(scans, used, model, update, point, ids, ages=scans.ages(ids),
+                                                 basis=ctx.basis, seed=plan.seed, orders=orders)
+        setting = {"attack": "gradient", "round": plan.rnd, "learner": plan.group, "recipe": plan.recipe,
+                   "optimizer": point.optimizer, "batch_size": batch, "local_steps": steps,
+                   "steps": point.steps(len(ids)), "width": width, "defense": defense.label,
+                   "objective": point.objective(len(ids)), "update": plan.attack.settings.update,
+                   "inversion": plan.attack.label, "inversion_steps": plan.attack.settings.iterations,
+                   "restarts": plan.attack.settings.restarts, "subjects": len(ids), "group": j}
+        out: dict[str, Any] = {"setting": setting, "objective_reached": float(found.value), "strength": strength,
+                               "quality": scans.score(found.x, ids, ctx.victims), "seconds": seconds / len(ids)}
+        if k == 0 and j == 0:  # the report's example: the first reconstruction beside the scan closest to it
+            kept = example("", scans.volumes(ids), found.x, scans)
+            out["example"] = {"truth": kept.truth.tolist(), "image": kept.image.tolist()}
+        return out
+
+
+def _keys(plan: _Plan, points: Sequence[Point], tasks: Sequence[tuple[int, int]]) -> list[str]:
+    """What each task's output is stored under: the plan (the community model's digest included), the run's
+    configuration, the point, the update, and whether the task keeps the report's example (the first one)."""
+    common = {"version": TASK_VERSION, "config": snapshots.read_config(plan.run_dir),
+              "plan": {**dataclasses.asdict(plan), "run_dir": None}}
+    return [content_key({**common, "point": points[k], "update": j, "example": (k, j) == (0, 0)}) for k, j in tasks]
 
 
 def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_steps: Sequence[str] = ("1", "epoch"),
@@ -58,8 +183,8 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
     bad = [s for s in local_steps if s not in LOCAL_STEPS]
     if bad:
         raise FedsimError(f"unknown local steps {bad[0]!r}; choose from: {', '.join(LOCAL_STEPS)}")
-    scans = Scans(target)
-    victims = scans.ids(group)
+    parts = target.partitions
+    victims = sorted(parts.loc[parts["group"] == group, "subject_id"])
     if subjects > len(victims):
         raise FedsimError(f"--subjects {subjects} is more than learner {group}'s {len(victims)} subjects")
     too_big = [b for b in batch_sizes if b > subjects]
@@ -69,62 +194,37 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
     if uneven and "1" in local_steps:
         raise FedsimError(f"--subjects {subjects} is not a multiple of batch size {uneven[0]}: one-batch updates "
                           "would leave scans out")
-    chosen = victims[:subjects]
-    config = snapshots.read_config(target.run_dir)
-    base = Recipe.of_run(config)
-    base = paper_recipe(base) if recipe == "paper" else base
-    community = load_snapshot(target.run_dir, rnd).model.to(scans.device)
-    run_width = float(config["model"].get("width", 1.0))
-    widths = list(widths or [run_width])
-    # secagg's other learners: the same number of scans as the victim, from each learner that has them
-    mates = [scans.ids(g) for g in learner_groups(target.partitions["group"]) if g != group]
-    others = [target.cohort.index_of(ids[:subjects]) for ids in mates if len(ids) >= subjects]
-    short = [d for d in defenses if d.name == "secagg" and len(others) < int(d.value) - 1]
+    mates = [int((parts["group"] == g).sum()) for g in learner_groups(parts["group"]) if g != group]
+    others = sum(n >= subjects for n in mates)
+    short = [d for d in defenses if d.name == "secagg" and others < int(d.value) - 1]
     if short:
         raise FedsimError(f"{short[0].label} averages {int(short[0].value) - 1} other learners with at least "
-                          f"{subjects} subjects; this run has {len(others)}")
-    out = Outcome()
-    basis = attack.basis(lambda: scans.volumes(scans.own))
-    control = control_columns(scans, attack, basis)
-    points = _points(list(batch_sizes), list(local_steps), widths, defenses)
-    for k, (batch, steps, width, defense) in enumerate(points):
-        if width == run_width:
-            model = community
-        else:  # another width has no trained snapshot: its round-0 model, seeded like the run
-            torch.manual_seed(int(config.get("seed", 0)))
-            model = run_model(config, width=width).to(scans.device).eval()
-        # one batch: every disjoint batch of the subjects is its own update, so each point scores all of them
-        groups = [chosen[i:i + batch] for i in range(0, len(chosen) - batch + 1, batch)] if steps == "1" else [chosen]
-        point = dataclasses.replace(base, batch_size=batch, epochs=base.epochs if steps == "run" else 1)
-        for j, trained_on in enumerate(groups):
-            update = train_update(config, model, target.cohort, target.cohort.index_of(trained_on), point, defense,
-                                  others=[o[j * batch:(j + 1) * batch] if steps == "1" else o for o in others],
-                                  seed=seed + j)
-            # several batches: the replay visits the dummies in the learner's shuffled order, every epoch
-            ids, orders = trained_on, epoch_orders(len(trained_on), batch, seed + j, point.epochs)
-            # a defended update is no longer one plain SGD step: its output layer gives no exact constraints
-            used = attack if defense.name == "none" else dataclasses.replace(attack, constraints=False)
-            t0 = time.perf_counter()
-            label = f"sweep point {k + 1}/{len(points)}" + (f", update {j + 1}/{len(groups)}" if len(groups) > 1 else "")
-            found, _ = used.invert(model, update, scans.prior.repeat(len(ids), 1, 1, 1, 1), point,
-                                     ages=scans.ages(ids), orders=orders, basis=basis, bounds=scans.bounds, seed=seed,
-                                     progress=None if progress is None else
-                                     (lambda d, t, label=label: progress(label, d, t)))
-            seconds = time.perf_counter() - t0
-            if j == 0:  # the point's strength, on its first update
-                strength = strength_columns(scans, used, model, update, point, ids, ages=scans.ages(ids),
-                                            basis=basis, seed=seed, orders=orders)
-            setting: dict[str, Any] = {"attack": "gradient", "round": rnd, "learner": group, "recipe": recipe,
-                                       "optimizer": point.optimizer, "batch_size": batch, "local_steps": steps,
-                                       "steps": point.steps(len(ids)), "width": width, "defense": defense.label,
-                                       "objective": point.objective(len(ids)), "update": attack.settings.update,
-                                       "inversion": attack.label, "inversion_steps": attack.settings.iterations,
-                                       "restarts": attack.settings.restarts,
-                                       "subjects": len(ids), "group": j}
-            for i, q in enumerate(scans.score(found.x, ids, victims)):
-                out.rows.append({**setting, "image": i, "objective_reached": found.value, **strength, **control, **q,
-                                 "seconds": seconds / len(ids)})
-            if k == 0 and j == 0:
-                out.examples.append(example(f"gradient, batch {batch}, {steps} local step(s), {defense.label}",
-                                            scans.volumes(ids), found.x, scans))
+                          f"{subjects} subjects; this run has {others}")
+    config = snapshots.read_config(target.run_dir)
+    Recipe.of_run(config)  # an imported run has no recipe to replay: one line, before any task
+    run_width = float(config["model"].get("width", 1.0))
+    points = tuple(_points(list(batch_sizes), list(local_steps), list(widths or [run_width]), defenses))
+    model = snapshots.round_dir(target.run_dir, rnd) / snapshots.MODEL_FILE
+    plan = _Plan(Path(target.run_dir).resolve(), rnd, group, subjects, recipe, attack, seed,
+                 hashlib.sha256(model.read_bytes()).hexdigest())
+    tasks = [(k, j) for k, (batch, steps, _, _) in enumerate(points) for j in range(len(_groups(victims[:subjects], batch, steps)))]
+    serial = isinstance(current_executor(), SerialExecutor)
+    try:
+        ctx = _context(plan)  # the attack's basis and positive control, here and first, as a bad setting fails
+        control = control_columns(ctx.scans, attack, ctx.basis)
+        found = cached_map(_Update(plan, points, progress if serial else None), tasks, keys=_keys(plan, points, tasks),
+                           folder=plan.run_dir / TASKS_DIR / "reconstruction-sweep", description="sweep updates",
+                           progress=progress)
+    finally:
+        _context.cache_clear()  # a later sweep in this process reads the run anew
+    out, strength = Outcome(), {}
+    for (k, j), result in zip(tasks, found):
+        strength = result["strength"] or strength  # a point's first update carries the point's strength
+        out.rows += [{**result["setting"], "image": i, "objective_reached": result["objective_reached"], **strength,
+                      **control, **q, "seconds": result["seconds"]} for i, q in enumerate(result["quality"])]
+        if "example" in result:
+            batch, steps, _, defense = points[k]
+            out.examples.append(Example(f"gradient, batch {batch}, {steps} local step(s), {defense.label}",
+                                        np.asarray(result["example"]["truth"], dtype=np.float32),
+                                        np.asarray(result["example"]["image"], dtype=np.float32), ctx.scans.prior_np))
     return out

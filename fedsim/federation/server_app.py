@@ -28,6 +28,7 @@ from fedsim.federation.strategy import SnapshotFedAvg
 from fedsim.device import resolve_device
 from fedsim.models import build_model
 from fedsim.plots import plot_learning_curve
+from fedsim.pretrained import start_from
 from fedsim.progress import listening, report_round
 from fedsim.training import evaluate, make_loader
 
@@ -96,12 +97,14 @@ def _forget_after(run_dir: Path, last: int) -> None:
 
 
 def initial_arrays(setup: RunSetup, last: int | None) -> ArrayRecord:
-    """The last complete round's community model, or a fresh one seeded by the environment."""
+    """The last complete round's community model, or a fresh one seeded by the environment (with the weights of
+    ``[train] init`` where it names a pre-trained model)."""
     if last is not None:
         state, _ = snapshots.load_round(setup.run_dir, last)
         return ArrayRecord(state)
     torch.manual_seed(setup.cfg.seed)
-    return ArrayRecord(build_model(setup.cfg.model.name, **setup.cfg.model_kwargs()).state_dict())
+    model = start_from(setup.cfg.train.init, build_model(setup.cfg.model.name, **setup.cfg.model_kwargs()))
+    return ArrayRecord(model.state_dict())
 
 
 def summarize(setup: RunSetup) -> dict:

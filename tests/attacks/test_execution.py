@@ -109,10 +109,21 @@ def _where(_: int) -> tuple[int, int, str]:
     return os.getpid(), torch.get_num_threads(), str(resolve_device())
 
 
+def _fan_out(n: int) -> tuple[int, str, list[tuple[int, int, str]]]:
+    """A task that starts tasks of its own (as a sweep value trains its reference models)."""
+    inner = current_executor()
+    return os.getpid(), type(inner).__name__, inner.map(_where, list(range(n)))
+
+
 @pytest.mark.slow
 def test_ray_tasks_run_in_workers_with_their_resources(ray_executor):
     found = ray_executor.map(_where, [0, 1, 2])
     assert all(pid != os.getpid() and threads == 1 and device == "cpu" for pid, threads, device in found)
+    # a task's own tasks are Ray tasks too, of the same resources (Ray lends them the waiting task's CPU: no deadlock
+    # on 2 CPUs with 2 tasks waiting)
+    for outer, kind, inner in ray_executor.map(_fan_out, [2, 2]):
+        assert kind == "RayExecutor" and len(inner) == 2
+        assert all(pid not in (outer, os.getpid()) and threads == 1 and device == "cpu" for pid, threads, device in inner)
 
 
 @pytest.mark.slow

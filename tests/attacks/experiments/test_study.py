@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from attacks import run, study
+from attacks.execution import SerialExecutor, using_executor
 from attacks.experiments import study as experiment
 from attacks.reporting import markdown
 from federations import federate
@@ -146,3 +147,31 @@ def test_unknown_environment_fails_before_any_work(tmp_path: Path):
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and "centralised" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_off_the_serial_executor_the_driver_trains_the_federations_and_the_rest_are_tasks(tmp_path: Path,
+                                                                                        monkeypatch: pytest.MonkeyPatch):
+    """A federation's learners are Ray actors of its own: a task holding a CPU could wait for them forever, so on
+    Ray the driver trains every federation first; training a centralized run and every attack are the tasks."""
+    inside: list[bool] = []
+    trained: list[tuple[str, bool]] = []
+
+    class Tasks:  # any executor but the serial one
+        def map(self, fn, tasks, *, done=None):
+            inside.append(True)
+            try:
+                return [fn(t) for t in reversed(tasks)][::-1]
+            finally:
+                inside.pop()
+
+    monkeypatch.setattr(experiment, "train_env", lambda env, run_dir, *a, **kw: trained.append((env, bool(inside))))
+    monkeypatch.setattr(experiment, "attack_cached", lambda run_dir, *a, **kw: pd.DataFrame({"run": [run_dir.name]}))
+    task = experiment.EnvironmentTask(experiment.AttackSettings("error", "logreg", 1))
+    jobs = [("centralized", tmp_path / "c", ""), ("skewed-iid", tmp_path / "f", "")]
+    with using_executor(Tasks()):
+        found = experiment.run_environments(task, jobs)
+    assert trained == [("skewed-iid", False), ("skewed-iid", True), ("centralized", True)]  # (the task finds it done)
+    assert [a.membership["run"][0] for a in found] == ["c", "f"] and found[0].attribute is None
+    with using_executor(SerialExecutor()):  # serially, every job trains in its own turn
+        experiment.run_environments(task, jobs)
+    assert trained[3:] == [("centralized", False), ("skewed-iid", False)]

@@ -4,6 +4,7 @@ calibrated attacks), the calibrated family on federations, and the strongest att
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,12 @@ import pytest
 
 from attacks import sweep
 from attacks.evaluation import verdicts
+from attacks.execution import using_executor
 from attacks.experiments import study
 from attacks.experiments import sweep as experiment
 from attacks.reporting import sweep as outputs
 from commands import one_error_line
+from executors import AsFreshWorkers
 from federations import federate
 from fedsim import snapshots
 from fedsim.config import load_env, tomllib
@@ -144,6 +147,15 @@ def test_prediction_noise_sweep_end_to_end_and_rerun_redoes_nothing(tmp_path: Pa
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in written}
     assert sweep.main(args) == 0  # everything on disk: nothing retrained, nothing re-attacked
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    # every value as a task of another executor (as Ray runs them: pickled, in any order): the same numbers
+    tasks = shutil.copytree(out, tmp_path / "tasks", ignore=shutil.ignore_patterns("attacks", "sweep*", "attribute*"))
+    workers = AsFreshWorkers()
+    with using_executor(workers):
+        assert sweep.main([str(tasks) if a == str(out) else a for a in args]) == 0
+    assert sorted(str(job[1]) for job in workers.ran) == [str(tasks / "0" / "run"), str(tasks / "20" / "run")]
+    again = pd.read_csv(tasks / outputs.SWEEP_CSV)
+    pd.testing.assert_frame_equal(everything, again, check_exact=True)
 
 
 def _row(value: float, family: str, features: str, kind: str, auc: float, high: float) -> dict:

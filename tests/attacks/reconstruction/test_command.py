@@ -76,6 +76,45 @@ def test_every_attack_and_the_sweep_write_their_rows_and_one_page(local_run):
     assert len(list((out / "examples").glob("*.png"))) == len(kept.files)
 
 
+def test_the_sweeps_updates_are_tasks_the_same_anywhere_and_a_rerun_inverts_none_again(local_run, tmp_path):
+    from attacks.execution import TASKS_DIR, using_executor
+    from attacks.reconstruction.settings import GradientAttack, Inversion
+    from attacks.reconstruction.sweep import _context, sweep
+    from attacks.signals.updates import Defense
+    from executors import AsFreshWorkers
+
+    settings = dict(subjects=2, batch_sizes=(1, 2), local_steps=("1",), defenses=(Defense("clip", 1e-3),),
+                    attack=GradientAttack(Inversion(iterations=5, update="adam", tv=1e-4)))
+    runs = {name: shutil.copytree(local_run, tmp_path / name, ignore=shutil.ignore_patterns("attacks"))
+            for name in ("serial", "workers")}
+    serial = sweep(open_run(runs["serial"]), **settings)
+    workers = AsFreshWorkers(_context.cache_clear)
+    with using_executor(workers):
+        found = sweep(open_run(runs["workers"]), **settings)
+    assert sorted(workers.ran) == [(0, 0), (0, 1), (1, 0), (2, 0), (2, 1)]  # batch 1: two updates; batch 2: one
+    timeless = lambda o: pd.DataFrame(o.rows).drop(columns="seconds")  # noqa: E731
+    pd.testing.assert_frame_equal(timeless(serial), timeless(found), check_exact=True)
+    assert [e.label for e in serial.examples] == [e.label for e in found.examples]
+    np.testing.assert_array_equal(serial.examples[0].image, found.examples[0].image)
+
+    stored = sorted((runs["workers"] / TASKS_DIR / "reconstruction-sweep").glob("*.json"))
+    assert len(stored) == 5
+    stored[0].unlink()  # as if the sweep had stopped before that task
+    again = AsFreshWorkers(_context.cache_clear)
+    with using_executor(again):
+        resumed = sweep(open_run(runs["workers"]), **settings)
+    assert len(again.ran) == 1  # only the missing update is inverted again
+    pd.testing.assert_frame_equal(timeless(found), timeless(resumed), check_exact=True)
+    with using_executor(again):  # another grid: batch 2 is now the first point, whose first update keeps the example
+        smaller = sweep(open_run(runs["workers"]), **{**settings, "batch_sizes": (2,), "defenses": ()})
+    assert len(again.ran) == 1 + 1 and [e.label for e in smaller.examples] == ["gradient, batch 2, 1 local step(s), none"]
+    batch_2 = timeless(found)[timeless(found)["batch_size"] == 2].reset_index(drop=True)
+    pd.testing.assert_frame_equal(timeless(smaller), batch_2)  # its rows: the stored task's
+    with using_executor(again):  # another attack is another task: nothing stored is reused for it
+        sweep(open_run(runs["workers"]), **{**settings, "attack": GradientAttack(Inversion(iterations=4))})
+    assert len(again.ran) == 2 + 5
+
+
 def test_the_whole_update_is_replayed_exactly_and_every_row_carries_the_attacks_strength(local_run):
     """A learner's real update (Adam, shuffled batches of 4, fedsim's seed scheme): replayed on the true scans in
     the learner's own order it is matched exactly, so the objective at the truth is 0 while the prior's is not."""
