@@ -91,6 +91,9 @@ class CohortConfig:
     sex_gm_difference: float = _spec(_fraction, "a number in [0, 1): women's grey-matter excess over men's", 0.0)
     male_atrophy_ratio: float = _spec(_positive, "a positive number: men's atrophy per year relative to women's", 1.0)
     sites: int = _spec(_int_at_least(1), "a positive integer: scanners, each with its own signature and age/sex mix", 1)
+    # Ages drawn over another range (the default histogram's shape, stretched over it): a public cohort of other ages
+    age_range: list[float] | None = _spec(_optional(_age_range), "two ages [lo, hi] in years with lo < hi, e.g. [45, 62]",
+                                          None)
 
 
 @dataclass(frozen=True)

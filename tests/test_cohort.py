@@ -146,3 +146,17 @@ def test_cohort_keys_reach_the_generated_cohort_and_its_cache_key():
     plain = CohortSpec(4, (12, 12, 12))
     assert CohortSpec(4, (12, 12, 12), sites=2).key() != plain.key()
     assert CohortSpec(4, (12, 12, 12), anatomy=AnatomyParams(male_atrophy_ratio=1.2)).key() != plain.key()
+
+
+def test_an_environments_age_range_draws_every_age_in_it(tmp_path, fedsim_home):
+    from fedsim.config import ENVIRONMENTS_DIR, load_env
+    from fedsim.data.prepare import resolve_manifest
+
+    text = (ENVIRONMENTS_DIR / "tiny-centralized.toml").read_text()
+    env = tmp_path / "young.toml"
+    env.write_text(text.replace("[cohort]\n", "[cohort]\nage_range = [50, 60]\n"))
+    manifest, _ = resolve_manifest(load_env(env), None)
+    ages = pd.read_csv(manifest)["age"]
+    assert ages.between(50, 60).all() and ages.max() - ages.min() > 5  # the range, not one age
+    default, _ = resolve_manifest(load_env(ENVIRONMENTS_DIR / "tiny-centralized.toml"), None)
+    assert default != manifest and pd.read_csv(default)["age"].max() > 60  # without it: the default cohort

@@ -15,8 +15,8 @@ import pandas as pd
 from fedsim.config import EnvConfig
 from fedsim.data.bids import DESCRIPTION, BidsManifest, is_bids, write_bids_manifest
 from fedsim.data.cache import CohortArray, build_cache, preprocess_workers
-from fedsim.data.cohort import CohortSpec, default_cohort
-from fedsim.data.synthetic import AnatomyParams
+from fedsim.data.cohort import DEFAULT_AGES, CohortSpec, default_cohort
+from fedsim.data.synthetic import AgeDistribution, AnatomyParams
 from fedsim.data.manifest import load_manifest
 from fedsim.data.partition import assign_groups
 from fedsim.data.partition_table import partition_table
@@ -51,8 +51,10 @@ def resolve_manifest(cfg: EnvConfig, cohort: str | Path | None, *,
     dataset, or that of the embedded synthetic cohort of ``cfg`` (generated once, read as BIDS)."""
     if cohort is None:
         c = cfg.cohort
-        spec = CohortSpec(subjects=c.subjects, shape=tuple(c.shape), seed=c.seed, sites=c.sites, anatomy=AnatomyParams(
-            sex_gm_difference=c.sex_gm_difference, male_atrophy_ratio=c.male_atrophy_ratio))
+        ages = DEFAULT_AGES if c.age_range is None else AgeDistribution(tuple(c.age_range), DEFAULT_AGES.bin_weights)
+        spec = CohortSpec(subjects=c.subjects, shape=tuple(c.shape), seed=c.seed, ages=ages, sites=c.sites,
+                          anatomy=AnatomyParams(sex_gm_difference=c.sex_gm_difference,
+                                                male_atrophy_ratio=c.male_atrophy_ratio))
         cohort = default_cohort(spec, progress=progress).parent
     cohort = Path(cohort)
     if cohort.is_dir():

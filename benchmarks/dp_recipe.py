@@ -1,0 +1,144 @@
+"""DP-SGD recipes on the default centralized cohort: ``python benchmarks/dp_recipe.py [--only NAME,…] [--list]``.
+
+Each recipe is the ``centralized-dp`` environment with some keys changed (:data:`RECIPES`: batch size, epochs, noise
+multiplier, clip, optimizer, learning rate, ``[train] init``), trained as ``fedsim centralized`` does into
+``runs/dp-recipe/<name>/`` (its derived environment file beside it; a finished run is reused). The noise multiplier
+of each recipe is the one Opacus' RDP accountant gives for its target ε at δ = 1e-5 with its sample rate (batch /
+540 training subjects) and epochs. Writes ``benchmarks/results/dp_recipe.md``: per recipe the ε the run's accountant
+reports at its best-validation epoch, the unseen and training MAE there, the unseen MAE of its starting model
+(epoch 0: for a pre-trained start, the public model alone on this cohort, the ε = 0 baseline), and the median
+seconds per epoch. One torch thread per process (``OMP_NUM_THREADS=1``) is what its rows used on 2 cores.
+
+A recipe with a public start begins from ``runs/<public environment>`` (trained first when missing):
+``centralized-public`` (the same recipe on another synthetic cohort: other subjects, three scanner sites) or
+``centralized-public-young`` (the same, but only ages 44.6–62: a public model that has seen no older brain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from results_table import machine
+
+from fedsim import snapshots
+from fedsim.config import ENVIRONMENTS_DIR, load_env, tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "dp_recipe.md"
+RUNS = ROOT / "runs" / "dp-recipe"
+TRAINING_SUBJECTS = 540  # the default centralized partition's (benchmarks/results/centralized.md)
+DELTA = 1e-5
+
+#: name → (target ε, [train] changes, [defense] changes, the public environment it starts from or None)
+RECIPES: dict[str, tuple[float, dict[str, Any], dict[str, Any], str | None]] = {
+    "public-adam-b64-e10": (8.0, {"batch_size": 64, "epochs": 10, "lr": 1e-4}, {"dp_max_grad_norm": 1.0},
+                            "centralized-public"),
+    "young-adam-b64-e10": (8.0, {"batch_size": 64, "epochs": 10, "lr": 1e-4}, {"dp_max_grad_norm": 1.0},
+                           "centralized-public-young"),
+    "scratch-adam-b64-e20": (8.0, {"batch_size": 64, "epochs": 20, "lr": 1e-3}, {"dp_max_grad_norm": 1.0}, None),
+}
+
+
+def public_run(env: str) -> Path:
+    return ROOT / "runs" / env
+
+
+def noise_for(epsilon: float, batch: int, epochs: int) -> float:
+    """The noise multiplier that spends ``epsilon`` (δ = 1e-5) over ``epochs`` at sample rate batch / 540."""
+    import warnings
+
+    from opacus.accountants.utils import get_noise_multiplier
+
+    with warnings.catch_warnings():  # Opacus' note on the RDP orders at large ε: the bound is still valid
+        warnings.simplefilter("ignore", UserWarning)
+        return round(get_noise_multiplier(target_epsilon=epsilon, target_delta=DELTA,
+                                          sample_rate=batch / TRAINING_SUBJECTS, epochs=epochs, accountant="rdp"), 3)
+
+
+def derive(name: str) -> dict[str, Any]:
+    """The raw environment of recipe ``name``: centralized-dp with its changes."""
+    epsilon, train, defense, public = RECIPES[name]
+    raw = tomllib.loads((ENVIRONMENTS_DIR / "centralized-dp.toml").read_text())
+    raw["description"] = f"DP-SGD recipe {name} (benchmarks/dp_recipe.py): target ε {epsilon:g} at δ {DELTA:g}."
+    raw["train"] = {**raw["train"], **train, **({"init": str(public_run(public))} if public else {})}
+    sigma = noise_for(epsilon, raw["train"]["batch_size"], raw["train"]["epochs"])
+    raw["defense"] = {**raw["defense"], **defense, "dp_noise_multiplier": sigma, "dp_delta": DELTA}
+    return raw
+
+
+def _train(env: Path, out: Path) -> None:
+    if snapshots.is_done(out):
+        return
+    if out.exists():  # a centralized run cannot resume: an interrupted one starts again
+        import shutil
+
+        shutil.rmtree(out)
+    done = subprocess.run([sys.executable, "-m", "fedsim.centralized", "--env", str(env), "--out", str(out)], cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"error: training {out.name} failed (exit {done.returncode})")
+
+
+def row(name: str, out: Path) -> list[object]:
+    """The results row of one finished recipe run."""
+    metrics = {m["round"]: m for m in snapshots.read_metrics(out)}
+    best = snapshots.read_done(out)["best_round"]
+    cfg = snapshots.read_config(out)
+    seconds = statistics.median(m["seconds"] for r, m in metrics.items() if r > 0)
+    epsilon = metrics[best].get("epsilon", float("nan"))
+    start = Path(cfg["train"]["init"]).name if cfg["train"].get("init") else "scratch"
+    return [name, start, cfg["train"]["optimizer"], cfg["train"]["lr"], cfg["train"]["batch_size"], cfg["train"]["epochs"],
+            cfg["defense"]["dp_noise_multiplier"], cfg["defense"]["dp_max_grad_norm"], f"{epsilon:.2f}", best,
+            f"{metrics[best]['unseen_mae']:.2f}", f"{metrics[best]['train_mae']:.2f}", f"{metrics[0]['unseen_mae']:.2f}",
+            f"{seconds:.1f}"]
+
+
+COLUMNS = ["recipe", "start", "optimizer", "lr", "batch", "epochs", "noise multiplier", "clip", "ε at best epoch",
+           "best epoch", "unseen MAE", "train MAE", "unseen MAE of the start (epoch 0)", "s / epoch"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", help="comma-separated recipe names (default: all)")
+    p.add_argument("--list", action="store_true", help="list the recipes with their noise multipliers and stop")
+    args = p.parse_args()
+    names = list(RECIPES) if not args.only else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise SystemExit(f"error: unknown recipe {unknown[0]!r}; choose from: {', '.join(RECIPES)}")
+    if args.list:
+        for n in names:
+            print(n, derive(n)["defense"]["dp_noise_multiplier"])
+        return
+    for public in dict.fromkeys(RECIPES[n][3] for n in names if RECIPES[n][3]):
+        _train(ENVIRONMENTS_DIR / f"{public}.toml", public_run(public))
+    rows = []
+    for n in names:
+        env = RUNS / f"{n}.toml"
+        env.parent.mkdir(parents=True, exist_ok=True)
+        env.write_text(f"# Derived by benchmarks/dp_recipe.py from centralized-dp\n{tomli_w.dumps(derive(n))}")
+        load_env(env)
+        _train(env, RUNS / n)
+        rows.append(row(n, RUNS / n))
+    lines = [f"<!-- written by `python benchmarks/dp_recipe.py{' --only ' + args.only if args.only else ''}` on "
+             f"{machine()}, no GPU, {time.strftime('%Y-%m-%d')} -->", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    old = {}
+    if RESULTS.is_file():  # rows of recipes not run now stay
+        for line in RESULTS.read_text().splitlines():
+            if line.startswith("| ") and not line.startswith("| recipe"):
+                old[line.split("|")[1].strip()] = line
+    for r in rows:
+        old[str(r[0])] = "| " + " | ".join(map(str, r)) + " |"
+    RESULTS.write_text("# DP-SGD recipes on the default centralized cohort\n\n" + "\n".join(lines + list(old.values())) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
