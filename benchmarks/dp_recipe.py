@@ -40,7 +40,9 @@ DELTA = 1e-5
 RECIPES: dict[str, tuple[float, dict[str, Any], dict[str, Any], str | None]] = {
     "public-adam-b64-e10": (8.0, {"batch_size": 64, "epochs": 10, "lr": 1e-4}, {"dp_max_grad_norm": 1.0},
                             "centralized-public"),
-    "young-adam-b64-e10": (8.0, {"batch_size": 64, "epochs": 10, "lr": 1e-4}, {"dp_max_grad_norm": 1.0},
+    "young-adam-b64-e10": (8.0, {"batch_size": 64, "epochs": 10, "lr": 1e-3}, {"dp_max_grad_norm": 1.0},
+                           "centralized-public-young"),
+    "young-adam-b64-e20": (8.0, {"batch_size": 64, "epochs": 20, "lr": 1e-3}, {"dp_max_grad_norm": 1.0},
                            "centralized-public-young"),
     "scratch-adam-b64-e20": (8.0, {"batch_size": 64, "epochs": 20, "lr": 1e-3}, {"dp_max_grad_norm": 1.0}, None),
 }
@@ -93,13 +95,46 @@ def row(name: str, out: Path) -> list[object]:
     seconds = statistics.median(m["seconds"] for r, m in metrics.items() if r > 0)
     epsilon = metrics[best].get("epsilon", float("nan"))
     start = Path(cfg["train"]["init"]).name if cfg["train"].get("init") else "scratch"
-    return [name, start, cfg["train"]["optimizer"], cfg["train"]["lr"], cfg["train"]["batch_size"], cfg["train"]["epochs"],
+    return [time.strftime("%Y-%m-%d"), name, start, cfg["train"]["optimizer"], cfg["train"]["lr"], cfg["train"]["batch_size"], cfg["train"]["epochs"],
             cfg["defense"]["dp_noise_multiplier"], cfg["defense"]["dp_max_grad_norm"], f"{epsilon:.2f}", best,
             f"{metrics[best]['unseen_mae']:.2f}", f"{metrics[best]['train_mae']:.2f}", f"{metrics[0]['unseen_mae']:.2f}",
             f"{seconds:.1f}"]
 
 
-COLUMNS = ["recipe", "start", "optimizer", "lr", "batch", "epochs", "noise multiplier", "clip", "ε at best epoch",
+def gradient_norms(subjects: int = 64) -> str:
+    """What clipping does at the start of training from scratch: the per-subject gradient norms (of the loss DP-SGD
+    clips) of the seeded untrained model on the first ``subjects`` training subjects of runs/centralized."""
+    import numpy as np
+    import torch
+    from torch.func import functional_call, grad, vmap
+
+    from attacks.target import open_run
+    from fedsim.models import build_model
+    from fedsim.training import model_loss
+
+    cfg = load_env("centralized-dp")
+    target = open_run(ROOT / "runs" / "centralized")
+    parts = target.partitions
+    rows = target.cohort.index_of(list(parts.loc[parts["group"] == "train", "subject_id"])[:subjects])
+    x = torch.from_numpy(np.asarray(target.cohort.volumes[np.sort(rows)], dtype=np.float32))[:, None]
+    y = torch.from_numpy(target.cohort.ages[np.sort(rows)].astype(np.float32))
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model.name, **cfg.model_kwargs()).eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, p, (xi[None],))
+        return model_loss(model, out, yi[None], loss=cfg.train.loss, target_scale=cfg.model.target_scale)
+
+    grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    norms = torch.sqrt(sum((g.reshape(len(x), -1) ** 2).sum(1) for g in grads.values()))
+    q = [float(v) for v in torch.quantile(norms, torch.tensor([0.1, 0.5, 0.9]))]
+    return (f"Per-subject gradient L2 norms of the untrained model (seed {cfg.seed}; {len(x)} training subjects; "
+            f"{sum(v.numel() for v in params.values())} weights): 10th / 50th / 90th percentile "
+            f"{q[0]:.0f} / {q[1]:.0f} / {q[2]:.0f}, against a clip of {cfg.defense.dp_max_grad_norm:g}.")
+
+
+COLUMNS = ["date", "recipe", "start", "optimizer", "lr", "batch", "epochs", "noise multiplier", "clip", "ε at best epoch",
            "best epoch", "unseen MAE", "train MAE", "unseen MAE of the start (epoch 0)", "s / epoch"]
 
 
@@ -126,17 +161,18 @@ def main() -> None:
         load_env(env)
         _train(env, RUNS / n)
         rows.append(row(n, RUNS / n))
-    lines = [f"<!-- written by `python benchmarks/dp_recipe.py{' --only ' + args.only if args.only else ''}` on "
-             f"{machine()}, no GPU, {time.strftime('%Y-%m-%d')} -->", "",
+    lines = [f"<!-- written by `python benchmarks/dp_recipe.py [--only RECIPES]` on {machine()}, no GPU, one torch "
+             "thread per run; each row dated; a recipe not named keeps its row -->", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     old = {}
     if RESULTS.is_file():  # rows of recipes not run now stay
         for line in RESULTS.read_text().splitlines():
-            if line.startswith("| ") and not line.startswith("| recipe"):
-                old[line.split("|")[1].strip()] = line
+            if line.startswith("| ") and not line.startswith("| date"):
+                old[line.split("|")[2].strip()] = line
     for r in rows:
-        old[str(r[0])] = "| " + " | ".join(map(str, r)) + " |"
-    RESULTS.write_text("# DP-SGD recipes on the default centralized cohort\n\n" + "\n".join(lines + list(old.values())) + "\n")
+        old[str(r[1])] = "| " + " | ".join(map(str, r)) + " |"
+    RESULTS.write_text("# DP-SGD recipes on the default centralized cohort\n\n" + "\n".join(lines + list(old.values()))
+                       + "\n\n" + gradient_norms() + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)
 
 
