@@ -45,7 +45,7 @@
         figures.py  html.py  results.py  membership.py  seats.py  attribute.py  sweep.py  reconstruction.py
         markdown.py  templates/
       experiments/    the study (every environment) and privacy–utility sweeps
-        names.py  study.py  sweep.py
+        names.py  study.py  environments.py (study and sweep steps as executor tasks)  sweep.py  audit.py
       cli/            the commands: parse, call the layers above, print (nothing below prints)
         run.py  seats.py  calibrated.py  attribute.py  reconstruct.py  study.py  sweep.py  options.py (shared)
       run.py seats.py calibrated.py reconstruct.py study.py sweep.py   ``python -m attacks.<name>`` → cli/<name>.py

@@ -65,9 +65,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.st
     import pandas as pd
 
     from attacks.execution import SerialExecutor, current_executor
-    from attacks.experiments.study import (
-        AttackSettings, EnvironmentTask, attribute_row, environment_row, pair_table, run_environments, table1,
-    )
+    from attacks.experiments.environments import EnvironmentTask, run_environments
+    from attacks.experiments.study import AttackSettings, attribute_row, environment_row, pair_table, table1
     from attacks.reporting.attribute import attribute_table
     from attacks.reporting.markdown import write_summary
     from fedsim.device import using_device

@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.sw
 
     from attacks.api import feature_sets
     from attacks.execution import SerialExecutor, current_executor
-    from attacks.experiments.study import AttackSettings, EnvironmentTask, run_environments
+    from attacks.experiments.environments import EnvironmentTask, run_environments
+    from attacks.experiments.study import AttackSettings
     from attacks.experiments.sweep import (
         attribute_sweep_rows, calibrated_sweep_rows, parse_settings, parse_values, plan_settings, strongest_rows,
         sweep_rows,

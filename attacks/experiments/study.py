@@ -11,16 +11,13 @@ the run, therefore makes the study attack again instead of reusing stale numbers
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import json
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,6 @@ from attacks.attribute.inference import DEFAULT_CLASSIFIER as ATTRIBUTE_CLASSIFI
 from attacks.attribute.inference import NO_MODEL, attribute_attacks
 from attacks.attribute.labels import ATTRIBUTES, questions
 from attacks.evaluation.summary import controls_table, main_round, summarise
-from attacks.execution import Done, SerialExecutor, current_executor
 from attacks.experiments.names import DEFAULT_ENVS
 from attacks.membership.calibrated import run_calibrated
 from attacks.membership.calibration import FAMILY_REFERENCES
@@ -55,9 +51,9 @@ from fedsim.data.partition import learner_groups
 from fedsim.errors import FedsimError
 
 __all__ = [
-    "DEFAULT_ENVS", "Attacked", "AttackSettings", "EnvironmentTask", "attack_cached", "attribute_cached", "attribute_row",
+    "DEFAULT_ENVS", "AttackSettings", "attack_cached", "attribute_cached", "attribute_row",
     "calibrated_cached", "calibrated_skipped", "environment_row", "kept_local_models", "pair_table", "stamp_of", "table1",
-    "run_environments", "train_env",
+    "train_env",
 ]
 
 DEFAULT_ATTRIBUTE_REPEATS = 3  # a centralized run's draws of the attack halves (a federation's are fixed)
@@ -70,7 +66,6 @@ CONTROLLER_CSV = "calibrated-controller.csv"
 STAMP = "study.json"
 CALIBRATED_STAMP = "calibrated-study.json"
 Say = Callable[[str], object]
-Bars = Callable[[], AbstractContextManager[Callable[[str, int, int], None] | None]]
 
 
 @dataclass(frozen=True)
@@ -285,75 +280,6 @@ def calibrated_cached(run_dir: Path, *, references: int = FAMILY_REFERENCES, rep
     snapshots.write_text(stamp, json.dumps(current(), indent=1))
     return pd.read_csv(results)
 
-
-def _quiet(_: str) -> None:
-    """Where a Ray task's messages go: the driver says what each task finished."""
-
-
-@dataclass(frozen=True)
-class Attacked:
-    """What one environment's task gives back: its results per family (None where the family did not run),
-    and why the calibrated family skipped it ("" where it did not)."""
-
-    membership: pd.DataFrame
-    attribute: pd.DataFrame | None = None
-    calibrated: pd.DataFrame | None = None
-    calibrated_skipped: str = ""
-
-
-@dataclass(frozen=True)
-class EnvironmentTask:
-    """Train one environment and attack it with ``families``: a task of the current executor
-    (:mod:`attacks.execution`), so that a study's environments and a sweep's values run side by side as Ray tasks.
-    A job is ``(env, run_dir, title)`` (a title, where not "", is ruled before the job's messages). ``say``, ``rule`` and ``bars`` (messages, the title's rule, and a factory
-    of progress bars opened once training is done) are for a task run in the command's own process; a Ray task
-    has none and runs quietly. Every step is skipped where its output on disk is current, as in the study."""
-
-    settings: AttackSettings
-    families: tuple[str, ...] = ("membership",)
-    attribute_controls: bool = True
-    references: int = FAMILY_REFERENCES
-    cohort: Path | None = None
-    device: str = "auto"
-    local_models: bool = False
-    say: Say | None = field(default=None, compare=False)
-    rule: Say | None = field(default=None, compare=False)
-    bars: Bars | None = field(default=None, compare=False)
-
-    def __call__(self, job: tuple[str, Path, str]) -> Attacked:
-        env, run_dir, title = job
-        say, rule = self.say or _quiet, self.rule or _quiet
-        if title:
-            rule(title)
-        train_env(env, run_dir, self.cohort, rule, device=self.device, local_models=self.local_models)
-        with (self.bars() if self.bars else contextlib.nullcontext(None)) as progress:
-            membership = attack_cached(run_dir, self.settings, say=say, progress=progress)
-            attribute = (attribute_cached(run_dir, controls=self.attribute_controls, say=say, progress=progress)
-                         if "attribute" in self.families else None)
-            why = calibrated_skipped(run_dir) if "calibrated" in self.families else ""
-            calibrated = None if why or "calibrated" not in self.families else calibrated_cached(
-                run_dir, references=self.references, repeats=self.settings.repeats, say=say, progress=progress)
-        return Attacked(membership, attribute, calibrated, why)
-
-
-def run_environments(task: EnvironmentTask, jobs: Sequence[tuple[str, Path, str]], *, rule: Say = _quiet,
-                     done: Done | None = None) -> list[Attacked]:
-    """``task`` over ``jobs`` with the current executor, results in job order. Off the serial executor, every
-    federation is trained here first, one after another (``rule``: its title and training's messages): its
-    learners are Ray actors of its own (``fedsim.run``), which a task holding a CPU of the same Ray could wait for
-    forever; its attacks are then tasks like the rest."""
-    executor = current_executor()
-    # a Ray worker's working directory is its own: every path it gets is absolute
-    jobs = [(str(Path(env).resolve()) if Path(env).suffix == ".toml" else env, Path(run_dir).resolve(), title)
-            for env, run_dir, title in jobs]
-    task = dataclasses.replace(task, cohort=None if task.cohort is None else Path(task.cohort).resolve())
-    if not isinstance(executor, SerialExecutor):
-        for env, run_dir, title in jobs:
-            if load_env(env).partition.learners:
-                if title:
-                    rule(title)
-                train_env(env, run_dir, task.cohort, rule, device=task.device, local_models=task.local_models)
-    return executor.map(task, jobs, done=done)
 
 def attribute_row(env: str, table: pd.DataFrame) -> list[dict[str, Any]]:
     """Per question and seat of one run: its strongest feature set (by AUC on members) beside the label-only

@@ -11,6 +11,7 @@ import pytest
 
 from attacks import study
 from attacks.execution import SerialExecutor, using_executor
+from attacks.experiments import environments
 from attacks.experiments import study as experiment
 from attacks.reporting import markdown
 from federations import federate
@@ -154,12 +155,12 @@ def test_off_the_serial_executor_the_driver_trains_the_federations_and_the_rest_
 
     monkeypatch.setattr(experiment, "train_env", lambda env, run_dir, *a, **kw: trained.append((env, bool(inside))))
     monkeypatch.setattr(experiment, "attack_cached", lambda run_dir, *a, **kw: pd.DataFrame({"run": [run_dir.name]}))
-    task = experiment.EnvironmentTask(experiment.AttackSettings("error", "logreg", 1))
+    task = environments.EnvironmentTask(experiment.AttackSettings("error", "logreg", 1))
     jobs = [("centralized", tmp_path / "c", ""), ("skewed-iid", tmp_path / "f", "")]
     with using_executor(Tasks()):
-        found = experiment.run_environments(task, jobs)
+        found = environments.run_environments(task, jobs)
     assert trained == [("skewed-iid", False), ("skewed-iid", True), ("centralized", True)]  # (the task finds it done)
     assert [a.membership["run"][0] for a in found] == ["c", "f"] and found[0].attribute is None
     with using_executor(SerialExecutor()):  # serially, every job trains in its own turn
-        experiment.run_environments(task, jobs)
+        environments.run_environments(task, jobs)
     assert trained[3:] == [("centralized", False), ("skewed-iid", False)]
