@@ -29,10 +29,9 @@ from fedsim.data.prepare import PreparedData, prepare_data
 from fedsim.defenses import EarlyStopping, local_training, privacy_summary, release_weights
 from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
-from fedsim.models import build_model
 from fedsim.federation.run_setup import write_run_setup
 from fedsim.plots import plot_learning_curve
-from fedsim.pretrained import start_from
+from fedsim.pretrained import initial_model
 from fedsim.progress import Progress, logger, report_round
 from fedsim.training import evaluate, make_loader, train_epochs
 
@@ -50,7 +49,7 @@ def train_centralized(cfg: EnvConfig, data: PreparedData, run_dir: Path, *,
     """
     device = resolve_device(device)
     torch.manual_seed(cfg.seed)
-    model = start_from(cfg.train.init, build_model(cfg.model.name, **cfg.model_kwargs())).to(device)
+    model = initial_model(cfg).to(device)
     released = copy.deepcopy(model)  # what is evaluated and saved (a copy: no draw from the RNG)
     sets = {name: VolumeDataset(data.cohort, data.indices(name)) for name in ("train", "val", "unseen")}
     session = local_training(cfg, model, sets["train"], seed=cfg.seed)
@@ -107,7 +106,7 @@ def new_centralized_run(cfg: EnvConfig, cohort: str | Path | None, out: Path | N
     if cfg.partition.learners != 0:
         raise FedsimError(f"environment {cfg.name!r} is federated (learners = {cfg.partition.learners}); "
                           "train it with fedsim train")
-    start_from(cfg.train.init, build_model(cfg.model.name, **cfg.model_kwargs()))  # a misfit init: one line, now
+    initial_model(cfg)  # a misfit [train] init: one line, before any data work
     with snapshots.new_run_dir(out, cfg.name) as run_dir:  # refused before any data work
         if snapshots.complete_rounds(run_dir):
             raise FedsimError(f"{str(run_dir)!r} already holds epochs of a run; choose another --out or delete it")

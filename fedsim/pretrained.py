@@ -10,6 +10,7 @@ draws as a run without ``init`` would.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -18,8 +19,12 @@ from torch import nn
 
 from fedsim import snapshots
 from fedsim.errors import FedsimError
+from fedsim.models import build_model
 
-__all__ = ["init_state", "start_from"]
+if TYPE_CHECKING:
+    from fedsim.config import EnvConfig
+
+__all__ = ["init_state", "initial_model", "start_from"]
 
 
 def init_state(init: str | Path) -> dict[str, torch.Tensor]:
@@ -56,3 +61,9 @@ def start_from(init: str | Path | None, model: nn.Module) -> nn.Module:
                           f" ({len(missing)} missing, {len(extra)} unexpected, {len(shapes)} of another shape)")
     model.load_state_dict(state)
     return model
+
+
+def initial_model(cfg: EnvConfig) -> nn.Module:
+    """The environment's model as training starts: built (a draw from torch's generator, as every fresh model
+    makes) and given the weights of ``[train] init`` where it names any."""
+    return start_from(cfg.train.init, build_model(cfg.model.name, **cfg.model_kwargs()))

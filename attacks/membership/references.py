@@ -45,8 +45,7 @@ from fedsim.data.cache import CohortArray, VolumeDataset
 from fedsim.defenses import local_training, release_model, release_weights
 from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
-from fedsim.models import build_model
-from fedsim.pretrained import start_from
+from fedsim.pretrained import initial_model
 from fedsim.training import make_loader, predict, train_epochs
 
 __all__ = [
@@ -118,7 +117,7 @@ def train_model(
     cfg = dataclasses.replace(cfg, seed=seed)  # the defenses' draws are this reference's own
     torch.manual_seed(seed)
     # from the same public start as the target ([train] init): the attacker knows the training algorithm
-    model = start_from(cfg.train.init, build_model(cfg.model.name, **cfg.model_kwargs())).to(device)
+    model = initial_model(cfg).to(device)
     session = local_training(cfg, model, VolumeDataset(cohort, rows), seed=seed)
     mae = float("nan")
     if epochs > 0:

@@ -17,8 +17,7 @@ from fedsim.errors import FedsimError
 from fedsim.federation.run_setup import RUN_TABLE, RunSetup, update_config, write_run_setup
 from fedsim.federation.server_app import finish_run
 from fedsim.federation.simulation import PRIVATE_RAY, learner_resources, run_federation
-from fedsim.models import build_model
-from fedsim.pretrained import start_from
+from fedsim.pretrained import initial_model
 from fedsim.progress import Progress
 
 
@@ -34,7 +33,7 @@ def new_run(cfg: EnvConfig, cohort: str | Path | None, out: Path | None, *, prog
     """Prepare the data of a federated ``cfg`` and write a fresh run directory (refusing one with rounds)."""
     if cfg.partition.learners == 0:
         raise FedsimError(f"environment {cfg.name!r} is centralized (learners = 0); train it with fedsim centralized")
-    start_from(cfg.train.init, build_model(cfg.model.name, **cfg.model_kwargs()))  # a misfit init: one line, now
+    initial_model(cfg)  # a misfit [train] init: one line, before any data work
     with snapshots.new_run_dir(out, cfg.name) as run_dir:  # refused before any data work
         if snapshots.complete_rounds(run_dir):
             raise FedsimError(f"{str(run_dir)!r} already holds rounds of a run; continue it with "

@@ -28,7 +28,7 @@ from fedsim.federation.strategy import SnapshotFedAvg
 from fedsim.device import resolve_device
 from fedsim.models import build_model
 from fedsim.plots import plot_learning_curve
-from fedsim.pretrained import start_from
+from fedsim.pretrained import initial_model
 from fedsim.progress import listening, report_round
 from fedsim.training import evaluate, make_loader
 
@@ -103,8 +103,7 @@ def initial_arrays(setup: RunSetup, last: int | None) -> ArrayRecord:
         state, _ = snapshots.load_round(setup.run_dir, last)
         return ArrayRecord(state)
     torch.manual_seed(setup.cfg.seed)
-    model = start_from(setup.cfg.train.init, build_model(setup.cfg.model.name, **setup.cfg.model_kwargs()))
-    return ArrayRecord(model.state_dict())
+    return ArrayRecord(initial_model(setup.cfg).state_dict())
 
 
 def summarize(setup: RunSetup) -> dict:
