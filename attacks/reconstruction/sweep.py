@@ -171,6 +171,24 @@ def _keys(plan: _Plan, points: Sequence[Point], tasks: Sequence[tuple[int, int]]
     return [content_key({**common, "point": points[k], "update": j, "example": (k, j) == (0, 0)}) for k, j in tasks]
 
 
+def _check(ctx: _Context, group: str, subjects: int, batch_sizes: Sequence[int], local_steps: Sequence[str],
+           defenses: Sequence[Defense]) -> None:
+    """The grid fits the learner's subjects, and secure aggregation has the other learners it averages."""
+    if subjects > len(ctx.victims):
+        raise FedsimError(f"--subjects {subjects} is more than learner {group}'s {len(ctx.victims)} subjects")
+    too_big = [b for b in batch_sizes if b > subjects]
+    if too_big:
+        raise FedsimError(f"batch size {too_big[0]} is larger than the learner's {subjects} subjects (--subjects)")
+    uneven = [b for b in batch_sizes if subjects % b]
+    if uneven and "1" in local_steps:
+        raise FedsimError(f"--subjects {subjects} is not a multiple of batch size {uneven[0]}: one-batch updates "
+                          "would leave scans out")
+    short = [d for d in defenses if d.name == "secagg" and len(ctx.others) < int(d.value) - 1]
+    if short:
+        raise FedsimError(f"{short[0].label} averages {int(short[0].value) - 1} other learners with at least "
+                          f"{subjects} subjects; this run has {len(ctx.others)}")
+
+
 def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_steps: Sequence[str] = ("1", "epoch"),
           widths: Sequence[float] | None = None, defenses: Sequence[Defense] = (), learner: str | None = None,
           rnd: int | None = None, subjects: int = 8, recipe: str = "paper", attack: GradientAttack = GradientAttack(),
@@ -183,35 +201,20 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
     bad = [s for s in local_steps if s not in LOCAL_STEPS]
     if bad:
         raise FedsimError(f"unknown local steps {bad[0]!r}; choose from: {', '.join(LOCAL_STEPS)}")
-    parts = target.partitions
-    victims = sorted(parts.loc[parts["group"] == group, "subject_id"])
-    if subjects > len(victims):
-        raise FedsimError(f"--subjects {subjects} is more than learner {group}'s {len(victims)} subjects")
-    too_big = [b for b in batch_sizes if b > subjects]
-    if too_big:
-        raise FedsimError(f"batch size {too_big[0]} is larger than the learner's {subjects} subjects (--subjects)")
-    uneven = [b for b in batch_sizes if subjects % b]
-    if uneven and "1" in local_steps:
-        raise FedsimError(f"--subjects {subjects} is not a multiple of batch size {uneven[0]}: one-batch updates "
-                          "would leave scans out")
-    mates = [int((parts["group"] == g).sum()) for g in learner_groups(parts["group"]) if g != group]
-    others = sum(n >= subjects for n in mates)
-    short = [d for d in defenses if d.name == "secagg" and others < int(d.value) - 1]
-    if short:
-        raise FedsimError(f"{short[0].label} averages {int(short[0].value) - 1} other learners with at least "
-                          f"{subjects} subjects; this run has {others}")
     config = snapshots.read_config(target.run_dir)
-    Recipe.of_run(config)  # an imported run has no recipe to replay: one line, before any task
     run_width = float(config["model"].get("width", 1.0))
     points = tuple(_points(list(batch_sizes), list(local_steps), list(widths or [run_width]), defenses))
     model = snapshots.round_dir(target.run_dir, rnd) / snapshots.MODEL_FILE
     plan = _Plan(Path(target.run_dir).resolve(), rnd, group, subjects, recipe, attack, seed,
                  hashlib.sha256(model.read_bytes()).hexdigest())
-    tasks = [(k, j) for k, (batch, steps, _, _) in enumerate(points) for j in range(len(_groups(victims[:subjects], batch, steps)))]
     serial = isinstance(current_executor(), SerialExecutor)
     try:
-        ctx = _context(plan)  # the attack's basis and positive control, here and first, as a bad setting fails
-        control = control_columns(ctx.scans, attack, ctx.basis)
+        # what every task reads (an imported run without a recipe fails here), then the checks on it, before any task
+        ctx = _context(plan)
+        _check(ctx, group, subjects, batch_sizes, local_steps, defenses)
+        control = control_columns(ctx.scans, attack, ctx.basis)  # the attack's positive control, once
+        tasks = [(k, j) for k, (batch, steps, _, _) in enumerate(points)
+                 for j in range(len(_groups(ctx.chosen, batch, steps)))]
         found = cached_map(_Update(plan, points, progress if serial else None), tasks, keys=_keys(plan, points, tasks),
                            folder=plan.run_dir / TASKS_DIR / "reconstruction-sweep", description="sweep updates",
                            progress=progress)
