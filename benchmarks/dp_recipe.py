@@ -55,7 +55,6 @@ RECIPES: dict[str, Recipe] = {
     "public-adam-b64-e10": Recipe(8.0, {"batch_size": 64, "epochs": 10, "lr": 1e-4}, public="centralized-public"),
     "young-adam-b64-e10": Recipe(8.0, {"batch_size": 64, "epochs": 10, "lr": 1e-3}, public="centralized-public-young"),
     "young-adam-b64-e20": Recipe(8.0, {"batch_size": 64, "epochs": 20, "lr": 1e-3}, public="centralized-public-young"),
-    "scratch-adam-b256-e40": Recipe(8.0, {"batch_size": 256, "epochs": 40, "lr": 1e-3}),
     "scratch-narrow-adam-b256-e40": Recipe(8.0, {"batch_size": 256, "epochs": 40, "lr": 1e-3}, model=NARROW),
 }
 

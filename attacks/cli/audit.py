@@ -25,7 +25,8 @@ def parser(prog: str = "python -m attacks.audit") -> argparse.ArgumentParser:
         "gradient inversion at --budget full) from the malicious learner, the curious controller (a --snapshot-local "
         "run), the outsider and the holder of a layer's activations. Writes RUN_DIR/audit/index.html and summary.json; "
         "every seat or family it skips is listed with the reason.",
-        examples=["runs/skewed-noniid", "runs/skewed-iid --budget full", "runs/paper-cpu-skewed-iid --round 5", "runs/centralized --families membership"])
+        examples=["runs/skewed-noniid", "runs/skewed-iid --budget full", "runs/paper-cpu-skewed-iid --round 5",
+                  "runs/centralized --families membership", "runs/centralized-dp --families membership --canaries"])
     add_run_dir(p)
     p.add_argument("--budget", choices=list(BUDGETS), default="quick",
                    help="quick (cheap feature sets, one draw, no reference models, no gradient inversion) or full "
@@ -36,6 +37,9 @@ def parser(prog: str = "python -m attacks.audit") -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, default=None, metavar="R",
                    help="the round attacked (default: the best epoch of a centralized run, else the last round)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the attack splits (default: 0)")
+    p.add_argument("--canaries", action="store_true",
+                   help="also at --budget quick: the one-run canary audit of a DP run's ε (trains one more model, "
+                   "with canaries, as the run trained; --budget full runs it anyway)")
     add_device_option(p)
     add_executor_options(p)
     return p
@@ -59,7 +63,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.au
         with skipped_pairs_said(lambda message: console.print(f"[yellow]warning:[/] {message}")), \
                 progress_bars(console) as progress:
             result = run_audit(args.run_dir, families=families, budget=args.budget, seed=args.seed, rnd=args.round,
-                               progress=progress,
+                               canaries=args.canaries, progress=progress,
                                say=console.print)
         report = write_audit(result, command=command)
     table = Table(title=f"audit of {args.run_dir}, round {result.round}, budget {args.budget}: the strongest attack per seat")

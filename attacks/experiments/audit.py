@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,13 +114,14 @@ def parse_families(families: str | Sequence[str]) -> list[str]:
 
 def run_audit(
     run_dir: str | Path, *, families: str | Sequence[str] = FAMILIES, budget: str | Budget = "quick", seed: int = 0,
-    rnd: int | None = None, progress: Callable[[str, int, int], None] | None = None,
+    rnd: int | None = None, canaries: bool = False, progress: Callable[[str, int, int], None] | None = None,
     say: Callable[[str], object] | None = None,
 ) -> AuditResult:
     """Every family of ``families`` from every seat the run supports, at ``budget`` (``quick`` or ``full``).
 
     ``rnd``: the round attacked (default: a centralized run's best epoch, else the last round); a federation's
-    early rounds say when it starts to leak.
+    early rounds say when it starts to leak. ``canaries``: the one-run canary audit of ε at any budget (a DP run's
+    owner checking its ε without the full budget's reference models).
 
     ``say(text)`` hears each step (the command prints it); ``progress(description, done, total)`` the long ones.
     """
@@ -129,6 +130,9 @@ def run_audit(
         if budget not in BUDGETS:
             raise FedsimError(f"unknown --budget {budget!r}; choose from: {', '.join(BUDGETS)}")
         budget = BUDGETS[budget]
+    if canaries and not budget.canaries:
+        budget = replace(budget, canaries=True, why_not={k: v for k, v in budget.why_not.items()
+                                                                     if k != "canaries"})
     from attacks.target import attacked_round, has_local_models, is_centralized, open_run, resolve_rounds
 
     say = say or (lambda text: None)

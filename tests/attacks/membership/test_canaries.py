@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from attacks.cli.audit import parser as audit_parser
 from attacks.experiments.audit import BUDGETS, run_audit
 from attacks.membership.canaries import canary_audit
 from attacks.reporting.audit import write_audit
@@ -104,6 +105,10 @@ def test_a_dp_sgd_model_passes_and_the_audit_reports_both_bounds_beside_the_acco
     assert "Is the reported ε honest?" in index and "one-run canary audit" in index and "Clopper" in index
     quick = run_audit(run, families="membership", budget=dataclasses.replace(budget, canaries=False))
     assert quick.epsilon["canaries"] is None and any("canary audit" in s.why for s in quick.skipped)
+    asked = run_audit(run, families="membership", budget=dataclasses.replace(budget, canaries=False), canaries=True)
+    assert json.loads(json.dumps(asked.epsilon["canaries"])) == epsilon["canaries"]  # --canaries at a budget without them: the same audit
+    assert not any("canary audit" in s.why for s in asked.skipped) and asked.budget.canaries
+    assert audit_parser().parse_args([str(run), "--canaries"]).canaries
 
 
 def test_a_federation_with_dp_sgd_is_replayed_and_central_dp_is_refused(tmp_path):
