@@ -56,6 +56,7 @@ RECIPES: dict[str, Recipe] = {
     "young-adam-b64-e10": Recipe(8.0, {"batch_size": 64, "epochs": 10, "lr": 1e-3}, public="centralized-public-young"),
     "young-adam-b64-e20": Recipe(8.0, {"batch_size": 64, "epochs": 20, "lr": 1e-3}, public="centralized-public-young"),
     "scratch-narrow-adam-b256-e40": Recipe(8.0, {"batch_size": 256, "epochs": 40, "lr": 1e-3}, model=NARROW),
+    "scratch-narrow-adam-b64-e40": Recipe(8.0, {"batch_size": 64, "epochs": 40, "lr": 1e-3}, model=NARROW),
 }
 
 
