@@ -1,13 +1,14 @@
 """DP-SGD recipes on the default centralized cohort: ``python benchmarks/dp_recipe.py [--only NAME,…] [--list]``.
 
-Each recipe is the ``centralized-dp`` environment with some keys changed (:data:`RECIPES`: batch size, epochs, noise
-multiplier, clip, optimizer, learning rate, ``[train] init``), trained as ``fedsim centralized`` does into
+Each recipe is the ``centralized`` environment with DP-SGD and some keys changed (:data:`RECIPES`: batch size,
+epochs, optimizer, learning rate, clip, model width, ``[train] init``), trained as ``fedsim centralized`` does into
 ``runs/dp-recipe/<name>/`` (its derived environment file beside it; a finished run is reused). The noise multiplier
 of each recipe is the one Opacus' RDP accountant gives for its target ε at δ = 1e-5 with its sample rate (batch /
 540 training subjects) and epochs. Writes ``benchmarks/results/dp_recipe.md``: per recipe the ε the run's accountant
 reports at its best-validation epoch, the unseen and training MAE there, the unseen MAE of its starting model
 (epoch 0: for a pre-trained start, the public model alone on this cohort, the ε = 0 baseline), and the median
-seconds per epoch. One torch thread per process (``OMP_NUM_THREADS=1``) is what its rows used on 2 cores.
+seconds per epoch. One torch thread per process (``OMP_NUM_THREADS=1``) is what its rows used on 2 cores. The best
+recipe, ``young-adam-b64-e20``, is what ``environments/centralized-dp.toml`` ships.
 
 A recipe with a public start begins from ``runs/<public environment>`` (trained first when missing):
 ``centralized-public`` (the same recipe on another synthetic cohort: other subjects, three scanner sites) or
@@ -39,7 +40,7 @@ DELTA = 1e-5
 
 @dataclass(frozen=True)
 class Recipe:
-    """A target ε and what changes from ``centralized-dp``: [train], [defense] and [model] keys, and the public
+    """A target ε and what changes from ``centralized``: [train], [defense] and [model] keys, and the public
     environment the run starts from (``None``: from scratch)."""
 
     epsilon: float
@@ -77,14 +78,14 @@ def noise_for(epsilon: float, batch: int, epochs: int) -> float:
 
 
 def derive(name: str) -> dict[str, Any]:
-    """The raw environment of recipe ``name``: centralized-dp with its changes."""
+    """The raw environment of recipe ``name``: centralized with DP-SGD and the recipe's changes."""
     recipe = RECIPES[name]
-    raw = tomllib.loads((ENVIRONMENTS_DIR / "centralized-dp.toml").read_text())
+    raw = tomllib.loads((ENVIRONMENTS_DIR / "centralized.toml").read_text())
     raw["description"] = f"DP-SGD recipe {name} (benchmarks/dp_recipe.py): target ε {recipe.epsilon:g} at δ {DELTA:g}."
     raw["train"] = {**raw["train"], **recipe.train, **({"init": str(public_run(recipe.public))} if recipe.public else {})}
     raw["model"] = {**raw["model"], **recipe.model}
     sigma = noise_for(recipe.epsilon, raw["train"]["batch_size"], raw["train"]["epochs"])
-    raw["defense"] = {**raw["defense"], **recipe.defense, "dp_noise_multiplier": sigma, "dp_delta": DELTA}
+    raw["defense"] = {**recipe.defense, "dp_noise_multiplier": sigma, "dp_delta": DELTA}
     return raw
 
 
@@ -126,7 +127,7 @@ def gradient_norms(subjects: int = 64) -> str:
     from fedsim.models import build_model
     from fedsim.training import model_loss
 
-    cfg = load_env("centralized-dp")
+    cfg, clip = load_env("centralized"), Recipe(0.0, {}).defense["dp_max_grad_norm"]
     target = open_run(ROOT / "runs" / "centralized")
     parts = target.partitions
     rows = target.cohort.index_of(list(parts.loc[parts["group"] == "train", "subject_id"])[:subjects])
@@ -145,7 +146,7 @@ def gradient_norms(subjects: int = 64) -> str:
     q = [float(v) for v in torch.quantile(norms, torch.tensor([0.1, 0.5, 0.9]))]
     return (f"Per-subject gradient L2 norms of the untrained model (seed {cfg.seed}; {len(x)} training subjects; "
             f"{sum(v.numel() for v in params.values())} weights): 10th / 50th / 90th percentile "
-            f"{q[0]:.0f} / {q[1]:.0f} / {q[2]:.0f}, against a clip of {cfg.defense.dp_max_grad_norm:g}.")
+            f"{q[0]:.0f} / {q[1]:.0f} / {q[2]:.0f}, against a clip of {clip:g}.")
 
 
 COLUMNS = ["date", "recipe", "start", "channels", "optimizer", "lr", "batch", "epochs", "noise multiplier", "clip", "ε at best epoch",
@@ -171,7 +172,7 @@ def main() -> None:
     for n in names:
         env = RUNS / f"{n}.toml"
         env.parent.mkdir(parents=True, exist_ok=True)
-        env.write_text(f"# Derived by benchmarks/dp_recipe.py from centralized-dp\n{tomli_w.dumps(derive(n))}")
+        env.write_text(f"# Derived by benchmarks/dp_recipe.py from centralized\n{tomli_w.dumps(derive(n))}")
         load_env(env)
         _train(env, RUNS / n)
         rows.append(row(n, RUNS / n))

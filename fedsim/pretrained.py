@@ -39,7 +39,11 @@ def init_state(init: str | Path) -> dict[str, torch.Tensor]:
         best = snapshots.read_done(path).get("best_round") if snapshots.is_done(path) else None
         return snapshots.load_round(path, int(best) if best is not None else rounds[-1])[0]
     if not path.is_file():
-        raise FedsimError(f"[train] init {str(path)!r}: no such run directory or .safetensors file")
+        from fedsim.config import available_environments
+
+        train = (f"; train it first: fedsim centralized --env {path.name} --out {path}"
+                 if path.name in available_environments() else "")  # a public model fedsim ships the recipe of
+        raise FedsimError(f"[train] init {str(path)!r}: no such run directory or .safetensors file{train}")
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as err:

@@ -14,6 +14,7 @@ from federations import TINY, federate
 from fedsim import snapshots
 from fedsim.cli.centralized import main
 from fedsim.config import load_env
+from fedsim.defenses.dp_sgd import epsilon
 from fedsim.errors import FedsimError
 
 ENVIRONMENTS = TINY.parent
@@ -66,3 +67,21 @@ def test_init_is_a_non_empty_path(tmp_path):
     assert load_env(ENVIRONMENTS / "tiny-centralized.toml").train.init is None  # off unless set
     with pytest.raises(FedsimError, match=r"\[train\] init"):
         load_env(_with_init(tmp_path, "tiny-centralized", " "))
+
+
+def test_the_shipped_dp_recipe_starts_from_its_public_model_within_its_epsilon(tmp_path, monkeypatch, capsys):
+    """centralized-dp fine-tunes the public model of centralized-public-young with noise that spends at most ε 8
+    over its epochs (Opacus' steps: epochs × training subjects // batch); without that run, the command's one line
+    says how to train it."""
+    cfg = load_env("centralized-dp")
+    assert cfg.train.init == "runs/centralized-public-young"
+    assert load_env("centralized-public-young").cohort.seed != cfg.cohort.seed  # public: other subjects
+    p = cfg.partition
+    subjects = round(cfg.cohort.subjects * (1 - p.unseen_fraction) * (1 - p.val_fraction))
+    assert subjects == 540
+    steps = cfg.train.epochs * (subjects // cfg.train.batch_size)
+    spent = epsilon([(cfg.defense.dp_noise_multiplier, cfg.train.batch_size / subjects, steps)], cfg.defense.dp_delta)
+    assert 7.5 < spent <= 8.0, spent
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(capsys, main, ["--env", "centralized-dp", "--out", str(tmp_path / "out")])
+    assert "train it first: fedsim centralized --env centralized-public-young --out runs/centralized-public-young" in line
