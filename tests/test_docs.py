@@ -55,7 +55,7 @@ def test_every_documented_fedsim_command_line_parses():
     lines = _fedsim_lines()
     assert len(lines) >= 10  # the command-line page's examples, at least
     for page, line in lines:
-        stage, *args = shlex.split(line)[1:]
+        stage, *args = shlex.split(line, comments=True)[1:]  # a shell comment after the command is not an argument
         assert stage in STAGES, f"{page}: unknown stage in {line!r}"
         module = __import__(STAGES[stage][0], fromlist=["parser"])
         try:
