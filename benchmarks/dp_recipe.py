@@ -2,7 +2,8 @@
 
 Each recipe is the ``centralized`` environment with DP-SGD and some keys changed (:data:`RECIPES`: batch size,
 epochs, optimizer, learning rate, clip, model width, ``[train] init``), trained as ``fedsim centralized`` does into
-``runs/dp-recipe/<name>/`` (its derived environment file beside it; a finished run is reused). The noise multiplier
+``runs/dp-recipe/<name>/`` (its derived environment file beside it; a finished run is reused), and draws every
+epoch of every recipe run against the ε spent by then in ``docs/dp-frontier.png``. The noise multiplier
 of each recipe is the one Opacus' RDP accountant gives for its target ε at δ = 1e-5 with its sample rate (batch /
 540 training subjects) and epochs. Writes ``benchmarks/results/dp_recipe.md``: per recipe the ε the run's accountant
 reports at its best-validation epoch, the unseen and training MAE there, the unseen MAE of its starting model
@@ -34,6 +35,7 @@ from fedsim.config import ENVIRONMENTS_DIR, load_env, tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "dp_recipe.md"
+FIGURE = ROOT / "docs" / "dp-frontier.png"
 RUNS = ROOT / "runs" / "dp-recipe"
 TRAINING_SUBJECTS = 540  # the default centralized partition's (benchmarks/results/centralized.md)
 DELTA = 1e-5
@@ -149,6 +151,34 @@ def gradient_norms(subjects: int = 64) -> str:
             f"{q[0]:.0f} / {q[1]:.0f} / {q[2]:.0f}, against a clip of {clip:g}.")
 
 
+def frontier(names: list[str]) -> None:
+    """``docs/dp-frontier.png``: every epoch of every recipe run as the model it could release, unseen MAE against
+    the ε spent by then, beside the non-private model (``runs/centralized``'s best epoch) and the training mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    for i, name in enumerate(names):
+        curve = snapshots.read_metrics(RUNS / name)
+        ax.plot([m.get("epsilon", 0.0) for m in curve], [m["unseen_mae"] for m in curve], "o-", ms=3, lw=1,
+                color=f"C{i}", label=name)
+        best = snapshots.read_done(RUNS / name)["best_round"]
+        ax.plot([curve[best]["epsilon"]], [curve[best]["unseen_mae"]], "*", ms=12, color=f"C{i}")
+    plain = snapshots.read_done(ROOT / "runs" / "centralized")
+    ax.axhline(plain["unseen_mae"], color="black", lw=0.9, ls="--", label=f"no DP ({plain['unseen_mae']:.2f})")
+    ax.axhline(plain["predict_mean_mae"], color="grey", lw=0.9, ls=":",
+               label=f"predicting the training mean ({plain['predict_mean_mae']:.2f})")
+    ax.set_xlabel("ε spent (δ = 1e-5); epoch 0 at ε 0 is the starting model")
+    ax.set_ylabel("unseen MAE (years)")
+    ax.set_title("DP-SGD recipes on the default cohort (540 training subjects): each epoch's model; ★ released", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(FIGURE, dpi=110)
+    plt.close(fig)
+
+
 COLUMNS = ["date", "recipe", "start", "channels", "optimizer", "lr", "batch", "epochs", "noise multiplier", "clip", "ε at best epoch",
            "best epoch", "unseen MAE", "train MAE", "unseen MAE of the start (epoch 0)", "s / epoch"]
 
@@ -188,7 +218,8 @@ def main() -> None:
         old[str(r[1])] = "| " + " | ".join(map(str, r)) + " |"
     RESULTS.write_text("# DP-SGD recipes on the default centralized cohort\n\n" + "\n".join(lines + list(old.values()))
                        + "\n\n" + gradient_norms() + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+    frontier([n for n in RECIPES if snapshots.is_done(RUNS / n)])
+    print(f"wrote {RESULTS.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
