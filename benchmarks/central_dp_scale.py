@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from results_table import machine
 
-from attacks.target import has_local_models, load_snapshot, open_run
+from attacks.target import Target, has_local_models, load_snapshot, open_run
+from fedsim.errors import FedsimError
 from fedsim.data.partition import learner_groups
 from fedsim.defenses.central_dp import effective_noise_multiplier
 from fedsim.defenses.dp_sgd import epsilon
@@ -45,9 +46,9 @@ def multiplier_for(target: float, rounds: int, delta: float = DELTA) -> float:
     return high
 
 
-def updates(run_dir: Path, rnd: int) -> tuple[dict[str, torch.Tensor], list[str], np.ndarray, int]:
+def updates(target: Target, rnd: int) -> tuple[dict[str, torch.Tensor], list[str], np.ndarray, int]:
     """Each learner's flattened update of round ``rnd``, the learners, their subject counts and the weight count."""
-    target = open_run(run_dir)
+    run_dir = target.run_dir
     groups = learner_groups(target.partitions["group"])
     start = {k: v.detach().double() for k, v in load_snapshot(run_dir, rnd - 1).model.state_dict().items()
              if v.is_floating_point()}
@@ -70,11 +71,14 @@ def main() -> None:
         counts = [int(n) for n in args.learners.split(",")]
     except ValueError:
         raise SystemExit("error: --epsilons takes numbers and --learners integers, comma-separated") from None
-    target = open_run(args.run)
-    rounds = max(target.rounds)
-    if not has_local_models(target, rounds):
-        raise SystemExit(f"error: {args.run} kept no local models of round {rounds}; train with --snapshot-local")
-    flat, groups, weights, d = updates(args.run, rounds)
+    try:
+        target = open_run(args.run)
+        rounds = max(target.rounds)
+        if not has_local_models(target, rounds):
+            raise FedsimError(f"{args.run} kept no local models of round {rounds}; train with --snapshot-local")
+        flat, groups, weights, d = updates(target, rounds)
+    except FedsimError as e:
+        raise SystemExit(f"error: {e}") from None
     norms = np.array([float(flat[g].norm()) for g in groups])
     clip = float(np.median(norms))
     clipped = sum(w / weights.sum() * flat[g] * min(1.0, clip / n) for g, w, n in zip(groups, weights, norms))
@@ -93,10 +97,11 @@ def main() -> None:
         z = sigma * len(groups) * weights.max() / weights.sum()  # effective_noise_multiplier inverted
         assert abs(effective_noise_multiplier(z, weights) - sigma) < 1e-9 * sigma
         rows = [(f"{len(groups)} (this run's)", z, z * clip * d ** 0.5 / len(groups))]
-        rows += [(f"{n} equal", sigma, sigma * clip * d ** 0.5 / n) for n in counts if n != len(groups)]
+        rows += [(f"{n} equal", sigma, sigma * clip * d ** 0.5 / n) for n in counts]
         for who, mult, noise in rows:
             lines.append(f"| {eps:g} | {who} | {sigma:.3f} | {mult:.3f} | {noise:.3f} | {noise / signal:.1f} |")
-    lines.append("\nThe equal-learner rows keep this run's clip and average norm: a projection, not a training run.")
+    lines.append("\nThe equal-learner rows keep this run's clip and average norm: a projection at them, not a training "
+                 "run (more, smaller learners would have other updates).")
     RESULTS.write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS}")
 

@@ -39,6 +39,7 @@ FIGURE = ROOT / "docs" / "dp-frontier.png"
 RUNS = ROOT / "runs" / "dp-recipe"
 TRAINING_SUBJECTS = 540  # the default centralized partition's (benchmarks/results/centralized.md)
 DELTA = 1e-5
+CLIP = 1.0  # every recipe's per-subject gradient clip (dp_max_grad_norm)
 
 @dataclass(frozen=True)
 class Recipe:
@@ -47,7 +48,7 @@ class Recipe:
 
     epsilon: float
     train: dict[str, Any]
-    defense: dict[str, Any] = field(default_factory=lambda: {"dp_max_grad_norm": 1.0})
+    defense: dict[str, Any] = field(default_factory=lambda: {"dp_max_grad_norm": CLIP})
     public: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -112,7 +113,8 @@ def row(name: str, out: Path) -> list[object]:
     epsilon = metrics[best].get("epsilon", float("nan"))
     start = Path(cfg["train"]["init"]).name if cfg["train"].get("init") else "scratch"
     train = cfg["train"]
-    return [time.strftime("%Y-%m-%d"), name, start, cfg["model"]["channels"], train["optimizer"], train["lr"],
+    trained = time.strftime("%Y-%m-%d", time.localtime((out / "DONE").stat().st_mtime))
+    return [trained, name, start, cfg["model"]["channels"], train["optimizer"], train["lr"],
             train["batch_size"], train["epochs"], cfg["defense"]["dp_noise_multiplier"], cfg["defense"]["dp_max_grad_norm"], f"{epsilon:.2f}", best,
             f"{metrics[best]['unseen_mae']:.2f}", f"{metrics[best]['train_mae']:.2f}", f"{metrics[0]['unseen_mae']:.2f}",
             f"{seconds:.1f}"]
@@ -129,7 +131,7 @@ def gradient_norms(subjects: int = 64) -> str:
     from fedsim.models import build_model
     from fedsim.training import model_loss
 
-    cfg, clip = load_env("centralized"), Recipe(0.0, {}).defense["dp_max_grad_norm"]
+    cfg = load_env("centralized")
     target = open_run(ROOT / "runs" / "centralized")
     parts = target.partitions
     rows = target.cohort.index_of(list(parts.loc[parts["group"] == "train", "subject_id"])[:subjects])
@@ -148,7 +150,7 @@ def gradient_norms(subjects: int = 64) -> str:
     q = [float(v) for v in torch.quantile(norms, torch.tensor([0.1, 0.5, 0.9]))]
     return (f"Per-subject gradient L2 norms of the untrained model (seed {cfg.seed}; {len(x)} training subjects; "
             f"{sum(v.numel() for v in params.values())} weights): 10th / 50th / 90th percentile "
-            f"{q[0]:.0f} / {q[1]:.0f} / {q[2]:.0f}, against a clip of {clip:g}.")
+            f"{q[0]:.0f} / {q[1]:.0f} / {q[2]:.0f}, against a clip of {CLIP:g}.")
 
 
 def frontier(names: list[str]) -> None:
@@ -161,11 +163,11 @@ def frontier(names: list[str]) -> None:
 
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
     for i, name in enumerate(names):
-        curve = snapshots.read_metrics(RUNS / name)
-        ax.plot([m.get("epsilon", 0.0) for m in curve], [m["unseen_mae"] for m in curve], "o-", ms=3, lw=1,
-                color=f"C{i}", label=name)
-        best = snapshots.read_done(RUNS / name)["best_round"]
-        ax.plot([curve[best]["epsilon"]], [curve[best]["unseen_mae"]], "*", ms=12, color=f"C{i}")
+        curve = {m["round"]: m for m in snapshots.read_metrics(RUNS / name)}
+        ax.plot([m.get("epsilon", 0.0) for m in curve.values()], [m["unseen_mae"] for m in curve.values()], "o-", ms=3,
+                lw=1, color=f"C{i}", label=name)
+        best = curve[snapshots.read_done(RUNS / name)["best_round"]]
+        ax.plot([best.get("epsilon", 0.0)], [best["unseen_mae"]], "*", ms=12, color=f"C{i}")
     plain = snapshots.read_done(ROOT / "runs" / "centralized")
     ax.axhline(plain["unseen_mae"], color="black", lw=0.9, ls="--", label=f"no DP ({plain['unseen_mae']:.2f})")
     ax.axhline(plain["predict_mean_mae"], color="grey", lw=0.9, ls=":",
@@ -198,27 +200,20 @@ def main() -> None:
         return
     for public in dict.fromkeys(RECIPES[n].public for n in names if RECIPES[n].public):
         _train(ENVIRONMENTS_DIR / f"{public}.toml", public_run(public))
-    rows = []
     for n in names:
         env = RUNS / f"{n}.toml"
         env.parent.mkdir(parents=True, exist_ok=True)
         env.write_text(f"# Derived by benchmarks/dp_recipe.py from centralized\n{tomli_w.dumps(derive(n))}")
         load_env(env)
         _train(env, RUNS / n)
-        rows.append(row(n, RUNS / n))
+    done = [n for n in RECIPES if snapshots.is_done(RUNS / n)]  # every finished recipe's row, trained now or before
     lines = [f"<!-- written by `python benchmarks/dp_recipe.py [--only RECIPES]` on {machine()}, no GPU, one torch "
-             "thread per run; each row dated; a recipe not named keeps its row -->", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    old = {}
-    if RESULTS.is_file():  # rows of recipes not run now stay
-        for line in RESULTS.read_text().splitlines():
-            if line.startswith("| ") and not line.startswith("| date"):
-                old[line.split("|")[2].strip()] = line
-    for r in rows:
-        old[str(r[1])] = "| " + " | ".join(map(str, r)) + " |"
-    RESULTS.write_text("# DP-SGD recipes on the default centralized cohort\n\n" + "\n".join(lines + list(old.values()))
+             "thread per run; a row per finished recipe run, dated by its training -->", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
+             *("| " + " | ".join(map(str, row(n, RUNS / n))) + " |" for n in done)]
+    RESULTS.write_text("# DP-SGD recipes on the default centralized cohort\n\n" + "\n".join(lines)
                        + "\n\n" + gradient_norms() + "\n")
-    frontier([n for n in RECIPES if snapshots.is_done(RUNS / n)])
+    frontier(done)
     print(f"wrote {RESULTS.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}", file=sys.stderr)
 
 

@@ -40,10 +40,11 @@ def main() -> None:
     args = p.parse_args()
     try:
         rounds = [int(r) for r in args.rounds.split(",")]
-        for row in rows(args.run, rounds):
-            append_row(RESULTS, "The community model's MAE by round: what more rounds buy", COLUMNS, row)
     except ValueError:
         raise SystemExit(f"error: --rounds takes comma-separated integers, got {args.rounds!r}") from None
+    try:
+        for row in rows(args.run, rounds):
+            append_row(RESULTS, "The community model's MAE by round: what more rounds buy", COLUMNS, row)
     except FedsimError as e:
         raise SystemExit(f"error: {e}") from None
 

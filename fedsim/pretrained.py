@@ -39,10 +39,12 @@ def init_state(init: str | Path) -> dict[str, torch.Tensor]:
         best = snapshots.read_done(path).get("best_round") if snapshots.is_done(path) else None
         return snapshots.load_round(path, int(best) if best is not None else rounds[-1])[0]
     if not path.is_file():
-        from fedsim.config import available_environments
+        from fedsim.config import available_environments, load_env
 
-        train = (f"; train it first: fedsim centralized --env {path.name} --out {path}"
-                 if path.name in available_environments() else "")  # a public model fedsim ships the recipe of
+        train = ""
+        if path.name in available_environments():  # a public model whose recipe fedsim ships
+            stage = "train" if load_env(path.name).partition.learners else "centralized"
+            train = f"; train it first: fedsim {stage} --env {path.name} --out {path}"
         raise FedsimError(f"[train] init {str(path)!r}: no such run directory or .safetensors file{train}")
     try:
         return load_file(path)

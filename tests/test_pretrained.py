@@ -16,6 +16,7 @@ from fedsim.cli.centralized import main
 from fedsim.config import load_env
 from fedsim.defenses.dp_sgd import epsilon
 from fedsim.errors import FedsimError
+from fedsim.pretrained import init_state
 
 ENVIRONMENTS = TINY.parent
 
@@ -71,7 +72,7 @@ def test_init_is_a_non_empty_path(tmp_path):
 
 def test_the_shipped_dp_recipe_starts_from_its_public_model_within_its_epsilon(tmp_path, monkeypatch, capsys):
     """centralized-dp fine-tunes the public model of centralized-public-young with noise that spends at most ε 8
-    over its epochs (Opacus' steps: epochs × training subjects // batch); without that run, the command's one line
+    over its epochs (Opacus' steps: epochs × (training subjects // batch)); without that run, the command's one line
     says how to train it."""
     cfg = load_env("centralized-dp")
     assert cfg.train.init == "runs/centralized-public-young"
@@ -85,3 +86,5 @@ def test_the_shipped_dp_recipe_starts_from_its_public_model_within_its_epsilon(t
     monkeypatch.chdir(tmp_path)
     line = one_error_line(capsys, main, ["--env", "centralized-dp", "--out", str(tmp_path / "out")])
     assert "train it first: fedsim centralized --env centralized-public-young --out runs/centralized-public-young" in line
+    with pytest.raises(FedsimError, match="train it first: fedsim train --env skewed-iid --out skewed-iid$"):
+        init_state("skewed-iid")  # a federation's environment: its command is train

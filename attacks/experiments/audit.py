@@ -66,7 +66,7 @@ BUDGETS = {
                  "layers": "feature inversion of the deeper conv layers (--budget full: every conv layer)",
                  "gradient": "inverts every scan of a learner's update with its local steps replayed (--budget full)",
                  "trajectory": "a forward pass of every subject through each round's community model (--budget full)",
-                 "canaries": "trains one more model, with canaries, as the run trained (--budget full)"}),
+                 "canaries": "trains one more model, with canaries, as the run trained (--canaries, or --budget full)"}),
     "full": Budget("full", features="table1", repeats=3, references=8, scans=8, gradient=True, trajectory=True,
                    canaries=True),
 }
@@ -126,6 +126,8 @@ def run_audit(
     ``say(text)`` hears each step (the command prints it); ``progress(description, done, total)`` the long ones.
     """
     chosen = parse_families(families)
+    if canaries and "membership" not in chosen:
+        raise FedsimError("--canaries audits ε beside the membership attacks: add membership to --families")
     if isinstance(budget, str):
         if budget not in BUDGETS:
             raise FedsimError(f"unknown --budget {budget!r}; choose from: {', '.join(BUDGETS)}")
@@ -207,7 +209,8 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
 
 def _epsilon(target: Target, result: AuditResult, *, seed: int, say: Callable[[str], object]) -> None:
     """Is the reported ε honest? The accountant's ε of the audited round (∞ without DP) beside two empirical lower
-    bounds: the strongest membership attack's and, at ``--budget full``, the one-run canary audit's."""
+    bounds: the strongest membership attack's and, at ``--budget full`` or with ``--canaries``, the one-run canary
+    audit's."""
     from attacks.evaluation.epsilon import attacks_epsilon
     from attacks.membership.canaries import canary_audit
     from fedsim import snapshots

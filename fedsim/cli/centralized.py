@@ -20,7 +20,7 @@ def parser(prog: str = "python -m fedsim.centralized") -> argparse.ArgumentParse
         prog, "The centralized brain-age baseline: one model on all training subjects.",
         "Keeps the best-validation epoch (as Gupta et al. 2021) and writes the same run directory as a "
         "federation, epoch k being snapshot round k, so every attack reads it like any other run.",
-        examples=["--out runs/centralized", "--env centralized-2d --out runs/centralized-2d", "--env centralized-dp --epochs 10"])
+        examples=["--out runs/centralized", "--env centralized-2d --out runs/centralized-2d", "--env centralized --epochs 10 --out runs/centralized-10"])
     p.add_argument("--env", default="centralized", help="environment name or .toml path (default: centralized); one of: "
                    + ", ".join(e for e in available_environments() if not load_env(e).partition.learners))
     add_cohort_option(p)

@@ -108,6 +108,8 @@ def test_bad_families_and_budgets_are_one_line_errors(tmp_path):
         parse_families("membershp,attribute")
     with pytest.raises(FedsimError, match="unknown --budget"):
         run_audit(tmp_path, budget="huge")
+    with pytest.raises(FedsimError, match="--canaries audits ε beside the membership attacks"):
+        run_audit(tmp_path, families="attribute", canaries=True)
 
 
 def test_the_command_prints_the_verdicts_and_the_skips(audited, capsys, monkeypatch):
