@@ -40,9 +40,6 @@ RESULTS_LINK = re.compile(r"\]\((benchmarks/results/[^)#\s]+)")
 #: number is left out of this list and the comment at its bullet says so.
 #: Bullet title → numbers. Each must still be missing: remove it once its results file is in and cited.
 PENDING = {
-    # The sweep's 0.16–0.84 and 0.37 and the return test's 0.3 are not in gradient_inversion.md either; they
-    # pass only because it holds numbers that round to them (0.160, 0.372, 0.314): reconstruct.md will hold them.
-    "Reconstruction": {"0.878", "0.84"},  # 0.540 (the prior's SSIM) is also in gradient_inversion.md, by coincidence
     # The defense sweeps' 0.77, 0.59, 0.73, 3.7, 0.84, 0.91 and DP-SGD's 1.00 are not in study.md or
     # attribute_study.md either; they pass only because those files hold the same digits for other quantities:
     # attribute_sweeps.md will hold them.
