@@ -39,12 +39,7 @@ RESULTS_LINK = re.compile(r"\]\((benchmarks/results/[^)#\s]+)")
 #: cited file by coincidence (a different quantity with the same digits): the check cannot tell, so such a
 #: number is left out of this list and the comment at its bullet says so.
 #: Bullet title → numbers. Each must still be missing: remove it once its results file is in and cited.
-PENDING = {
-    # The defense sweeps' 0.77, 0.59, 0.73, 3.7, 0.84, 0.91 and DP-SGD's 1.00 are not in study.md or
-    # attribute_study.md either; they pass only because those files hold the same digits for other quantities:
-    # attribute_sweeps.md will hold them.
-    "Attribute inference": {"4.49", "6.16"},
-}
+PENDING: dict[str, set[str]] = {}
 
 
 def results_bullets(readme: str) -> dict[str, str]:
