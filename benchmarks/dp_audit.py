@@ -33,14 +33,16 @@ def section(run_dir: Path) -> list[str]:
                          f"audit it again: fedsim audit {run_dir} --canaries")
     metrics = {m["round"]: m for m in snapshots.read_metrics(run_dir)}
     rnd = audit["round"]
+    learners = sorted(v for k, v in metrics[rnd].items() if k.endswith("_epsilon") and k != "central_epsilon")
+    spread = (f" Each learner's accountant: ε {learners[0]:.2f}–{learners[-1]:.2f}." if len(learners) > 1 else "")
     lines = [f"## `{run_dir}`, round {rnd}", "",
              f"`{audit['command']}` (budget {audit['budget']}); the audited model's unseen MAE "
-             f"{metrics[rnd]['unseen_mae']:.2f} years.", "",
+             f"{metrics[rnd]['unseen_mae']:.2f} years.{spread}", "",
              "| ε | value | how |", "|---|---|---|"]
     lines += [f"| {r['what']} | {r['value']} | {r['how']} |" for r in epsilon_rows(audit["epsilon"])]
-    lines += ["", "| seat | strongest membership attack | verdict |", "|---|---|---|"]
-    lines += [f"| {r['seat']} | {r['attack']} | {r['verdict']} |" for r in audit["summary"]
-              if r["family"] == "membership"]
+    lines += ["", "| seat | strongest membership attack | its number [95 % CI] | verdict |", "|---|---|---|---|"]
+    lines += [f"| {r['seat']} | {r['attack']} | {r['metric']} {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | "
+              f"{r['verdict']} |" for r in audit["summary"] if r["family"] == "membership"]
     return lines + [""]
 
 
