@@ -70,7 +70,8 @@ def test_flwr_run_over_tls_with_generated_certificates(tmp_path: Path, tiny_mani
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "tls"\n\n[superlink.tls]\naddress = "127.0.0.1:{port}"\nroot-certificates = "{ca}"\n\n'
         f'[superlink.plain]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
-    env = {**os.environ, "FLWR_HOME": str(home), "FEDSIM_HOME": str(fedsim_home), "RAY_ADDRESS": "local"}
+    env = {**os.environ, "FLWR_HOME": str(home), "FEDSIM_HOME": str(fedsim_home), "RAY_ADDRESS": "local",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # the SuperLink starts flower-superexec by name
     superlink = subprocess.Popen(
         [str(BIN / "flower-superlink"), "--simulation", "--disable-runtime-dependency-installation",
          "--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
