@@ -122,34 +122,28 @@ def row(name: str, out: Path) -> list[object]:
 
 def gradient_norms(subjects: int = 64) -> str:
     """What clipping does at the start of training from scratch: the per-subject gradient norms (of the loss DP-SGD
-    clips) of the seeded untrained model on the first ``subjects`` training subjects of runs/centralized."""
+    clips, :func:`attacks.signals.gradients.per_sample_gradients`) of the seeded untrained model on the first
+    ``subjects`` training subjects of runs/centralized."""
     import numpy as np
     import torch
-    from torch.func import functional_call, grad, vmap
 
+    from attacks.signals.gradients import per_sample_gradients
     from attacks.target import open_run
-    from fedsim.models import build_model
-    from fedsim.training import model_loss
+    from fedsim.models import build_model, layer_parameters
 
     cfg = load_env("centralized")
     target = open_run(ROOT / "runs" / "centralized")
     parts = target.partitions
-    rows = target.cohort.index_of(list(parts.loc[parts["group"] == "train", "subject_id"])[:subjects])
-    x = torch.from_numpy(np.asarray(target.cohort.volumes[np.sort(rows)], dtype=np.float32))[:, None]
-    y = torch.from_numpy(target.cohort.ages[np.sort(rows)].astype(np.float32))
+    rows = np.sort(target.cohort.index_of(list(parts.loc[parts["group"] == "train", "subject_id"])[:subjects]))
+    x = torch.from_numpy(np.asarray(target.cohort.volumes[rows], dtype=np.float32))[:, None]
+    y = torch.from_numpy(target.cohort.ages[rows].astype(np.float32))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model.name, **cfg.model_kwargs()).eval()
-    params = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(p: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, p, (xi[None],))
-        return model_loss(model, out, yi[None], loss=cfg.train.loss, target_scale=cfg.model.target_scale)
-
-    grads = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
-    norms = torch.sqrt(sum((g.reshape(len(x), -1) ** 2).sum(1) for g in grads.values()))
+    _, grads = per_sample_gradients(model, x, y, list(layer_parameters(model)), loss=cfg.train.loss)
+    norms = torch.cat(list(grads.values()), dim=1).norm(dim=1)
     q = [float(v) for v in torch.quantile(norms, torch.tensor([0.1, 0.5, 0.9]))]
     return (f"Per-subject gradient L2 norms of the untrained model (seed {cfg.seed}; {len(x)} training subjects; "
-            f"{sum(v.numel() for v in params.values())} weights): 10th / 50th / 90th percentile "
+            f"{sum(v.numel() for v in model.parameters())} weights): 10th / 50th / 90th percentile "
             f"{q[0]:.0f} / {q[1]:.0f} / {q[2]:.0f}, against a clip of {CLIP:g}.")
 
 
