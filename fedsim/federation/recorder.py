@@ -28,8 +28,8 @@ from fedsim import snapshots
 from fedsim.data.partition import learner_groups, learner_label
 from fedsim.data.volumes import load_volume
 from fedsim.errors import FedsimError
-from fedsim.importing import (ModelSpec, check_on_scan, load_weights, read_membership, resolve_cohort, resolved,
-                              write_run_files)
+from fedsim.checkpoints import load_weights
+from fedsim.importing import ModelSpec, check_on_scan, read_membership, resolve_cohort, resolved, write_run_files
 
 __all__ = ["LEARNER_RECORD", "PARTITION_ID", "RecordingStrategy", "partition_id_mod"]
 
