@@ -1,11 +1,12 @@
-"""DP-SGD recipes on the default centralized cohort: ``python benchmarks/dp_recipe.py [--only NAME,…] [--list]``.
+"""DP-SGD recipes on the centralized cohort: ``python benchmarks/dp_recipe.py [--only NAME,…] [--list]``.
 
 Each recipe is the ``centralized`` environment with DP-SGD and some keys changed (:data:`RECIPES`: batch size,
 epochs, optimizer, learning rate, clip, model width, ``[train] init``), trained as ``fedsim centralized`` does into
 ``runs/dp-recipe/<name>/`` (its derived environment file beside it; a finished run is reused), and draws every
 epoch of every recipe run against the ε spent by then in ``docs/dp-frontier.png``. The noise multiplier
 of each recipe is the one Opacus' RDP accountant gives for its target ε at δ = 1e-5 with its sample rate (batch /
-540 training subjects) and epochs. Writes ``benchmarks/results/dp_recipe.md``: per recipe the ε the run's accountant
+training subjects: 540 of the default cohort of 1,000; 2,160 for ``n4000-…``, a cohort of 4,000 that shows how
+utility grows with N) and epochs. Writes ``benchmarks/results/dp_recipe.md``: per recipe the ε the run's accountant
 reports at its best-validation epoch, the unseen and training MAE there, the unseen MAE of its starting model
 (epoch 0: for a pre-trained start, the public model alone on this cohort, the ε = 0 baseline), and the median
 seconds per epoch. One torch thread per process (``OMP_NUM_THREADS=1``) is what its rows used on 2 cores. The best
@@ -19,6 +20,7 @@ A recipe with a public start begins from ``runs/<public environment>`` (trained 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import subprocess
 import sys
@@ -37,7 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "dp_recipe.md"
 FIGURE = ROOT / "docs" / "dp-frontier.png"
 RUNS = ROOT / "runs" / "dp-recipe"
-TRAINING_SUBJECTS = 540  # the default centralized partition's (benchmarks/results/centralized.md)
 DELTA = 1e-5
 CLIP = 1.0  # every recipe's per-subject gradient clip (dp_max_grad_norm)
 
@@ -51,6 +52,14 @@ class Recipe:
     defense: dict[str, Any] = field(default_factory=lambda: {"dp_max_grad_norm": CLIP})
     public: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    subjects: int = 1000  # the synthetic cohort's size: the default's, or a larger one for the frontier's growth with N
+
+
+def training_subjects(subjects: int) -> int:
+    """The training subjects of ``centralized``'s partition of a cohort of ``subjects``: 40 % unseen, then 10 % of
+    the rest (rounded up) for validation; 540 of the default 1,000 (benchmarks/results/centralized.md)."""
+    pool = subjects - round(0.4 * subjects)
+    return pool - math.ceil(0.1 * pool)
 
 
 #: A quarter of the default widths: 19 k weights instead of 75 k, so the same noise is half as large against them.
@@ -61,6 +70,10 @@ RECIPES: dict[str, Recipe] = {
     "young-adam-b64-e20": Recipe(8.0, {"batch_size": 64, "epochs": 20, "lr": 1e-3}, public="centralized-public-young"),
     "scratch-narrow-adam-b256-e40": Recipe(8.0, {"batch_size": 256, "epochs": 40, "lr": 1e-3}, model=NARROW),
     "scratch-narrow-adam-b64-e40": Recipe(8.0, {"batch_size": 64, "epochs": 40, "lr": 1e-3}, model=NARROW),
+    # The best recipe on a cohort of 4,000 (2,160 training subjects): batch 256 keeps the sample rate, the steps and
+    # so the noise multiplier of young-adam-b64-e20, and sums four times as many clipped gradients against that noise.
+    "n4000-young-adam-b256-e20": Recipe(8.0, {"batch_size": 256, "epochs": 20, "lr": 1e-3},
+                                        public="centralized-public-young", subjects=4000),
 }
 
 
@@ -68,8 +81,8 @@ def public_run(env: str) -> Path:
     return ROOT / "runs" / env
 
 
-def noise_for(epsilon: float, batch: int, epochs: int) -> float:
-    """The noise multiplier that spends ``epsilon`` (δ = 1e-5) over ``epochs`` at sample rate batch / 540."""
+def noise_for(epsilon: float, batch: int, epochs: int, training: int) -> float:
+    """The noise multiplier that spends ``epsilon`` (δ = 1e-5) over ``epochs`` at sample rate batch / training."""
     import warnings
 
     from opacus.accountants.utils import get_noise_multiplier
@@ -77,7 +90,7 @@ def noise_for(epsilon: float, batch: int, epochs: int) -> float:
     with warnings.catch_warnings():  # Opacus' note on the RDP orders at large ε: the bound is still valid
         warnings.simplefilter("ignore", UserWarning)
         return round(get_noise_multiplier(target_epsilon=epsilon, target_delta=DELTA,
-                                          sample_rate=batch / TRAINING_SUBJECTS, epochs=epochs, accountant="rdp"), 3)
+                                          sample_rate=batch / training, epochs=epochs, accountant="rdp"), 3)
 
 
 def derive(name: str) -> dict[str, Any]:
@@ -87,7 +100,8 @@ def derive(name: str) -> dict[str, Any]:
     raw["description"] = f"DP-SGD recipe {name} (benchmarks/dp_recipe.py): target ε {recipe.epsilon:g} at δ {DELTA:g}."
     raw["train"] = {**raw["train"], **recipe.train, **({"init": str(public_run(recipe.public))} if recipe.public else {})}
     raw["model"] = {**raw["model"], **recipe.model}
-    sigma = noise_for(recipe.epsilon, raw["train"]["batch_size"], raw["train"]["epochs"])
+    raw["cohort"] = {**raw["cohort"], "subjects": recipe.subjects}
+    sigma = noise_for(recipe.epsilon, raw["train"]["batch_size"], raw["train"]["epochs"], training_subjects(recipe.subjects))
     raw["defense"] = {**recipe.defense, "dp_noise_multiplier": sigma, "dp_delta": DELTA}
     return raw
 
@@ -114,7 +128,7 @@ def row(name: str, out: Path) -> list[object]:
     start = Path(cfg["train"]["init"]).name if cfg["train"].get("init") else "scratch"
     train = cfg["train"]
     trained = time.strftime("%Y-%m-%d", time.localtime((out / "DONE").stat().st_mtime))
-    return [trained, name, start, cfg["model"]["channels"], train["optimizer"], train["lr"],
+    return [trained, name, cfg["cohort"]["subjects"], start, cfg["model"]["channels"], train["optimizer"], train["lr"],
             train["batch_size"], train["epochs"], cfg["defense"]["dp_noise_multiplier"], cfg["defense"]["dp_max_grad_norm"], f"{epsilon:.2f}", best,
             f"{metrics[best]['unseen_mae']:.2f}", f"{metrics[best]['train_mae']:.2f}", f"{metrics[0]['unseen_mae']:.2f}",
             f"{seconds:.1f}"]
@@ -149,7 +163,8 @@ def gradient_norms(subjects: int = 64) -> str:
 
 def frontier(names: list[str]) -> None:
     """``docs/dp-frontier.png``: every epoch of every recipe run as the model it could release, unseen MAE against
-    the ε spent by then, beside the non-private model (``runs/centralized``'s best epoch) and the training mean."""
+    the ε spent by then, beside the non-private model (``runs/centralized``'s best epoch) and the training mean of
+    the default cohort; a larger cohort's run is dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,8 +173,10 @@ def frontier(names: list[str]) -> None:
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
     for i, name in enumerate(names):
         curve = {m["round"]: m for m in snapshots.read_metrics(RUNS / name)}
+        subjects = snapshots.read_config(RUNS / name)["cohort"]["subjects"]
         ax.plot([m.get("epsilon", 0.0) for m in curve.values()], [m["unseen_mae"] for m in curve.values()], "o-", ms=3,
-                lw=1, color=f"C{i}", label=name)
+                lw=1.6 if subjects > 1000 else 1, ls="-" if subjects == 1000 else "--", color=f"C{i}",
+                label=f"{name} ({training_subjects(subjects):,} training subjects)")
         best = curve[snapshots.read_done(RUNS / name)["best_round"]]
         ax.plot([best.get("epsilon", 0.0)], [best["unseen_mae"]], "*", ms=12, color=f"C{i}")
     plain = snapshots.read_done(ROOT / "runs" / "centralized")
@@ -168,14 +185,14 @@ def frontier(names: list[str]) -> None:
                label=f"predicting the training mean ({plain['predict_mean_mae']:.2f})")
     ax.set_xlabel("ε spent (δ = 1e-5); epoch 0 at ε 0 is the starting model")
     ax.set_ylabel("unseen MAE (years)")
-    ax.set_title("DP-SGD recipes on the default cohort (540 training subjects): each epoch's model; ★ released", fontsize=9)
+    ax.set_title("DP-SGD recipes: each epoch's model; ★ released; the lines: the default cohort's", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(FIGURE, dpi=110)
     plt.close(fig)
 
 
-COLUMNS = ["date", "recipe", "start", "channels", "optimizer", "lr", "batch", "epochs", "noise multiplier", "clip", "ε at best epoch",
+COLUMNS = ["date", "recipe", "cohort", "start", "channels", "optimizer", "lr", "batch", "epochs", "noise multiplier", "clip", "ε at best epoch",
            "best epoch", "unseen MAE", "train MAE", "unseen MAE of the start (epoch 0)", "s / epoch"]
 
 
@@ -205,7 +222,7 @@ def main() -> None:
              "thread per run; a row per finished recipe run, dated by its training -->", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
              *("| " + " | ".join(map(str, row(n, RUNS / n))) + " |" for n in done)]
-    RESULTS.write_text("# DP-SGD recipes on the default centralized cohort\n\n" + "\n".join(lines)
+    RESULTS.write_text("# DP-SGD recipes on the centralized cohort (1,000 subjects; n4000-…: 4,000)\n\n" + "\n".join(lines)
                        + "\n\n" + gradient_norms() + "\n")
     frontier(done)
     print(f"wrote {RESULTS.relative_to(ROOT)} and {FIGURE.relative_to(ROOT)}", file=sys.stderr)
