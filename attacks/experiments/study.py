@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -93,6 +94,7 @@ def train_env(env: str, run_dir: Path, cohort: Path | None, say: Say, *, device:
     (``--snapshot-local``), which the curious controller's attacks read (``fedsim seats``, ``fedsim reconstruct``,
     the calibrated family). A run on disk made without them is not reused: resuming or extending it cannot add
     the local models of its earlier rounds, so it is moved aside to ``<run_dir>.no-local-models`` and trained again.
+    An interrupted federation resumes; an interrupted centralized run cannot, so it is deleted and trained again.
     """
     centralized = load_env(env).partition.learners == 0
     if local_models and not centralized and (run_dir / snapshots.CONFIG_FILE).is_file() and not kept_local_models(run_dir):
@@ -106,9 +108,10 @@ def train_env(env: str, run_dir: Path, cohort: Path | None, say: Say, *, device:
         say(f"[dim]{env}: trained run found in {run_dir}[/]")
         return
     module = "fedsim.centralized" if centralized else "fedsim.run"
+    if centralized and run_dir.exists():  # an interrupted centralized run cannot resume: its epochs are of no use
+        shutil.rmtree(run_dir)
+        say(f"[yellow]{env}[/]: the centralized run in {run_dir} was interrupted and cannot resume; training again")
     if snapshots.complete_rounds(run_dir):
-        if centralized:
-            raise FedsimError(f"centralized run {str(run_dir)!r} was interrupted and cannot resume; delete it and rerun")
         args = ["--resume", str(run_dir)]
     else:
         args = ["--env", env, "--out", str(run_dir), *(["--cohort", str(cohort)] if cohort else [])]

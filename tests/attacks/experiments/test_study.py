@@ -84,6 +84,29 @@ def _old_run(run_dir: Path, *, snapshot_local: bool) -> Path:
     return run_dir
 
 
+def test_an_interrupted_centralized_run_is_trained_again_and_a_federation_resumes(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch):
+    """A sweep or study stopped mid-training goes on when rerun: a federation with finished rounds resumes, and a
+    centralized run (which cannot resume) starts again instead of stopping the whole command."""
+    calls: list[list[str]] = []
+    said: list[str] = []
+    monkeypatch.setattr(experiment.subprocess, "call", _fake_training(calls))
+    for env in ("centralized", "skewed-iid"):
+        run_dir = tmp_path / env
+        (run_dir / "rounds" / "0001").mkdir(parents=True)
+        (run_dir / "config.toml").write_text("[federation]\nsnapshot_local = false\n")
+        (run_dir / "metrics.jsonl").write_text('{"round": 1}\n')
+        for name in ("model.safetensors", "meta.json"):
+            (run_dir / "rounds" / "0001" / name).write_text("")
+        assert experiment.snapshots.complete_rounds(run_dir) == [1] and not experiment.snapshots.is_done(run_dir)
+        experiment.train_env(env, run_dir, None, said.append)
+        assert experiment.snapshots.is_done(run_dir)
+    centralized, federation = calls
+    assert "--out" in centralized and not (tmp_path / "centralized" / "rounds" / "0001").exists()
+    assert "interrupted" in said[0]
+    assert federation[federation.index("--resume") + 1] == str(tmp_path / "skewed-iid")
+
+
 def test_the_study_keeps_its_federations_local_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """``fedsim seats`` and ``fedsim reconstruct`` on a study's federation read its local models: the study trains
     with --snapshot-local, and a finished run on disk made without them is trained again, not reused."""
