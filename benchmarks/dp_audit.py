@@ -3,7 +3,7 @@
 Reads what ``fedsim audit`` wrote into each run (``audit/summary.json``) and the run's ``DONE``: the audited
 round, the model's unseen MAE, the accountant's ε beside the empirical lower bounds (the index's "Is the
 reported ε honest?" table, :func:`attacks.reporting.audit.epsilon_rows`) and the membership verdict of every
-seat. Writes ``benchmarks/results/dp_audit.md``. Audit each run first, e.g. ``fedsim audit RUN --families
+seat. Writes ``benchmarks/results/dp_audit.md`` (or ``--out``). Audit each run first, e.g. ``fedsim audit RUN --families
 membership --canaries``.
 """
 
@@ -33,7 +33,7 @@ def section(run_dir: Path) -> list[str]:
                          f"audit it again: fedsim audit {run_dir} --canaries")
     metrics = {m["round"]: m for m in snapshots.read_metrics(run_dir)}
     rnd = audit["round"]
-    learners = sorted(v for k, v in metrics[rnd].items() if k.endswith("_epsilon") and k != "central_epsilon")
+    learners = sorted(snapshots.dp_sgd_epsilons(metrics[rnd]))
     spread = (f" Each learner's accountant: ε {learners[0]:.2f}–{learners[-1]:.2f}." if len(learners) > 1 else "")
     lines = [f"## `{run_dir}`, round {rnd}", "",
              f"`{audit['command']}` (budget {audit['budget']}); the audited model's unseen MAE "
@@ -49,14 +49,16 @@ def section(run_dir: Path) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", type=Path, nargs="+", help="audited run directories")
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"the results file (default: {RESULTS.name})")
     args = p.parse_args()
+    out = "" if args.out == RESULTS else f" --out {args.out}"
     lines = ["# Audited DP runs: the accountant's ε beside the empirical lower bounds", "",
-             f"`python benchmarks/dp_audit.py {' '.join(map(str, args.runs))}`; {machine()}, {time.strftime('%Y-%m-%d')}.",
-             ""]
+             f"`python benchmarks/dp_audit.py {' '.join(map(str, args.runs))}{out}`; {machine()}, "
+             f"{time.strftime('%Y-%m-%d')}.", ""]
     for run in args.runs:
         lines += section(run)
-    RESULTS.write_text("\n".join(lines))
-    print(f"wrote {RESULTS}")
+    args.out.write_text("\n".join(lines))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

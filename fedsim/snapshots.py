@@ -175,6 +175,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def dp_sgd_epsilons(metrics: dict[str, Any]) -> list[float]:
+    """The DP-SGD accountants' ε in one row of ``metrics.jsonl``: a centralized run's ``epsilon``, or every learner's
+    ``<learner>_epsilon`` (never averaged); central DP's learner-level ``central_epsilon`` is another guarantee."""
+    return [float(v) for k, v in metrics.items()
+            if (k == "epsilon" or k.endswith("_epsilon")) and k != "central_epsilon"]
+
+
 def mark_done(run_dir: Path, summary: dict[str, Any]) -> None:
     write_text(Path(run_dir) / DONE_FILE, json.dumps(summary, indent=2))
 

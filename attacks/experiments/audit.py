@@ -220,7 +220,7 @@ def _epsilon(target: Target, result: AuditResult, *, seed: int, say: Callable[[s
 
     defense = defense_of(snapshots.read_config(target.run_dir))
     metrics = next((m for m in snapshots.read_metrics(target.run_dir) if m.get("round") == result.round), {})
-    learners = [float(v) for k, v in metrics.items() if k.endswith("epsilon") and k != "central_epsilon"]
+    learners = snapshots.dp_sgd_epsilons(metrics)
     frames = [f for f in (result.membership, result.calibrated) if f is not None and not f.empty]
     result.epsilon = {
         "round": result.round, "delta": defense.dp_delta,
