@@ -61,8 +61,7 @@ BUDGETS = {
     "quick": Budget(
         "quick", features="error,pred+label,grad_norm", repeats=1, references=0, layers=("conv1",),
         classifier="auto-quick",
-        why_not={"calibrated": "trains reference models (--budget full: 8); the controller's calibrated attacks, "
-                 "which reuse the other learners' local models, still run",
+        why_not={"calibrated": "trains reference models (--budget full: 8)",
                  "layers": "feature inversion of the deeper conv layers (--budget full: every conv layer)",
                  "gradient": "inverts every scan of a learner's update with its local steps replayed (--budget full)",
                  "trajectory": "a forward pass of every subject through each round's community model (--budget full)",
@@ -179,7 +178,7 @@ def _membership(target: Target, result: AuditResult, *, centralized: bool, local
                                      say=say)
     if not centralized:
         _trajectory(target, result, seed=seed, cache=cache, progress=progress, say=say)
-        _learner_calibrated(target, result, seed=seed, cache=cache, progress=progress, say=say)
+        _learner_calibrated(target, result, seed=seed, cache=cache, progress=progress, say=say, local=local)
         _active(target, result, cache=cache, say=say)
     if centralized:
         if budget.references < 2:
@@ -290,10 +289,11 @@ def _active(target: Target, result: AuditResult, *, cache: FeatureCache, say: Ca
 
 
 def _learner_calibrated(target: Target, result: AuditResult, *, seed: int, cache: FeatureCache,
-                        progress: Callable[[str, int, int], None] | None, say: Callable[[str], object]) -> None:
+                        progress: Callable[[str, int, int], None] | None, say: Callable[[str], object],
+                        local: bool) -> None:
     """The malicious learner's calibrated attacks (offline LiRA, RMIA), its references the federation replayed on
     what it holds; one attacker (the smallest learner: the cheapest to replay) and one draw, as each attacker and
-    draw trains its own references."""
+    draw trains its own references. ``local``: the run kept local models, so the controller's run anyway."""
     from attacks.membership.learner_calibrated import (
         LEARNER_METHODS, MIN_REFERENCES, NOT_FROM_THIS_SEAT, learner_calibrated,
     )
@@ -305,7 +305,9 @@ def _learner_calibrated(target: Target, result: AuditResult, *, seed: int, cache
     budget, seat = result.budget, SEAT_NAMES["learner"]
     if budget.references < MIN_REFERENCES:
         result.skipped.append(Skip("membership", seat, "calibrated attacks (offline LiRA, RMIA) with reference models "
-                                   f"that replay the federation: {budget.why_not.get('calibrated', '')}"))
+                                   f"that replay the federation: {budget.why_not.get('calibrated', '')}"
+                                   + ("; the controller's calibrated attacks, which reuse the other learners' local "
+                                      "models, still run" if local else "")))
         return
     counts = target.partitions["group"].value_counts()
     learners = learner_groups(target.partitions["group"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ import attacks
 
 from attacks.cli.audit import main
 from attacks.evaluation.summary import controls_table
-from attacks.experiments.audit import BUDGETS, parse_families, run_audit
+from attacks.experiments.audit import BUDGETS, _learner_calibrated, parse_families, run_audit
 from attacks.reporting.attribute import attribute_table
 from attacks.reporting.audit import write_audit
 from fedsim.cli import run_cli
@@ -87,6 +88,17 @@ def test_a_run_without_local_models_lists_the_controller_as_skipped(tmp_path):
     assert any(s.seat == "curious controller" and "--snapshot-local" in s.why for s in result.skipped)
     assert any(s.family == "reconstruction" and "gradient inversion needs the learner's update" in s.why
                for s in result.skipped)
+
+
+def test_the_skipped_calibrated_attacks_say_what_still_runs(audited):
+    """The quick budget trains no references: the learner's calibrated attacks are skipped, and the skip says the
+    controller's still run only where the run kept the local models they reuse."""
+    skipped = json.loads((audited / "audit" / "summary.json").read_text())["skipped"]
+    learner = [s["why"] for s in skipped if s["seat"] == "malicious learner" and "calibrated" in s["why"]]
+    assert learner and "the controller's calibrated attacks" in learner[0] and "still run" in learner[0]
+    without = SimpleNamespace(budget=TINY, skipped=[])
+    _learner_calibrated(None, without, seed=0, cache=None, progress=None, say=print, local=False)
+    assert len(without.skipped) == 1 and "controller" not in without.skipped[0].why
 
 
 def test_an_earlier_round_is_audited_when_asked(audited):
