@@ -3,7 +3,9 @@
 Reads what ``fedsim audit`` wrote into each run (``audit/summary.json``) and the run's ``DONE``: the audited
 round, the model's unseen MAE, the accountant's ε beside the empirical lower bounds (the index's "Is the
 reported ε honest?" table, :func:`attacks.reporting.audit.epsilon_rows`) and the membership verdict of every
-seat. Writes ``benchmarks/results/dp_audit.md`` (or ``--out``). Audit each run first, e.g. ``fedsim audit RUN --families
+seat. Writes ``benchmarks/results/dp_audit.md`` (or ``--out``); ``--curve PNG --baseline RUN`` also draws every
+round of each run as the model it could release, its unseen MAE against the ε spent by then (DP-SGD: the largest
+learner's; central DP: the learner-level ε), beside the non-private ``RUN``'s and predicting the training mean. Audit each run first, e.g. ``fedsim audit RUN --families
 membership --canaries``.
 """
 
@@ -46,12 +48,54 @@ def section(run_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def spent(metrics: dict) -> float:
+    """The ε a round's model has spent: the largest DP-SGD accountant's, else central DP's, else 0 (the start)."""
+    dp_sgd = snapshots.dp_sgd_epsilons(metrics)
+    return max(dp_sgd) if dp_sgd else float(metrics.get("central_epsilon", 0.0))
+
+
+def curve(runs: list[Path], baseline: Path, path: Path) -> None:
+    """Each run's rounds as a privacy–utility curve: unseen MAE against the ε spent by then."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    for i, run in enumerate(runs):
+        rows = snapshots.read_metrics(run)
+        defense = snapshots.read_config(run).get("defense", {})
+        kind = f"central DP ({defense['central_dp']}-side)" if defense.get("central_dp") else "DP-SGD at every learner"
+        ax.plot([spent(m) for m in rows], [m["unseen_mae"] for m in rows], "o-", ms=3, lw=1, color=f"C{i}",
+                label=f"{run.name}: {kind}")
+        for m in rows[1::3]:
+            ax.annotate(str(m["round"]), (spent(m), m["unseen_mae"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points", color=f"C{i}")
+    plain = snapshots.read_done(baseline)
+    ax.axhline(plain["unseen_mae"], color="black", lw=0.9, ls="--",
+               label=f"no DP: {baseline.name}, round {plain['final_round']} ({plain['unseen_mae']:.2f})")
+    ax.axhline(plain["predict_mean_mae"], color="grey", lw=0.9, ls=":",
+               label=f"predicting the training mean ({plain['predict_mean_mae']:.2f})")
+    ax.set_xlabel("ε spent after the round (δ = 1e-5; DP-SGD: the largest learner's; central DP: per learner)")
+    ax.set_ylabel("unseen MAE (years)")
+    ax.set_title("DP federations, every round's community model (round 0: the start; numbers: rounds)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", type=Path, nargs="+", help="audited run directories")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"the results file (default: {RESULTS.name})")
+    p.add_argument("--curve", type=Path, help="also draw each run's rounds, MAE against ε, into this PNG")
+    p.add_argument("--baseline", type=Path, help="with --curve: the non-private run drawn beside them")
     args = p.parse_args()
+    if args.curve and not args.baseline:
+        raise SystemExit("error: --curve needs --baseline RUN (the non-private run drawn beside the DP runs)")
     out = "" if args.out == RESULTS else f" --out {args.out}"
+    out += f" --curve {args.curve} --baseline {args.baseline}" if args.curve else ""
     lines = ["# Audited DP runs: the accountant's ε beside the empirical lower bounds", "",
              f"`python benchmarks/dp_audit.py {' '.join(map(str, args.runs))}{out}`; {machine()}, "
              f"{time.strftime('%Y-%m-%d')}.", ""]
@@ -59,6 +103,9 @@ def main() -> None:
         lines += section(run)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
+    if args.curve:
+        curve(args.runs, args.baseline, args.curve)
+        print(f"wrote {args.curve}")
 
 
 if __name__ == "__main__":
