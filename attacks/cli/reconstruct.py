@@ -123,8 +123,9 @@ def parser(prog: str = "python -m attacks.reconstruct") -> argparse.ArgumentPars
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m attacks.reconstruct") -> int:
     args = parser(prog).parse_args(argv)
-    from attacks.reconstruction.run import feature_attack, gradient_attack, model_attack
+    from attacks.reconstruction.run import gradient_attack
     from attacks.reconstruction.sweep import sweep
+    from attacks.reconstruction.tasks import feature_attack, model_attack
     from attacks.reporting.reconstruction import write_outputs
     from attacks.signals.updates import parse_defense
     from attacks.target import open_run

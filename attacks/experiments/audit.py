@@ -10,7 +10,8 @@ the federation, :mod:`attacks.membership.learner_calibrated`) and the malicious 
 learner's loss-drop test (:mod:`attacks.membership.active`), and the empirical lower bounds on ε beside the
 accountant's (:mod:`attacks.evaluation.epsilon`: the strongest membership attack's; at ``--budget full`` the one-run
 canary audit, :mod:`attacks.membership.canaries`) — attribute is :func:`attacks.attribute.inference.attribute_attacks`,
-reconstruction is :mod:`attacks.reconstruction.run`. :mod:`attacks.reporting.audit` writes the pages.
+reconstruction is :mod:`attacks.reconstruction.run` and :mod:`attacks.reconstruction.tasks`.
+:mod:`attacks.reporting.audit` writes the pages.
 """
 
 from __future__ import annotations
@@ -361,7 +362,8 @@ def _attribute(target: Target, result: AuditResult, *, centralized: bool, local:
 
 def _reconstruction(target: Target, result: AuditResult, *, centralized: bool, local: bool, seed: int,
                     progress: Callable[[str, int, int], None] | None, say: Callable[[str], object]) -> None:
-    from attacks.reconstruction.run import feature_attack, gradient_attack
+    from attacks.reconstruction.run import gradient_attack
+    from attacks.reconstruction.tasks import feature_attack
 
     budget = result.budget
     layers = "every conv layer" if budget.layers is None else ", ".join(budget.layers)

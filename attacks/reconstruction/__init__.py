@@ -9,7 +9,8 @@
     features.py   feature inversion of one layer's activations: white-box optimisation and a learned inverse net
     inversion.py  model inversion: the input the model maps to a target age, and whether it sits closer to members
     run.py        each attack on a run directory: who holds what, which subjects, one result row per reconstruction
-    sweep.py      gradient inversion over batch size, local steps and defenses
+    tasks.py      feature and model inversion on a run, each layer × method and round × age a task (Ray or in process)
+    sweep.py      gradient inversion over batch size, local steps and defenses, each update a task
 
 Every reconstruction is scored by :mod:`attacks.evaluation.images` against the true scan *and* against
 the prior (the mean brain of the attacker's own subjects): the gain over the prior is the leakage; every

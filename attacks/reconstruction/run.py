@@ -20,22 +20,19 @@ import numpy as np
 import torch
 
 from attacks.evaluation.images import quality
-from attacks.reconstruction.features import activations, fit_inverse, invert_activations
-from attacks.reconstruction.inversion import closeness, invert_model
-from attacks.reconstruction.optimize import Inversion
 from attacks.reconstruction.strength import (CONTROL_GAIN, GradientAttack, baselines, positive_control,
                                              return_test)
 from attacks.signals.updates import Recipe, epoch_orders
 from attacks.target import Target, attacked_round, is_centralized, load_snapshot
 from fedsim import snapshots
-from fedsim.data.partition import TRAIN, UNSEEN, VAL, learner_groups
+from fedsim.data.partition import TRAIN, UNSEEN, learner_groups
 from fedsim.device import resolve_device
 from fedsim.errors import FedsimError
 from fedsim.federation.run_setup import learner_seed
 from fedsim.models import layer_parameters
 
-__all__ = ["Example", "Outcome", "Scans", "attacked_round", "control_columns", "example", "feature_attack",
-           "gradient_attack", "model_attack", "strength_columns", "victim_group"]
+__all__ = ["Example", "Outcome", "Scans", "attacked_round", "control_columns", "conv_layers", "example",
+           "gradient_attack", "strength_columns", "timed", "victim_group"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -124,7 +121,8 @@ def victim_group(target: Target, learner: str | None) -> str:
     return learner
 
 
-def _timed(progress: Progress | None, what: str) -> Callable[[int, int], None] | None:
+def timed(progress: Progress | None, what: str) -> Callable[[int, int], None] | None:
+    """An inversion's ``progress(done, total)`` reported as ``progress(what, done, total)``."""
     return None if progress is None else (lambda done, total: progress(what, done, total))
 
 
@@ -193,7 +191,7 @@ def gradient_attack(target: Target, *, learner: str | None = None, rnd: int | No
     found, _ = attack.invert(community.model, update, scans.prior.repeat(n, 1, 1, 1, 1), recipe, ages=known,
                              age_guess=guess, objective=objective, orders=orders, subjects=len(victims),
                              basis=basis, bounds=scans.bounds,
-                             progress=_timed(progress, f"gradient {group}"))
+                             progress=timed(progress, f"gradient {group}"))
     seconds = time.perf_counter() - t0
     if progress is not None:
         progress("return test and positive control", 0, 1)
@@ -224,89 +222,6 @@ def example(label: str, truths: torch.Tensor, images: torch.Tensor, scans: Scans
     return Example(label, truth[j], image, scans.prior_np)
 
 
-def _conv_layers(model: torch.nn.Module) -> list[str]:
+def conv_layers(model: torch.nn.Module) -> list[str]:
+    """The model's convolution layers, in order: the layers a feature inversion attacks by default."""
     return [name for name in layer_parameters(model) if name.startswith("conv")]
-
-
-def feature_attack(target: Target, *, learner: str | None = None, rnd: int | None = None, subjects: int = 4,
-                   layers: Sequence[str] | None = None, methods: Sequence[str] = ("white-box", "learned"),
-                   settings: Inversion = Inversion(), epochs: int = 20, progress: Progress | None = None) -> Outcome:
-    """The holder of one layer's activations of ``subjects`` of the victim's scans reconstructs them."""
-    group = victim_group(target, learner)
-    rnd = attacked_round(target, rnd)
-    scans = Scans(target)
-    model = load_snapshot(target.run_dir, rnd).model.to(scans.device)
-    layers = list(layers or _conv_layers(model))
-    victims = scans.ids(group)
-    chosen = victims[:subjects]
-    x = scans.volumes(chosen)
-    own = scans.volumes(scans.own)
-    out = Outcome()
-    for layer in layers:
-        with torch.no_grad():
-            held = activations(model, layer, x)
-        if held.shape[0] != len(x):  # the 2-D slice net: one row per slice, not per scan
-            raise FedsimError(f"feature inversion needs a model whose layers keep one row per scan (cnn3d); "
-                              f"{type(model).__name__}'s {layer} has {held.shape[0]} rows for {len(x)} scans")
-        for method in methods:
-            t0 = time.perf_counter()
-            if method == "white-box":
-                images = torch.cat([invert_activations(model, layer, held[i:i + 1], scans.prior, settings=settings,
-                                                       bounds=scans.bounds, progress=_timed(progress, f"features {layer} {i + 1}/{len(chosen)}"))
-                                    for i in range(len(chosen))])
-            elif method == "learned":
-                with torch.no_grad():
-                    train = activations(model, layer, own)
-                net = fit_inverse(train, own, epochs=epochs, progress=_timed(progress, f"inverse net {layer}"))
-                with torch.no_grad():
-                    images = net(held).clamp(*scans.bounds)
-            else:
-                raise FedsimError(f"unknown feature-inversion method {method!r}; choose from: white-box, learned")
-            seconds = (time.perf_counter() - t0) / len(chosen)
-            for i, sid in enumerate(chosen):
-                q = scans.score(images[i:i + 1], [sid], victims)[0]
-                out.rows.append({"attack": "features", "round": rnd, "learner": group, "setting": f"{layer} {method}",
-                                 "update": settings.update if method == "white-box" else "", "labels": "",
-                                 "inversion": settings.label if method == "white-box" else "",
-                                 "layer": layer, "method": method, "subjects": len(chosen), "image": i, **q,
-                                 "seconds": seconds})
-            out.examples.append(Example(f"features, {layer}, {method}", x[0, 0].cpu().numpy(), images[0, 0].cpu().numpy(),
-                                        scans.prior_np))
-    return out
-
-
-def model_attack(target: Target, *, rnd: int | None = None, ages: Sequence[float] | None = None, window: float = 2.5,
-                 settings: Inversion = Inversion(), progress: Progress | None = None) -> Outcome:
-    """Prototypes of target ages from the community model of ``rnd`` and the untrained round-0 model; for
-    each, how much closer it is to members of that age (±``window`` years) than to unseen subjects."""
-    rnd = attacked_round(target, rnd)
-    scans = Scans(target)
-    parts = target.partitions
-    members = sorted(parts.loc[~parts["group"].isin([UNSEEN, VAL]), "subject_id"])
-    member_ages, outsider_ages = scans.ages(members).cpu().numpy(), scans.ages(scans.outsiders).cpu().numpy()
-    ages = list(ages) if ages else [float(a) for a in np.percentile(outsider_ages, [25, 50, 75]).round()]
-    config = snapshots.read_config(target.run_dir)
-    loss, scale = config["train"].get("loss", "mse"), float(config["model"].get("target_scale", 1.0))
-    out = Outcome()
-    for model_round in dict.fromkeys([rnd, 0]):
-        model = load_snapshot(target.run_dir, model_round).model.to(scans.device)
-        for age in ages:
-            near_m = [s for s, a in zip(members, member_ages) if abs(a - age) <= window]
-            near_o = [s for s, a in zip(scans.outsiders, outsider_ages) if abs(a - age) <= window]
-            if not near_m or not near_o:
-                raise FedsimError(f"no members or no unseen subjects within {window:g} years of age {age:g}; choose other --ages")
-            t0 = time.perf_counter()
-            proto, predicted = invert_model(model, age, scans.prior, loss=loss, target_scale=scale, settings=settings,
-                                            bounds=scans.bounds, progress=_timed(progress, f"model round {model_round}, age {age:g}"))
-            m_vol, o_vol = scans.volumes(near_m)[:, 0].cpu().numpy(), scans.volumes(near_o)[:, 0].cpu().numpy()
-            proto_np, prior_np = proto[0, 0].cpu().numpy(), scans.prior_np
-            out.rows.append({"attack": "model", "round": model_round, "learner": "", "setting": f"age {age:g}",
-                             "update": settings.update, "labels": "", "inversion": settings.label,
-                             "target_age": age, "predicted_age": predicted, "members": len(near_m),
-                             "non_members": len(near_o), "closeness_auc": closeness(proto_np, m_vol, o_vol),
-                             "closeness_auc_prior": closeness(prior_np, m_vol, o_vol),
-                             "seconds": time.perf_counter() - t0})
-            if model_round == rnd and age == ages[len(ages) // 2]:
-                out.examples.append(Example(f"model inversion, round {rnd}, age {age:g} (truth: mean member of that age)",
-                                            m_vol.mean(0), proto_np, prior_np))
-    return out

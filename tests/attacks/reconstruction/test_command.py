@@ -115,6 +115,58 @@ def test_the_sweeps_updates_are_tasks_the_same_anywhere_and_a_rerun_inverts_none
     assert len(again.ran) == 2 + 5
 
 
+def test_feature_and_model_inversions_are_tasks_the_same_anywhere_and_a_rerun_inverts_none_again(local_run, tmp_path):
+    """Each layer × method and each round × age is a task: run as fresh workers (pickled, in reverse order) they
+    give the serial rows and examples bit for bit; a rerun reads them back, and only a lost one runs again."""
+    from attacks.execution import TASKS_DIR, using_executor
+    from attacks.reconstruction.settings import Inversion
+    from attacks.reconstruction.tasks import _feature_context, _model_context, feature_attack, model_attack
+    from executors import AsFreshWorkers
+
+    settings = Inversion(iterations=5)
+    runs = {name: shutil.copytree(local_run, tmp_path / name, ignore=shutil.ignore_patterns("attacks"))
+            for name in ("serial", "workers")}
+
+    def both(run: Path) -> tuple:
+        return (feature_attack(open_run(run), subjects=2, layers=["conv1", "conv6"], settings=settings, epochs=2),
+                model_attack(open_run(run), ages=[60.0, 70.0], settings=settings))
+
+    def forget() -> None:
+        _feature_context.cache_clear()
+        _model_context.cache_clear()
+
+    serial = both(runs["serial"])
+    workers = AsFreshWorkers(forget)
+    with using_executor(workers):
+        found = both(runs["workers"])
+    assert sorted(map(str, workers.ran)) == sorted(map(str, [("conv1", "white-box"), ("conv1", "learned"),
+                                                             ("conv6", "white-box"), ("conv6", "learned"),
+                                                             (2, 60.0), (2, 70.0), (0, 60.0), (0, 70.0)]))
+    timeless = lambda o: pd.DataFrame(o.rows).drop(columns="seconds")  # noqa: E731
+    for a, b in zip(serial, found):
+        pd.testing.assert_frame_equal(timeless(a), timeless(b), check_exact=True)
+        assert [e.label for e in a.examples] == [e.label for e in b.examples]
+        for x, y in zip(a.examples, b.examples):
+            np.testing.assert_array_equal(x.image, y.image)
+            np.testing.assert_array_equal(x.truth, y.truth)
+    assert len(serial[0].rows) == 2 * 2 * 2 and len(serial[0].examples) == 4  # layers x methods x subjects
+    assert [e.label for e in serial[1].examples] == ["model inversion, round 2, age 70 (truth: mean member of that age)"]
+
+    lost = sorted((runs["workers"] / TASKS_DIR / "feature-inversion").glob("*.json"))
+    assert len(lost) == 4 and len(list((runs["workers"] / TASKS_DIR / "model-inversion").glob("*.json"))) == 4
+    lost[0].unlink()  # as if the attack had stopped before that task
+    again = AsFreshWorkers(forget)
+    with using_executor(again):
+        resumed = both(runs["workers"])
+    assert len(again.ran) == 1  # only the missing inversion runs again
+    for a, b in zip(found, resumed):
+        pd.testing.assert_frame_equal(timeless(a), timeless(b), check_exact=True)
+    with using_executor(again):  # other settings are other tasks
+        feature_attack(open_run(runs["workers"]), subjects=2, layers=["conv1"], methods=("white-box",),
+                       settings=Inversion(iterations=4))
+    assert len(again.ran) == 2
+
+
 def test_the_whole_update_is_replayed_exactly_and_every_row_carries_the_attacks_strength(local_run):
     """A learner's real update (Adam, shuffled batches of 4, fedsim's seed scheme): replayed on the true scans in
     the learner's own order it is matched exactly, so the objective at the truth is 0 while the prior's is not."""
