@@ -16,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+from privacy_utility_plot import save_frame
 from results_table import machine
 
 from attacks.reporting.audit import SUMMARY_JSON, epsilon_rows
@@ -72,17 +73,9 @@ def curve(runs: list[Path], baseline: Path, path: Path) -> None:
             ax.annotate(str(m["round"]), (spent(m), m["unseen_mae"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points", color=f"C{i}")
     plain = snapshots.read_done(baseline)
-    ax.axhline(plain["unseen_mae"], color="black", lw=0.9, ls="--",
-               label=f"no DP: {baseline.name}, round {plain['final_round']} ({plain['unseen_mae']:.2f})")
-    ax.axhline(plain["predict_mean_mae"], color="grey", lw=0.9, ls=":",
-               label=f"predicting the training mean ({plain['predict_mean_mae']:.2f})")
-    ax.set_xlabel("ε spent after the round (δ = 1e-5; DP-SGD: the largest learner's; central DP: per learner)")
-    ax.set_ylabel("unseen MAE (years)")
-    ax.set_title("DP federations, every round's community model (round 0: the start; numbers: rounds)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_frame(ax, plain, f"no DP: {baseline.name}, round {plain['final_round']}",
+               xlabel="ε spent after the round (δ = 1e-5; DP-SGD: the largest learner's; central DP: per learner)",
+               title="DP federations, every round's community model (round 0: the start; numbers: rounds)", path=path)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from privacy_utility_plot import save_frame
 from results_table import machine
 
 from fedsim import snapshots
@@ -179,17 +180,9 @@ def frontier(names: list[str]) -> None:
                 label=f"{name} ({training_subjects(subjects):,} training subjects)")
         best = curve[snapshots.read_done(RUNS / name)["best_round"]]
         ax.plot([best.get("epsilon", 0.0)], [best["unseen_mae"]], "*", ms=12, color=f"C{i}")
-    plain = snapshots.read_done(ROOT / "runs" / "centralized")
-    ax.axhline(plain["unseen_mae"], color="black", lw=0.9, ls="--", label=f"no DP ({plain['unseen_mae']:.2f})")
-    ax.axhline(plain["predict_mean_mae"], color="grey", lw=0.9, ls=":",
-               label=f"predicting the training mean ({plain['predict_mean_mae']:.2f})")
-    ax.set_xlabel("ε spent (δ = 1e-5); epoch 0 at ε 0 is the starting model")
-    ax.set_ylabel("unseen MAE (years)")
-    ax.set_title("DP-SGD recipes: each epoch's model; ★ released; the lines: the default cohort's", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(FIGURE, dpi=110)
-    plt.close(fig)
+    save_frame(ax, snapshots.read_done(ROOT / "runs" / "centralized"), "no DP",
+               xlabel="ε spent (δ = 1e-5); epoch 0 at ε 0 is the starting model",
+               title="DP-SGD recipes: each epoch's model; ★ released; the lines: the default cohort's", path=FIGURE)
 
 
 COLUMNS = ["date", "recipe", "cohort", "start", "channels", "optimizer", "lr", "batch", "epochs", "noise multiplier", "clip", "ε at best epoch",
