@@ -40,7 +40,8 @@ def section(run_dir: Path) -> list[str]:
     spread = (f" Each learner's accountant: ε {learners[0]:.2f}–{learners[-1]:.2f}." if len(learners) > 1 else "")
     lines = [f"## `{run_dir}`, round {rnd}", "",
              f"`{audit['command']}` (budget {audit['budget']}); the audited model's unseen MAE "
-             f"{metrics[rnd]['unseen_mae']:.2f} years.{spread}", "",
+             f"{metrics[rnd]['unseen_mae']:.2f} years, its start's (round 0) {metrics[0]['unseen_mae']:.2f}.{spread}",
+             "",
              "| ε | value | how |", "|---|---|---|"]
     lines += [f"| {r['what']} | {r['value']} | {r['how']} |" for r in epsilon_rows(audit["epsilon"])]
     lines += ["", "| seat | strongest membership attack | its number [95 % CI] | verdict |", "|---|---|---|---|"]
@@ -83,7 +84,7 @@ def main() -> None:
     p.add_argument("runs", type=Path, nargs="+", help="audited run directories")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"the results file (default: {RESULTS.name})")
     p.add_argument("--curve", type=Path, help="also draw each run's rounds, MAE against ε, into this PNG")
-    p.add_argument("--baseline", type=Path, help="with --curve: the non-private run drawn beside them")
+    p.add_argument("--baseline", type=Path, help="the non-private run quoted (and, with --curve, drawn) beside them")
     args = p.parse_args()
     if args.curve and not args.baseline:
         raise SystemExit("error: --curve needs --baseline RUN (the non-private run drawn beside the DP runs)")
@@ -94,6 +95,10 @@ def main() -> None:
              f"{time.strftime('%Y-%m-%d')}.", ""]
     for run in args.runs:
         lines += section(run)
+    if args.baseline:
+        plain = snapshots.read_done(args.baseline)
+        lines += [f"Beside them, without DP: `{args.baseline}`, round {plain['final_round']}: unseen MAE "
+                  f"{plain['unseen_mae']:.2f} years; predicting its training mean: {plain['predict_mean_mae']:.2f}.", ""]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
     if args.curve:
