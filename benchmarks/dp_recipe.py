@@ -175,7 +175,7 @@ def frontier(names: list[str]) -> None:
     for i, name in enumerate(names):
         curve = {m["round"]: m for m in snapshots.read_metrics(RUNS / name)}
         subjects = snapshots.read_config(RUNS / name)["cohort"]["subjects"]
-        ax.plot([m.get("epsilon", 0.0) for m in curve.values()], [m["unseen_mae"] for m in curve.values()], "o-", ms=3,
+        ax.plot([m.get("epsilon", 0.0) for m in curve.values()], [m["unseen_mae"] for m in curve.values()], marker="o", ms=3,
                 lw=1.6 if subjects > 1000 else 1, ls="-" if subjects == 1000 else "--", color=f"C{i}",
                 label=f"{name} ({training_subjects(subjects):,} training subjects)")
         best = curve[snapshots.read_done(RUNS / name)["best_round"]]
