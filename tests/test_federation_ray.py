@@ -35,8 +35,8 @@ def final_model(run_dir: Path, rnd: int) -> dict[str, torch.Tensor]:
 
 
 def test_failure_then_resume_on_ray_matches_an_uninterrupted_run(tmp_path, tiny_manifest):
-    run = tmp_path / "ray-run"
-    failed = fedsim_run("--env", "tiny", "--cohort", str(tiny_manifest), "--out", str(run),
+    run, tb = tmp_path / "ray-run", tmp_path / "tb"
+    failed = fedsim_run("--env", "tiny", "--cohort", str(tiny_manifest), "--out", str(run), "--tensorboard", str(tb),
                         **{keys.ENV_FAIL_LEARNER: "L2@2"})
     assert failed.returncode == 2, failed.stderr
     assert "Traceback" not in failed.stderr
@@ -44,11 +44,18 @@ def test_failure_then_resume_on_ray_matches_an_uninterrupted_run(tmp_path, tiny_
         "error: 1 learner(s) failed in round 2 (L2; first: L2: RuntimeError: injected failure")
     assert snapshots.complete_rounds(run) == [0, 1] and not snapshots.is_done(run)
 
-    resumed = fedsim_run("--resume", str(run))
+    resumed = fedsim_run("--resume", str(run), "--tensorboard", str(tb))
     assert resumed.returncode == 0, resumed.stderr
-    assert "community unseen MAE by round" in resumed.stdout
+    assert "community unseen MAE by round" in resumed.stdout and "round   1/" not in resumed.stdout
     assert snapshots.complete_rounds(run) == [0, 1, 2] and snapshots.is_done(run)
     assert (run / "learning_curve.png").is_file() and (run / "partitions.png").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tb))
+    events.Reload()  # both event files: the failed run's rounds 0 and 1, the resumed run's round 2
+    on_disk = snapshots.read_metrics(run)
+    assert [e.step for e in events.Scalars("mae/unseen")] == [0, 1, 2] == [m["round"] for m in on_disk]
+    assert [e.value for e in events.Scalars("mae/unseen")] == pytest.approx([m["unseen_mae"] for m in on_disk])
 
     # Ray actors (1 thread each, any order) and the in-process LocalGrid give the same bits
     reference = federate(tmp_path / "local", tiny_manifest)
