@@ -304,3 +304,15 @@ def test_no_defense_table_means_no_defense_and_round_trips(tmp_path):
     assert load_env("tiny").defense is None and "defense" not in load_env("tiny").to_dict()
     cfg = load_env(env_file(tmp_path, "label_noise = 1.0\nprediction_noise = 2.0"))
     assert from_resolved(cfg.to_dict()).defense == cfg.defense
+
+
+def test_the_shipped_central_dp_spends_epsilon_8_over_its_rounds_for_its_largest_learner():
+    """skewed-noniid-central-dp's noise is what its description promises: learner-level ε 8 (δ 1e-5) after its
+    rounds, for the learner whose weight in the average is largest (the learners' sizes follow the environment's
+    per-learner weights)."""
+    cfg = load_env("skewed-noniid-central-dp")
+    sizes = [sum(row) for row in cfg.partition.age_bin_weights]
+    z = effective_noise_multiplier(cfg.defense.central_noise_multiplier, sizes)
+    spent = epsilon([(z, 1.0, 1)] * cfg.federation.rounds, cfg.defense.dp_delta)
+    assert 7.9 <= spent <= 8.05
+    assert cfg.train.init and cfg.defense.central_dp == "server"
