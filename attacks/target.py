@@ -31,6 +31,7 @@ from fedsim.models import build_model
 
 __all__ = [
     "Snapshot", "Target", "has_local_models", "is_centralized", "load_snapshot", "missing_local_models", "open_run", "resolve_rounds", "run_model",
+    "snapshot_digest",
 ]
 
 
@@ -145,6 +146,12 @@ def run_model(config: dict[str, Any], **changes: Any) -> nn.Module:
     return build_model(config["model"]["name"], **{**kwargs, **changes})
 
 
+def snapshot_digest(run_dir: str | Path, rnd: int, *, name: str = "model") -> str:
+    """SHA-256 of the weights file of round ``rnd`` (``name``: ``model`` or a learner id): what caches of anything
+    computed from that model are keyed by."""
+    return hashlib.sha256((snapshots.round_dir(run_dir, rnd) / f"{name}.safetensors").read_bytes()).hexdigest()
+
+
 def load_snapshot(run_dir: str | Path, rnd: int, *, name: str = "model") -> Snapshot:
     """Rebuild the model of round ``rnd`` (``name`` = ``model`` or a learner id) in eval mode."""
     run_dir = Path(run_dir)
@@ -152,7 +159,7 @@ def load_snapshot(run_dir: str | Path, rnd: int, *, name: str = "model") -> Snap
     model = run_model(config)
     state, meta = snapshots.load_round(run_dir, rnd, name=name)
     model.load_state_dict(state)
-    digest = hashlib.sha256((snapshots.round_dir(run_dir, rnd) / f"{name}.safetensors").read_bytes()).hexdigest()
+    digest = snapshot_digest(run_dir, rnd, name=name)
     released = release_model(model, config)  # [defense] prediction_noise: the predictions are released noisy
     release = (functools.partial(perturb_predictions, std=released.std, seed=released.seed)
                if isinstance(released, PerturbedPredictions) else None)

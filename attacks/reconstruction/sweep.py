@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from attacks.reconstruction.run import (Example, Outcome, Progress, Scans, contr
 from attacks.reconstruction.settings import LOCAL_STEPS
 from attacks.reconstruction.strength import GradientAttack
 from attacks.signals.updates import Defense, Recipe, epoch_orders, train_update
-from attacks.target import Target, attacked_round, load_snapshot, open_run, run_model
+from attacks.target import Target, attacked_round, load_snapshot, open_run, run_model, snapshot_digest
 from fedsim import snapshots
 from fedsim.config import load_env
 from fedsim.data.partition import learner_groups
@@ -204,9 +203,8 @@ def sweep(target: Target, *, batch_sizes: Sequence[int] = (1, 2, 4, 8), local_st
     config = snapshots.read_config(target.run_dir)
     run_width = float(config["model"].get("width", 1.0))
     points = tuple(_points(list(batch_sizes), list(local_steps), list(widths or [run_width]), defenses))
-    model = snapshots.round_dir(target.run_dir, rnd) / snapshots.MODEL_FILE
     plan = _Plan(Path(target.run_dir).resolve(), rnd, group, subjects, recipe, attack, seed,
-                 hashlib.sha256(model.read_bytes()).hexdigest())
+                 snapshot_digest(target.run_dir, rnd))
     serial = isinstance(current_executor(), SerialExecutor)
     try:
         # what every task reads (an imported run without a recipe fails here), then the checks on it, before any task

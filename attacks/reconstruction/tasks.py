@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from attacks.reconstruction.features import activations, fit_inverse, invert_act
 from attacks.reconstruction.inversion import closeness, invert_model
 from attacks.reconstruction.optimize import Inversion
 from attacks.reconstruction.run import Example, Outcome, Progress, Scans, timed, conv_layers, victim_group
-from attacks.target import Target, attacked_round, load_snapshot, open_run
+from attacks.target import Target, attacked_round, load_snapshot, open_run, snapshot_digest
 from fedsim import snapshots
 from fedsim.data.partition import UNSEEN, VAL
 from fedsim.errors import FedsimError
@@ -36,10 +35,6 @@ __all__ = ["FEATURE_METHODS", "feature_attack", "model_attack"]
 FEATURE_METHODS = ("white-box", "learned")
 #: Bump when a task computes something else, so stored tasks are not reused.
 TASK_VERSION = 1
-
-
-def _digest(run_dir: Path, rnd: int) -> str:
-    return hashlib.sha256((snapshots.round_dir(run_dir, rnd) / snapshots.MODEL_FILE).read_bytes()).hexdigest()
 
 
 def _keys(run_dir: Path, plan: Any, tasks: list[Any], example_of: Any = None) -> list[str]:
@@ -128,7 +123,7 @@ def feature_attack(target: Target, *, learner: str | None = None, rnd: int | Non
         raise FedsimError(f"unknown feature-inversion method {bad[0]!r}; choose from: {', '.join(FEATURE_METHODS)}")
     group, rnd = victim_group(target, learner), attacked_round(target, rnd)
     run_dir = Path(target.run_dir).resolve()
-    plan = _FeaturePlan(run_dir, rnd, group, subjects, settings, epochs, _digest(run_dir, rnd))
+    plan = _FeaturePlan(run_dir, rnd, group, subjects, settings, epochs, snapshot_digest(run_dir, rnd))
     serial = isinstance(current_executor(), SerialExecutor)
     try:
         scans, model = _feature_context(plan)[:2]
@@ -207,7 +202,7 @@ def model_attack(target: Target, *, rnd: int | None = None, ages: list[float] | 
     rnd = attacked_round(target, rnd)
     run_dir = Path(target.run_dir).resolve()
     rounds = list(dict.fromkeys([rnd, 0]))
-    plan = _ModelPlan(run_dir, rnd, window, settings, tuple(_digest(run_dir, r) for r in rounds))
+    plan = _ModelPlan(run_dir, rnd, window, settings, tuple(snapshot_digest(run_dir, r) for r in rounds))
     serial = isinstance(current_executor(), SerialExecutor)
     try:
         scans, _, _, outsider_ages = _model_context(plan)
