@@ -20,7 +20,6 @@ A recipe with a public start begins from ``runs/<public environment>`` (trained 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from results_table import machine
 
 from fedsim import snapshots
 from fedsim.config import ENVIRONMENTS_DIR, load_env, tomllib
+from fedsim.data.partition import centralized_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "dp_recipe.md"
@@ -57,10 +57,10 @@ class Recipe:
 
 
 def training_subjects(subjects: int) -> int:
-    """The training subjects of ``centralized``'s partition of a cohort of ``subjects``: 40 % unseen, then 10 % of
-    the rest (rounded up) for validation; 540 of the default 1,000 (benchmarks/results/centralized.md)."""
-    pool = subjects - round(0.4 * subjects)
-    return pool - math.ceil(0.1 * pool)
+    """The training subjects ``centralized``'s partition leaves in a cohort of ``subjects``: 540 of the default
+    1,000 (benchmarks/results/centralized.md)."""
+    partition = load_env("centralized").partition
+    return centralized_sizes(subjects, partition.unseen_fraction, partition.val_fraction)[2]
 
 
 #: A quarter of the default widths: 19 k weights instead of 75 k, so the same noise is half as large against them.

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fedsim.config import tomllib
-from fedsim.data.partition import age_bins, assign_groups
+from fedsim.data.partition import age_bins, assign_groups, centralized_sizes
 from fedsim.data.partition_table import partition_table, read_partitions, write_partitions
 from fedsim.plots import plot_partitions
 from fedsim.errors import FedsimError
@@ -256,6 +256,11 @@ def test_centralized_train_val_unseen():
     assert (groups == "unseen").sum() == 400
     assert (groups == "val").sum() == 60  # ceil(0.1 * 600)
     assert (groups == "train").sum() == 540
+    for n in (1000, 4000, 37):  # the counts before any draw are the draw's
+        drawn = assign_groups(sampled_cohort(n), learners=0, unseen=cfg["unseen_fraction"], n_bins=cfg["age_bins"],
+                              val_fraction=cfg["val_fraction"])
+        assert centralized_sizes(n, cfg["unseen_fraction"], cfg["val_fraction"]) == tuple(
+            int((drawn == g).sum()) for g in ("unseen", "val", "train"))
     no_val = assign_groups(ages, learners=0, unseen=0.4)
     assert set(no_val) == {"train", "unseen"}
 

@@ -129,6 +129,14 @@ def _check_unseen(unseen: float | int, n_subjects: int) -> int:
     return count
 
 
+def centralized_sizes(n_subjects: int, unseen: float | int, val_fraction: float) -> tuple[int, int, int]:
+    """How many of ``n_subjects`` :func:`assign_groups` holds out as unseen, then for validation (``val_fraction``
+    of the rest, rounded up), and leaves for training: e.g. the sample rate of DP-SGD before any data is drawn."""
+    n_unseen = _check_unseen(unseen, n_subjects)
+    n_val = _count_from(val_fraction, n_subjects - n_unseen)
+    return n_unseen, n_val, n_subjects - n_unseen - n_val
+
+
 def _check_learner_weights(learner_weights: Sequence[float] | None, learners: int) -> np.ndarray:
     """Relative learner sizes as an array (equal sizes when None)."""
     if learner_weights is None:
@@ -275,7 +283,7 @@ def assign_groups(
             "learner_weights/age_bin_weights apply only to federated environments (learners >= 1); "
             "drop them for centralized training (learners=0)"
         )
-    n_unseen = _check_unseen(unseen, ages.size)
+    n_unseen, n_val, _ = centralized_sizes(ages.size, unseen, val_fraction)  # n_val: 0 for a federation (checked)
 
     bin_counts = np.bincount(bins, minlength=n_bins + 1)[1:]
     unseen_counts = apportion(n_unseen, bin_counts)
@@ -283,7 +291,6 @@ def assign_groups(
     n_pool = int(pool_counts.sum())
 
     if learners == 0:
-        n_val = _count_from(val_fraction, n_pool)
         if n_val >= n_pool:
             raise FedsimError(
                 f"val_fraction={val_fraction!r} puts all {n_pool} pool subjects in validation and leaves none "
